@@ -1,0 +1,57 @@
+"""Feature networks for the sample-quality metrics, chosen per dataset.
+
+* ``mnist`` / ``fashion_mnist``: the project's own small CNN classifiers
+  (``classifier.py``; weights shipped in ``weights/``): 128-d penultimate
+  features for FID/KID/PR, 10 logits for IS.
+* ``stacked_mnist``: the MNIST classifier applied to each channel, for mode
+  counting (``gan_jax.metrics.stacked_mnist``).
+* anything else (CIFAR-10, CelebA, ...): the FID Inception-v3
+  (``inception.py``), 2048-d pool3 features and 1008 logits, with weights
+  from pytorch-fid's file given by ``--inception_weights``.
+
+FID from a classifier is only comparable with other FIDs from the same
+classifier, never with published Inception FIDs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional, Tuple
+
+CLASSIFIER_DATASETS = ("mnist", "fashion_mnist")
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+  """Which feature network and which registered metrics fit a dataset."""
+  extractor: str  # "mnist", "fashion_mnist", "mnist_channels" or "inception"
+  metrics: Tuple[str, ...]
+
+
+def protocol(dataset: str) -> Protocol:
+  if dataset in CLASSIFIER_DATASETS:
+    return Protocol(dataset, ("fid", "kid", "inception_score",
+                              "precision_recall"))
+  if dataset == "stacked_mnist":
+    return Protocol("mnist_channels", ("stacked_mnist_modes",))
+  return Protocol("inception", ("fid", "kid", "inception_score",
+                                "precision_recall"))
+
+
+def extractor(name: str, inception_weights: Optional[str] = None
+              ) -> Callable:
+  """``apply(images in [-1, 1], NHWC) -> (features, logits)`` by name.
+
+  Raises ``UserError`` (one line) when weights are missing.
+  """
+  if name in ("mnist", "mnist_channels", "fashion_mnist"):
+    from gan_jax.features import classifier  # pylint: disable=g-import-not-at-top
+    return classifier.cached("mnist" if name == "mnist_channels" else name)
+  if name == "inception":
+    from gan_jax.features import inception  # pylint: disable=g-import-not-at-top
+    if not inception_weights:
+      from gan_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+      raise UserError(inception.missing_weights_message(inception_weights))
+    return inception.cached(inception_weights)
+  from gan_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  raise UserError(f"unknown feature extractor {name!r}")

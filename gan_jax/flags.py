@@ -1,0 +1,301 @@
+"""Every absl flag of gan_jax, defined in this one module.
+
+Flags are grouped by the part of the library that reads them. ``Config`` is an
+immutable snapshot of their values: the rest of the library reads a ``Config``
+and never ``absl.flags.FLAGS``, so tests build configs without parsing argv.
+
+Each flag is either *structural* (it shapes the model, optimizer, data stream
+or update; changing it on resume is refused) or *safe* (logging cadence,
+total steps, paths: changing it on resume is allowed).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Tuple
+
+from absl import flags
+
+from gan_jax.errors import UserError
+
+FLAGS = flags.FLAGS
+
+# name -> whether it may change between a run and its resumption.
+SAFE: Dict[str, bool] = {}
+
+
+def _define(kind: str, name: str, default: Any, help_: str, *, safe=False,
+            **kwargs):
+  if name in SAFE:
+    return
+  define = getattr(flags, f"DEFINE_{kind}")
+  if kind == "enum":
+    define(name, default, kwargs.pop("enum_values"), help_, **kwargs)
+  else:
+    define(name, default, help_, **kwargs)
+  SAFE[name] = safe
+
+
+def string(name, default, help_, *, safe=False, **kw):
+  _define("string", name, default, help_, safe=safe, **kw)
+
+
+def integer(name, default, help_, *, safe=False, **kw):
+  _define("integer", name, default, help_, safe=safe, **kw)
+
+
+def float_(name, default, help_, *, safe=False, **kw):
+  _define("float", name, default, help_, safe=safe, **kw)
+
+
+def boolean(name, default, help_, *, safe=False, **kw):
+  _define("bool", name, default, help_, safe=safe, **kw)
+
+
+def enum(name, default, values, help_, *, safe=False, **kw):
+  _define("enum", name, default, help_, safe=safe, enum_values=values, **kw)
+
+
+def strings(name, default, help_, *, safe=False, **kw):
+  _define("list", name, default, help_, safe=safe, **kw)
+
+
+# ---------------------------------------------------------------- run / loop
+string("workdir", None, "Run directory: flags.txt, metrics.jsonl, "
+       "TensorBoard events, images and checkpoints. Resumes if it holds "
+       "checkpoints.", safe=True)
+strings("extra_modules", [], "Python modules imported before the config is "
+        "resolved, so they can register losses, models, datasets, metrics.",
+        safe=True)
+integer("seed", 0, "Seed of the run: initialization, noise, data order.")
+integer("num_steps", 2000, "Number of training steps (one step = d_steps "
+        "discriminator updates + one generator update).", safe=True)
+integer("batch_size", 100, "Global batch size (samples per D/G update, all "
+        "devices together). Must divide by the number of devices.")
+integer("d_steps", 1, "Discriminator updates per generator update (k in "
+        "Algorithm 1 of Goodfellow et al. 2014).")
+integer("steps_per_loop", 1, "Training steps fused into one compiled call "
+        "with lax.scan (fewer host round trips). Must divide log_every.",
+        safe=True)
+integer("log_every", 500, "Log metrics (metrics.jsonl, TensorBoard, "
+        "console) and write sample images every N steps.", safe=True)
+integer("num_devices", 0, "Local devices to run data-parallel on; 0 = all.",
+        safe=True)
+boolean("progress", True, "Show a progress bar on the console.", safe=True)
+enum("compute_dtype", "float32", ["float32", "bfloat16"], "Dtype of "
+     "activations; parameters and optimizer states stay float32.")
+
+# ------------------------------------------------------------------- data
+string("dataset", "ring", "Dataset name: toy sets (ring, grid, ...) sampled "
+       "on device, or image datasets read through tensorflow-datasets.")
+
+# ----------------------------------------------------------------- models
+string("generator", "pacgan_mlp", "Generator architecture (registry name).")
+string("discriminator", "pacgan_maxout", "Discriminator architecture "
+       "(registry name).")
+integer("z_dim", 2, "Dimension of the generator's noise.")
+enum("z_dist", "normal", ["normal", "uniform"], "Noise distribution: N(0, I) "
+     "or U(-1, 1).")
+integer("g_hidden", 400, "Hidden width of MLP generators.")
+integer("g_layers", 4, "Hidden layers of MLP generators.")
+integer("d_hidden", 200, "Hidden width of MLP discriminators.")
+integer("d_layers", 3, "Hidden layers of MLP discriminators.")
+integer("maxout_pieces", 5, "Pieces per maxout unit.")
+boolean("g_batchnorm", True, "BatchNorm in MLP generators.")
+boolean("conditional", False, "Condition G and D on the dataset's labels "
+        "(conditional GAN, Mirza & Osindero 2014).")
+boolean("cross_replica_bn", False, "BatchNorm statistics over the global "
+        "batch (all devices) instead of each device's shard.")
+
+# ------------------------------------------------------- losses / penalties
+string("loss", "ns", "GAN loss (registry name): minimax, ns (non-saturating)"
+       ", ...")
+float_("label_smoothing", 1.0, "Target for real samples in the "
+       "discriminator's cross-entropy (one-sided label smoothing, e.g. 0.9). "
+       "1.0 = none.")
+
+# ------------------------------------------------------------- optimizers
+enum("g_optimizer", "adam", ["adam", "rmsprop", "sgd"], "Generator optimizer.")
+enum("d_optimizer", "adam", ["adam", "rmsprop", "sgd"],
+     "Discriminator optimizer.")
+float_("g_lr", 1e-4, "Generator learning rate.")
+float_("d_lr", 1e-4, "Discriminator learning rate.")
+float_("g_beta1", 0.8, "Generator Adam beta1.")
+float_("g_beta2", 0.999, "Generator Adam beta2.")
+float_("d_beta1", 0.8, "Discriminator Adam beta1.")
+float_("d_beta2", 0.999, "Discriminator Adam beta2.")
+enum("lr_schedule", "constant", ["constant", "linear", "cosine"],
+     "Learning-rate schedule over num_steps generator steps (optax).")
+float_("ema_decay", 0.0, "Decay of the exponential moving average of the "
+       "generator's weights; 0 disables it.")
+integer("ema_start", 0, "Step at which the EMA starts (copying G before).")
+
+# ------------------------------------------------------------- evaluation
+integer("eval_samples", 2500, "Samples for toy metrics (PacGAN protocol: "
+        "2,500).", safe=True)
+
+# ---------------------------------------------------- checkpoints (issue 6)
+integer("checkpoint_every", 1000, "Save a checkpoint every N steps (and at "
+        "the end, and on SIGTERM/SIGINT). 0 = only at the end.", safe=True)
+integer("keep_checkpoints", 3, "How many recent checkpoints to keep.",
+        safe=True)
+
+# ------------------------------------------------------ images (issue 3)
+string("tfds_data_dir", None, "tensorflow-datasets data dir holding prepared "
+       "datasets (default: tfds' own, ~/tensorflow_datasets or "
+       "$TFDS_DATA_DIR).", safe=True)
+string("tfds_manual_dir", None, "Folder with the original files to prepare "
+       "a dataset from offline (MNIST family: the four official "
+       "*-idx?-ubyte.gz files). Default for mnist/fashion_mnist: "
+       "<repo>/../shared/data/<dataset> when it exists.", safe=True)
+integer("image_size", 0, "Resize images to this height and width at load "
+        "time (bilinear), e.g. 32 or 64 to run DCGAN variants on 28x28 "
+        "MNIST; 0 keeps the native resolution.")
+
+# ------------------------------------------------ image models (issue 3)
+integer("g_channels", 64, "Base width of convolutional generators (DCGAN: "
+        "channels of the last hidden layer; ResNet: every block).")
+integer("d_channels", 64, "Base width of convolutional discriminators "
+        "(DCGAN: channels of the first layer; ResNet: every block).")
+enum("g_upsample", "subpixel", ["subpixel", "transpose"], "DCGAN generator "
+     "upsampling: convolution then depth-to-space, or a transposed "
+     "convolution (whose gradient is very slow in XLA on CPU).")
+enum("g_norm", "auto", ["auto", "batch", "none"], "Generator normalization; "
+     "auto = the architecture's paper choice (DCGAN, ResNet: batch; "
+     "Goodfellow MLP: none).")
+enum("d_norm", "auto", ["auto", "none", "batch", "spectral", "layer"],
+     "Discriminator normalization; auto = the architecture's paper choice "
+     "(DCGAN: batch; ResNet, Goodfellow maxout: none).")
+float_("d_dropout", 0.5, "Dropout rate on the hidden layers of maxout "
+       "discriminators (goodfellow_maxout, cgan_maxout).")
+float_("d_input_dropout", 0.2, "Dropout rate on the input of maxout "
+       "discriminators (goodfellow_maxout, cgan_maxout).")
+enum("minibatch_disc", "none", ["none", "salimans", "stddev"], "Minibatch "
+     "features before the discriminator's output layer: minibatch "
+     "discrimination (Salimans et al. 2016) or minibatch standard deviation "
+     "(Karras et al. 2018).")
+integer("mbd_kernels", 100, "Minibatch discrimination: number of kernels B.")
+integer("mbd_kernel_dim", 5, "Minibatch discrimination: kernel dimension C.")
+integer("mbstd_group_size", 4, "Minibatch stddev: group size (the largest "
+        "divisor of the batch not above it is used).")
+
+# ---------------------------------------------- losses/penalties (issue 4)
+float_("lsgan_a", 0.0, "LSGAN target for fake samples in D's loss (a).")
+float_("lsgan_b", 1.0, "LSGAN target for real samples in D's loss (b).")
+float_("lsgan_c", 1.0, "LSGAN target G wants D to give fakes (c).")
+strings("penalties", [], "Discriminator penalties (registry names), e.g. "
+        "gp or r1; composable: gp,r1.")
+float_("gp_weight", 10.0, "WGAN-GP gradient penalty weight (lambda).")
+float_("r1_gamma", 10.0, "R1 penalty weight (gamma).")
+integer("penalty_every", 1, "Lazy regularization: apply the penalties every N "
+        "discriminator updates, scaled by N (Karras et al. 2020).")
+float_("d_clip", 0.0, "WGAN weight clipping: clip every critic parameter "
+       "to [-c, c] after each update; 0 disables.")
+
+# --------------------------------------------------- evaluation (issue 5)
+string("inception_weights", None, "Path to pytorch-fid's "
+       "pt_inception-2015-12-05-6726825d.pth (Inception-v3 FID weights, read "
+       "without PyTorch); needed for Inception FID/KID/IS/PR.", safe=True)
+integer("kid_subsets", 100, "KID: number of random subsets (Binkowski et "
+        "al. 2018).", safe=True)
+integer("kid_subset_size", 1000, "KID: samples per subset.", safe=True)
+integer("pr_k", 3, "Precision/recall: k of the k-NN radii (Kynkaanniemi et "
+        "al. 2019).", safe=True)
+integer("is_splits", 10, "Inception Score: number of splits.", safe=True)
+string("out", None, "Output file of a tool, e.g. the classifier weights of "
+       "gan_jax.features.train_classifier.", safe=True)
+integer("classifier_epochs", 5, "Epochs of gan_jax.features.train_classifier"
+        ".", safe=True)
+integer("classifier_batch_size", 128, "Batch size of "
+        "gan_jax.features.train_classifier.", safe=True)
+float_("classifier_lr", 2e-3, "Peak learning rate (one-cycle cosine) of "
+       "gan_jax.features.train_classifier.", safe=True)
+
+# ----------------------------------------------- mode collapse (issue 7)
+integer("pack", 1, "PacGAN packing (Lin et al. 2018): D judges m samples "
+        "concatenated (features/channels). 1 = no packing. The batch size "
+        "counts samples, so it must divide by pack.")
+
+# -------------------------------------------------- scale-out (issue 8)
+
+
+class Config:
+  """An immutable, hashable snapshot of flag values (attribute access)."""
+
+  __slots__ = ("_values",)
+
+  def __init__(self, values: Dict[str, Any]):
+    frozen = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in values.items()}
+    object.__setattr__(self, "_values", frozen)
+
+  def __getattr__(self, name):
+    try:
+      return self._values[name]
+    except KeyError:
+      raise AttributeError(f"Config has no field {name!r}") from None
+
+  def __setattr__(self, name, value):
+    raise AttributeError("Config is immutable; use .replace()")
+
+  def replace(self, **updates) -> "Config":
+    unknown = set(updates) - set(self._values)
+    if unknown:
+      raise UserError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+    return Config({**self._values, **updates})
+
+  def to_dict(self) -> Dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v
+            for k, v in self._values.items()}
+
+  def items(self) -> Iterable[Tuple[str, Any]]:
+    return self._values.items()
+
+  def __eq__(self, other):
+    return isinstance(other, Config) and self._values == other._values
+
+  def __hash__(self):
+    return hash(tuple(sorted(self._values.items())))
+
+  def __repr__(self):
+    inner = ", ".join(f"{k}={v!r}" for k, v in sorted(self._values.items()))
+    return f"Config({inner})"
+
+
+def defaults(**overrides) -> Config:
+  """The config of the flag defaults, with overrides (for tests and APIs)."""
+  values = {name: FLAGS[name].default for name in SAFE}
+  return Config(values).replace(**overrides)
+
+
+def from_flags() -> Config:
+  """The config of the parsed command-line flags."""
+  return Config({name: FLAGS[name].value for name in SAFE})
+
+
+def serialize(config: Config) -> List[str]:
+  """Flag lines that replay ``config`` (``--flagfile`` format)."""
+  lines = []
+  for name, value in sorted(config.items()):
+    if value is None:
+      continue
+    if isinstance(value, bool):
+      lines.append(f"--{name}" if value else f"--no{name}")
+    elif isinstance(value, tuple):
+      lines.append(f"--{name}={','.join(str(v) for v in value)}")
+    else:
+      lines.append(f"--{name}={value}")
+  return lines
+
+
+def structural_differences(old: Dict[str, Any], new: Config) -> List[str]:
+  """Names of structural flags whose values differ between two configs."""
+  diffs = []
+  for name, value in new.items():
+    if SAFE.get(name, False) or name not in old:
+      continue
+    prev = old[name]
+    if isinstance(value, tuple):
+      prev = tuple(prev) if isinstance(prev, list) else prev
+    if prev != value:
+      diffs.append(name)
+  return sorted(diffs)

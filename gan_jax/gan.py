@@ -1,0 +1,118 @@
+"""The static parts of a GAN, built once from the config.
+
+A ``GAN`` holds what the pure steps close over: the two architectures, the
+loss, the penalties, both optimizers and the dataset. It holds no arrays; the
+arrays live in the ``TrainState``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from gan_jax import losses as losses_lib
+from gan_jax import optim
+from gan_jax import penalties as penalties_lib
+from gan_jax import data as data_lib
+from gan_jax import models
+from gan_jax.errors import UserError
+from gan_jax.flags import Config
+
+
+@dataclasses.dataclass(frozen=True)
+class GAN:
+  cfg: Config
+  dataset: Any
+  generator: nn.Module
+  discriminator: nn.Module
+  loss: losses_lib.Loss
+  penalties: Tuple[Tuple[str, Callable], ...]
+  g_tx: optax.GradientTransformation
+  d_tx: optax.GradientTransformation
+
+  @property
+  def num_classes(self) -> int:
+    return self.dataset.num_classes if self.cfg.conditional else 0
+
+  @property
+  def shape(self) -> Tuple[int, ...]:
+    return tuple(self.dataset.shape)
+
+  def sample_z(self, key, batch_shape) -> jax.Array:
+    shape = tuple(batch_shape) + (self.cfg.z_dim,)
+    if self.cfg.z_dist == "uniform":
+      return jax.random.uniform(key, shape, minval=-1.0, maxval=1.0)
+    return jax.random.normal(key, shape)
+
+  def sample_labels(self, key, batch_shape) -> Optional[jax.Array]:
+    if not self.num_classes:
+      return None
+    return jax.random.randint(key, tuple(batch_shape), 0, self.num_classes)
+
+  def pack(self, x: jax.Array) -> jax.Array:
+    """PacGAN: groups of ``pack`` consecutive samples joined on the last axis.
+
+    (b, ..., c) -> (b / m, ..., m * c): for vectors the m samples are
+    concatenated, for images their channels are stacked.
+    """
+    m = self.cfg.pack
+    if m == 1:
+      return x
+    b = x.shape[0]
+    x = x.reshape((b // m, m) + x.shape[1:])
+    x = jnp.moveaxis(x, 1, -2)
+    return x.reshape(x.shape[:-2] + (m * x.shape[-1],))
+
+  def generate(self, params, state, z, y, train: bool, rng=None):
+    """G(z, y) -> (samples, updated non-trainable state)."""
+    variables = {"params": params, **state}
+    rngs = {"dropout": rng} if rng is not None else {}
+    if train:
+      x, new_state = self.generator.apply(
+          variables, z, y, train=True, mutable=list(state), rngs=rngs)
+      return x, {**state, **new_state}
+    return self.generator.apply(variables, z, y, train=False, rngs=rngs), state
+
+  def discriminate(self, params, state, x, y, train: bool, rng=None):
+    """D(pack(x), y) -> (logits, updated non-trainable state)."""
+    variables = {"params": params, **state}
+    rngs = {"dropout": rng} if rng is not None else {}
+    x = self.pack(x)
+    if train:
+      logits, new_state = self.discriminator.apply(
+          variables, x, y, train=True, mutable=list(state), rngs=rngs)
+      return logits, {**state, **new_state}
+    return self.discriminator.apply(variables, x, y, train=False,
+                                    rngs=rngs), state
+
+
+def build(cfg: Config, dataset=None) -> GAN:
+  """Resolves every name in the config; unknown names raise UserError."""
+  if dataset is None:
+    dataset = data_lib.get(cfg)
+  num_classes = dataset.num_classes if cfg.conditional else 0
+  if cfg.conditional and not dataset.num_classes:
+    raise UserError(f"--conditional needs a labelled dataset; "
+                    f"{cfg.dataset!r} has no labels")
+  if cfg.pack < 1:
+    raise UserError(f"--pack must be >= 1, got {cfg.pack}")
+  if cfg.pack > 1 and num_classes:
+    raise UserError("--pack > 1 with a conditional model is not supported")
+  if cfg.d_steps < 1:
+    raise UserError(f"--d_steps must be >= 1, got {cfg.d_steps}")
+  if cfg.penalty_every < 1:
+    raise UserError(f"--penalty_every must be >= 1, got {cfg.penalty_every}")
+  generator = models.GENERATORS(cfg.generator, cfg, dataset.shape, num_classes)
+  discriminator = models.DISCRIMINATORS(cfg.discriminator, cfg, dataset.shape,
+                                        num_classes)
+  loss = losses_lib.LOSSES(cfg.loss, cfg)
+  penalties = tuple((name, penalties_lib.PENALTIES(name, cfg))
+                    for name in cfg.penalties)
+  return GAN(cfg=cfg, dataset=dataset, generator=generator,
+             discriminator=discriminator, loss=loss, penalties=penalties,
+             g_tx=optim.generator(cfg), d_tx=optim.discriminator(cfg))

@@ -1,0 +1,90 @@
+"""Entry point: ``python -m gan_jax.main --flagfile=experiments/NAME.flags
+--workdir=DIR [--any_flag=value]``.
+
+Flags -> Config -> train.train_and_evaluate. Bad input ends in one line on
+stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging as std_logging
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from gan_jax import flags as flags_lib
+from gan_jax.errors import UserError, die
+
+
+def parse_flags(argv):
+  """absl parsing with one-line errors (unknown flag, bad value, no file)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    die(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+def import_extra_modules(names):
+  """Imports user modules so their registry entries exist."""
+  for name in names:
+    try:
+      importlib.import_module(name)
+    except ImportError as e:
+      raise UserError(f"--extra_modules: cannot import {name!r}: {e}") from e
+
+
+def print_summary(scalars):
+  if not scalars:
+    return
+  keys = [k for k in ("modes", "high_quality", "reverse_kl", "d_loss",
+                      "g_loss", "steps_per_sec") if k in scalars]
+  print(f"final (step {scalars.get('step')}): " + ", ".join(
+      f"{k}={scalars[k]:.4g}" if isinstance(scalars[k], float)
+      else f"{k}={scalars[k]}" for k in keys))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  import_extra_modules(flags_lib.FLAGS.extra_modules)
+  cfg = flags_lib.from_flags()
+  if not cfg.workdir:
+    raise UserError("--workdir is required (where flags.txt, metrics.jsonl, "
+                    "images and checkpoints go)")
+  os.makedirs(cfg.workdir, exist_ok=True)
+  from gan_jax import train  # pylint: disable=g-import-not-at-top
+  scalars = train.train_and_evaluate(cfg, cfg.workdir)
+  print_summary(scalars)
+
+
+def _guarded(argv):
+  try:
+    main(argv)
+  except UserError as e:
+    die(str(e))
+
+
+class _QuietLibraries(std_logging.Filter):
+  """Keeps orbax's per-save INFO chatter off the console (warnings pass)."""
+
+  def filter(self, record):
+    return (record.levelno >= std_logging.WARNING
+            or "orbax" not in record.pathname)
+
+
+def setup_logging():
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+
+
+def run():
+  setup_logging()
+  app.run(_guarded, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,134 @@
+"""DCGAN (Radford et al. 2015), unconditional and conditional; registry name
+``dcgan`` for both networks.
+
+G: z -> dense to a 7x7 (28x28 output) or 4x4 map of ``g_channels * 2^(k-1)``
+channels -> BatchNorm, ReLU -> k-1 upsampling blocks halving the channels,
+each with BatchNorm and ReLU -> an upsampling layer to the image channels and
+tanh (no BatchNorm on the output). 28: 7->14->28; 32: 4->8->16->32;
+64: 4->...->64. Upsampling is sub-pixel by default (``--g_upsample``).
+
+D: 4x4 stride-2 convolutions doubling ``d_channels`` down to 7x7 or 4x4, each
+followed by LeakyReLU 0.2, normalized (``--d_norm``, BatchNorm by default)
+except the input layer; optional minibatch features; a linear output.
+
+Weights from N(0, 0.02). Conditioning (``num_classes > 0``): G joins a one-hot
+label to z, so its first layer adds a learned per-class embedding
+(W [z; onehot(y)] = W_z z + E[y]); D is a projection discriminator (Miyato &
+Koyama 2018, Eq. 3): logit = w.h + <E[y], h> on the final features h.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from gan_jax.models import DISCRIMINATORS, GENERATORS
+from gan_jax.models import layers
+
+
+class DCGANGenerator(nn.Module):
+  """G(z, y=None, train=True) -> images in [-1, 1] of ``out_shape``."""
+  out_shape: Sequence[int]
+  channels: int = 64
+  upsample: str = "subpixel"
+  norm: str = "batch"
+  num_classes: int = 0
+  bn_axis_name: Optional[str] = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, z, y=None, train: bool = True):
+    layers.require_label(y, self.num_classes, "dcgan")
+    base, ups = layers.image_levels(self.out_shape, "dcgan")
+    h = z.astype(self.dtype).reshape(z.shape[0], -1)
+    label = layers.one_hot_label(y, self.num_classes, self.dtype)
+    if label is not None:
+      h = jnp.concatenate([h, label], axis=-1)
+    bias = self.norm == "none"  # a bias before BatchNorm is redundant
+    width = self.channels * 2 ** (ups - 1)
+    h = nn.Dense(base * base * width, use_bias=bias, dtype=self.dtype,
+                 kernel_init=layers.dcgan_init)(h)
+    h = h.reshape(-1, base, base, width)
+    h = nn.relu(layers.normalize(h, self.norm, train,
+                                 axis_name=self.bn_axis_name,
+                                 dtype=self.dtype))
+    for _ in range(ups - 1):
+      width //= 2
+      h = layers.Upsample(width, self.upsample, use_bias=bias,
+                          dtype=self.dtype)(h)
+      h = nn.relu(layers.normalize(h, self.norm, train,
+                                   axis_name=self.bn_axis_name,
+                                   dtype=self.dtype))
+    h = layers.Upsample(self.out_shape[-1], self.upsample,
+                        dtype=self.dtype)(h)
+    return jnp.tanh(h)
+
+
+class DCGANDiscriminator(nn.Module):
+  """D(x, y=None, train=True) -> float32 logits of shape (batch,)."""
+  in_shape: Sequence[int]
+  channels: int = 64
+  norm: str = "batch"
+  num_classes: int = 0
+  minibatch: str = "none"
+  mbd_kernels: int = 100
+  mbd_kernel_dim: int = 5
+  mbstd_group_size: int = 4
+  bn_axis_name: Optional[str] = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, y=None, train: bool = True):
+    layers.require_label(y, self.num_classes, "dcgan")
+    _, downs = layers.image_levels(self.in_shape, "dcgan")
+    sn = self.norm == "spectral"
+    h = x.astype(self.dtype)
+    width = self.channels
+    for i in range(downs):
+      norm = "none" if i == 0 else self.norm  # no normalization on the input
+      h = layers.spectral_norm(
+          nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME",
+                  use_bias=norm in ("none", "spectral"), dtype=self.dtype,
+                  kernel_init=layers.dcgan_init), sn, train)(h)
+      h = layers.normalize(h, norm, train, axis_name=self.bn_axis_name,
+                           dtype=self.dtype)
+      h = nn.leaky_relu(h, 0.2)
+      width *= 2
+    h = layers.apply_minibatch_features(
+        h, self.minibatch, num_kernels=self.mbd_kernels,
+        kernel_dim=self.mbd_kernel_dim, group_size=self.mbstd_group_size,
+        dtype=self.dtype)
+    h = h.reshape(h.shape[0], -1)
+    logit = layers.spectral_norm(
+        nn.Dense(1, dtype=self.dtype, kernel_init=layers.dcgan_init), sn,
+        train)(h)[:, 0]
+    if self.num_classes > 0:
+      embed = layers.spectral_norm(
+          nn.Embed(self.num_classes, h.shape[-1], dtype=self.dtype,
+                   embedding_init=layers.dcgan_init), sn, train)(y)
+      logit = logit + jnp.sum(embed * h, axis=-1)
+    return logit.astype(jnp.float32)
+
+
+@GENERATORS.register("dcgan")
+def dcgan_generator(cfg, shape, num_classes: int) -> nn.Module:
+  layers.image_levels(shape, "dcgan")  # fail early on unsupported shapes
+  return DCGANGenerator(
+      out_shape=tuple(shape), channels=cfg.g_channels,
+      upsample=cfg.g_upsample,
+      norm=layers.resolve_norm(cfg.g_norm, "batch"), num_classes=num_classes,
+      bn_axis_name=layers.bn_axis_name(cfg), dtype=layers.model_dtype(cfg))
+
+
+@DISCRIMINATORS.register("dcgan")
+def dcgan_discriminator(cfg, shape, num_classes: int) -> nn.Module:
+  layers.image_levels(shape, "dcgan")
+  return DCGANDiscriminator(
+      in_shape=tuple(shape), channels=cfg.d_channels,
+      norm=layers.resolve_norm(cfg.d_norm, "batch"), num_classes=num_classes,
+      minibatch=cfg.minibatch_disc, mbd_kernels=cfg.mbd_kernels,
+      mbd_kernel_dim=cfg.mbd_kernel_dim,
+      mbstd_group_size=cfg.mbstd_group_size,
+      bn_axis_name=layers.bn_axis_name(cfg), dtype=layers.model_dtype(cfg))

@@ -1,0 +1,153 @@
+"""The original GAN's MNIST networks (Goodfellow et al. 2014) and the
+conditional MLP GAN (Mirza & Osindero 2014).
+
+Source: the authors' ``adversarial`` repository (``mnist.yaml``): G is an MLP
+of two ReLU layers of 1200 units with a sigmoid output; D has two maxout
+layers of 240 units with 5 pieces and a sigmoid output unit, with dropout
+(inputs kept with probability 0.8, hidden units 0.5); weights uniform in
++-0.05 (G) and +-0.005 (D). Here G ends in tanh, to match data in [-1, 1],
+and D returns the logit (the loss applies the sigmoid). The max column norm
+constraint of the original D is not reproduced. Widths and depths come from
+``--g_hidden/--g_layers/--d_hidden/--d_layers/--maxout_pieces`` (the
+flagfile sets the paper's values), dropout from ``--d_dropout`` and
+``--d_input_dropout``.
+
+Registry names: ``goodfellow_mlp`` / ``goodfellow_maxout``, and
+``cgan_mlp`` / ``cgan_maxout``, the same networks required to be conditional:
+with ``num_classes > 0`` a one-hot label is joined to z and to D's flattened
+input (Mirza & Osindero 2014, Sec. 3.2; their separate label layers before the
+joint layer are folded into the first layer).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from gan_jax.errors import UserError
+from gan_jax.models import DISCRIMINATORS, GENERATORS
+from gan_jax.models import layers
+
+
+def _uniform(scale: float):
+  """U(-scale, scale) initializer."""
+  base = nn.initializers.uniform(2 * scale)
+
+  def init(key, shape, dtype=jnp.float32):
+    return base(key, shape, dtype) - scale
+
+  return init
+
+
+class MLPGenerator(nn.Module):
+  """G(z, y=None, train=True) -> samples in [-1, 1] of ``out_shape``."""
+  out_shape: Sequence[int]
+  hidden: int = 1200
+  num_layers: int = 2
+  norm: str = "none"
+  num_classes: int = 0
+  bn_axis_name: Optional[str] = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, z, y=None, train: bool = True):
+    layers.require_label(y, self.num_classes, "goodfellow_mlp")
+    init = _uniform(0.05)
+    h = z.astype(self.dtype).reshape(z.shape[0], -1)
+    label = layers.one_hot_label(y, self.num_classes, self.dtype)
+    if label is not None:
+      h = jnp.concatenate([h, label], axis=-1)
+    for _ in range(self.num_layers):
+      h = nn.Dense(self.hidden, dtype=self.dtype, kernel_init=init)(h)
+      h = nn.relu(layers.normalize(h, self.norm, train,
+                                   axis_name=self.bn_axis_name,
+                                   dtype=self.dtype))
+    x = nn.Dense(math.prod(self.out_shape), dtype=self.dtype,
+                 kernel_init=init)(h)
+    return jnp.tanh(x).reshape((z.shape[0],) + tuple(self.out_shape))
+
+
+class MaxoutDiscriminator(nn.Module):
+  """D(x, y=None, train=True) -> float32 logits of shape (batch,).
+
+  Dropout (when ``train``) draws from the ``dropout`` RNG stream.
+  """
+  hidden: int = 240
+  num_layers: int = 2
+  pieces: int = 5
+  dropout: float = 0.5
+  input_dropout: float = 0.2
+  norm: str = "none"
+  num_classes: int = 0
+  minibatch: str = "none"
+  mbd_kernels: int = 100
+  mbd_kernel_dim: int = 5
+  mbstd_group_size: int = 4
+  bn_axis_name: Optional[str] = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, y=None, train: bool = True):
+    layers.require_label(y, self.num_classes, "goodfellow_maxout")
+    init = _uniform(0.005)
+    sn = self.norm == "spectral"
+    h = x.astype(self.dtype).reshape(x.shape[0], -1)
+    label = layers.one_hot_label(y, self.num_classes, self.dtype)
+    if label is not None:
+      h = jnp.concatenate([h, label], axis=-1)
+    if self.input_dropout > 0:
+      h = nn.Dropout(self.input_dropout, deterministic=not train)(h)
+    for _ in range(self.num_layers):
+      h = layers.spectral_norm(
+          layers.MaxoutDense(self.hidden, self.pieces, dtype=self.dtype,
+                             kernel_init=init), sn, train)(h)
+      h = layers.normalize(h, self.norm, train, axis_name=self.bn_axis_name,
+                           dtype=self.dtype)
+      if self.dropout > 0:
+        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = layers.apply_minibatch_features(
+        h, self.minibatch, num_kernels=self.mbd_kernels,
+        kernel_dim=self.mbd_kernel_dim, group_size=self.mbstd_group_size,
+        dtype=self.dtype)
+    logit = layers.spectral_norm(
+        nn.Dense(1, dtype=self.dtype, kernel_init=init), sn, train)(h)
+    return logit[:, 0].astype(jnp.float32)
+
+
+def _generator(cfg, shape, num_classes: int) -> nn.Module:
+  return MLPGenerator(
+      out_shape=tuple(shape), hidden=cfg.g_hidden, num_layers=cfg.g_layers,
+      norm=layers.resolve_norm(cfg.g_norm, "none"), num_classes=num_classes,
+      bn_axis_name=layers.bn_axis_name(cfg), dtype=layers.model_dtype(cfg))
+
+
+def _discriminator(cfg, shape, num_classes: int) -> nn.Module:
+  del shape  # the input is flattened
+  return MaxoutDiscriminator(
+      hidden=cfg.d_hidden, num_layers=cfg.d_layers, pieces=cfg.maxout_pieces,
+      dropout=cfg.d_dropout, input_dropout=cfg.d_input_dropout,
+      norm=layers.resolve_norm(cfg.d_norm, "none"), num_classes=num_classes,
+      minibatch=cfg.minibatch_disc, mbd_kernels=cfg.mbd_kernels,
+      mbd_kernel_dim=cfg.mbd_kernel_dim,
+      mbstd_group_size=cfg.mbstd_group_size,
+      bn_axis_name=layers.bn_axis_name(cfg), dtype=layers.model_dtype(cfg))
+
+
+def _conditional(factory, name: str):
+  def make(cfg, shape, num_classes: int) -> nn.Module:
+    if num_classes <= 0:
+      raise UserError(f"{name} is a conditional GAN and needs a labelled "
+                      "dataset; use goodfellow_* for unlabelled data")
+    return factory(cfg, shape, num_classes)
+  make.__name__ = name
+  return make
+
+
+GENERATORS.register("goodfellow_mlp", _generator)
+DISCRIMINATORS.register("goodfellow_maxout", _discriminator)
+GENERATORS.register("cgan_mlp", _conditional(_generator, "cgan_mlp"))
+DISCRIMINATORS.register("cgan_maxout",
+                        _conditional(_discriminator, "cgan_maxout"))

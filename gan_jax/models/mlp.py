@@ -1,0 +1,136 @@
+"""MLP generators and discriminators for 2-D toy data.
+
+* ``pacgan_mlp`` / ``pacgan_maxout``: the PacGAN toy pair (Lin et al. 2018,
+  authors' code): G = 4 fully connected layers of 400 units with ReLU and
+  BatchNorm, linear 2-D output; D = 3 maxout layers of 200 units with 5 pieces,
+  then a linear output.
+* ``mlp`` (G and D): plain ReLU MLPs, e.g. the WGAN-GP toy script's 3 hidden
+  layers of 512 units (Gulrajani et al. 2017).
+
+Widths and depths come from ``--g_hidden/--g_layers/--d_hidden/--d_layers``.
+Conditioning (``num_classes > 0``) joins a one-hot label to the input, as in
+Mirza & Osindero (2014).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gan_jax.models import DISCRIMINATORS, GENERATORS
+
+
+def dtype_of(cfg) -> Any:
+  return jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
+
+
+def join_label(x, y, num_classes: int, dtype):
+  """Concatenates a one-hot label to flat features (Mirza & Osindero 2014)."""
+  if num_classes <= 0 or y is None:
+    return x
+  return jnp.concatenate([x, jax.nn.one_hot(y, num_classes, dtype=dtype)],
+                         axis=-1)
+
+
+class Maxout(nn.Module):
+  """Dense layer with ``pieces`` linear pieces per unit, max over pieces."""
+  features: int
+  pieces: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.Dense(self.features * self.pieces, dtype=self.dtype)(x)
+    h = h.reshape(h.shape[:-1] + (self.features, self.pieces))
+    return jnp.max(h, axis=-1)
+
+
+class MLPGenerator(nn.Module):
+  """z -> hidden ReLU layers (optionally BatchNorm) -> linear output."""
+  out_shape: Sequence[int]
+  hidden: int = 400
+  layers: int = 4
+  batchnorm: bool = True
+  num_classes: int = 0
+  bn_axis_name: Optional[str] = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, z, y=None, train: bool = True):
+    h = join_label(z.astype(self.dtype), y, self.num_classes, self.dtype)
+    for _ in range(self.layers):
+      # A bias before BatchNorm is cancelled by its mean subtraction; its
+      # gradient is pure rounding noise, which Adam would amplify.
+      h = nn.Dense(self.hidden, use_bias=not self.batchnorm,
+                   dtype=self.dtype)(h)
+      if self.batchnorm:
+        h = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                         axis_name=self.bn_axis_name, dtype=self.dtype)(h)
+      h = nn.relu(h)
+    size = 1
+    for s in self.out_shape:
+      size *= s
+    x = nn.Dense(size, dtype=self.dtype)(h)
+    return x.reshape(x.shape[:-1] + tuple(self.out_shape))
+
+
+class MLPDiscriminator(nn.Module):
+  """x -> hidden layers (maxout or ReLU) -> one logit per sample.
+
+  The input is flattened, so packed inputs (PacGAN's m samples concatenated)
+  need no special handling.
+  """
+  hidden: int = 200
+  layers: int = 3
+  pieces: int = 0  # 0 = ReLU layers; > 1 = maxout with that many pieces
+  num_classes: int = 0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, y=None, train: bool = True):
+    h = x.reshape(x.shape[0], -1).astype(self.dtype)
+    h = join_label(h, y, self.num_classes, self.dtype)
+    for _ in range(self.layers):
+      if self.pieces > 1:
+        h = Maxout(self.hidden, self.pieces, dtype=self.dtype)(h)
+      else:
+        h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(h))
+    return nn.Dense(1, dtype=self.dtype)(h)[:, 0].astype(jnp.float32)
+
+
+def _bn_axis(cfg):
+  return "data" if cfg.cross_replica_bn else None
+
+
+@GENERATORS.register("pacgan_mlp")
+def pacgan_generator(cfg, shape, num_classes):
+  return MLPGenerator(out_shape=tuple(shape), hidden=cfg.g_hidden,
+                      layers=cfg.g_layers, batchnorm=cfg.g_batchnorm,
+                      num_classes=num_classes, bn_axis_name=_bn_axis(cfg),
+                      dtype=dtype_of(cfg))
+
+
+@GENERATORS.register("mlp")
+def mlp_generator(cfg, shape, num_classes):
+  return MLPGenerator(out_shape=tuple(shape), hidden=cfg.g_hidden,
+                      layers=cfg.g_layers, batchnorm=cfg.g_batchnorm,
+                      num_classes=num_classes, bn_axis_name=_bn_axis(cfg),
+                      dtype=dtype_of(cfg))
+
+
+@DISCRIMINATORS.register("pacgan_maxout")
+def pacgan_discriminator(cfg, shape, num_classes):
+  del shape
+  return MLPDiscriminator(hidden=cfg.d_hidden, layers=cfg.d_layers,
+                          pieces=cfg.maxout_pieces, num_classes=num_classes,
+                          dtype=dtype_of(cfg))
+
+
+@DISCRIMINATORS.register("mlp")
+def mlp_discriminator(cfg, shape, num_classes):
+  del shape
+  return MLPDiscriminator(hidden=cfg.d_hidden, layers=cfg.d_layers, pieces=0,
+                          num_classes=num_classes, dtype=dtype_of(cfg))

@@ -1,0 +1,41 @@
+"""Optimizers and learning-rate schedules from optax, built from flags.
+
+Generator and discriminator have their own optimizer, learning rate and betas
+(two time-scale update rule, Heusel et al. 2017).
+"""
+
+from __future__ import annotations
+
+import optax
+
+
+def schedule(kind: str, lr: float, num_updates: int) -> optax.Schedule:
+  if kind == "constant":
+    return optax.constant_schedule(lr)
+  if kind == "linear":  # e.g. WGAN-GP ResNet: decay linearly to 0.
+    return optax.linear_schedule(lr, 0.0, max(num_updates, 1))
+  if kind == "cosine":
+    return optax.cosine_decay_schedule(lr, max(num_updates, 1))
+  raise ValueError(kind)
+
+
+def make(kind: str, lr: float, beta1: float, beta2: float, sched: str,
+         num_updates: int) -> optax.GradientTransformation:
+  rate = schedule(sched, lr, num_updates)
+  if kind == "adam":
+    return optax.adam(rate, b1=beta1, b2=beta2)
+  if kind == "rmsprop":  # WGAN (Arjovsky et al. 2017) uses plain RMSProp.
+    return optax.rmsprop(rate, decay=0.99, eps=1e-8)
+  if kind == "sgd":
+    return optax.sgd(rate, momentum=beta1 or None)
+  raise ValueError(kind)
+
+
+def generator(cfg) -> optax.GradientTransformation:
+  return make(cfg.g_optimizer, cfg.g_lr, cfg.g_beta1, cfg.g_beta2,
+              cfg.lr_schedule, cfg.num_steps)
+
+
+def discriminator(cfg) -> optax.GradientTransformation:
+  return make(cfg.d_optimizer, cfg.d_lr, cfg.d_beta1, cfg.d_beta2,
+              cfg.lr_schedule, cfg.num_steps * cfg.d_steps)

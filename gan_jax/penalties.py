@@ -1,0 +1,58 @@
+"""Discriminator penalties, chosen by name (``--penalties=gp,r1``).
+
+Contract: a factory ``cfg -> penalty`` where
+``penalty(d_fn, real, fake, key) -> scalar`` is added to the discriminator
+loss; ``d_fn(x) -> logits`` is the discriminator at its current parameters
+(labels bound). The value returned is already weighted; the step also reports
+it as ``penalty/<name>``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from gan_jax.registry import Registry
+
+PENALTIES = Registry("penalty")
+
+
+def per_example_grad_sq_norm(d_fn, x):
+  """||grad_x D(x)_i||^2 for every example i (not one norm over the batch).
+
+  The discriminator scores examples independently, so the gradient of the
+  summed logits with respect to x holds each example's gradient in its row.
+  """
+  grads = jax.grad(lambda v: jnp.sum(d_fn(v)))(x)
+  return jnp.sum(grads.reshape(grads.shape[0], -1).astype(jnp.float32) ** 2,
+                 axis=1)
+
+
+@PENALTIES.register("gp")
+def gradient_penalty(cfg):
+  """WGAN-GP (Gulrajani et al. 2017, Algorithm 1): lambda (||grad||-1)^2 on
+  random interpolates x_hat = eps x + (1 - eps) G(z), eps ~ U[0, 1] per example.
+  """
+  weight = cfg.gp_weight
+
+  def penalty(d_fn, real, fake, key):
+    eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1),
+                             dtype=real.dtype)
+    x_hat = eps * real + (1.0 - eps) * fake
+    # sqrt(s + tiny) keeps the gradient finite where the norm is 0.
+    norm = jnp.sqrt(per_example_grad_sq_norm(d_fn, x_hat) + 1e-12)
+    return weight * jnp.mean((norm - 1.0) ** 2)
+
+  return penalty
+
+
+@PENALTIES.register("r1")
+def r1_penalty(cfg):
+  """R1 (Mescheder et al. 2018, eq. 9): gamma/2 E ||grad D(x_real)||^2."""
+  gamma = cfg.r1_gamma
+
+  def penalty(d_fn, real, fake, key):
+    del fake, key
+    return 0.5 * gamma * jnp.mean(per_example_grad_sq_norm(d_fn, real))
+
+  return penalty

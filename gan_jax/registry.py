@@ -1,0 +1,57 @@
+"""Named registries: losses, penalties, architectures, datasets, metrics.
+
+A registry maps a flag value to a factory. Users extend one from their own
+module (loaded with ``--extra_modules=my.module``) without editing the package::
+
+    from gan_jax import losses
+
+    @losses.LOSSES.register("my_loss")
+    def my_loss(cfg): ...
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterator
+
+from gan_jax.errors import UserError
+
+
+class Registry:
+  """A name -> object table with a one-line error for unknown names."""
+
+  def __init__(self, kind: str):
+    self.kind = kind
+    self._items: Dict[str, Any] = {}
+
+  def register(self, name: str, obj: Any = None, *, override: bool = False):
+    """Registers ``obj`` under ``name``; usable as a decorator."""
+
+    def add(o):
+      if name in self._items and not override:
+        raise ValueError(f"{self.kind} {name!r} is already registered")
+      self._items[name] = o
+      return o
+
+    return add if obj is None else add(obj)
+
+  def get(self, name: str) -> Any:
+    try:
+      return self._items[name]
+    except KeyError:
+      raise UserError(
+          f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}"
+      ) from None
+
+  def names(self):
+    return sorted(self._items)
+
+  def __contains__(self, name: str) -> bool:
+    return name in self._items
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self.names())
+
+  def __call__(self, name: str, *args, **kwargs) -> Any:
+    """Looks ``name`` up and calls the factory with the given arguments."""
+    factory: Callable[..., Any] = self.get(name)
+    return factory(*args, **kwargs)

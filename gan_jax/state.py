@@ -1,0 +1,72 @@
+"""The train state: one immutable pytree, updated only with ``.replace``."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+PyTree = Any
+
+
+@struct.dataclass
+class TrainState:
+  """Everything that shapes the future of a run (and so is checkpointed).
+
+  ``rng`` is the run's base key; the key of step s is ``fold_in(rng, s)``, so
+  no key is threaded through the loop and resuming at step s draws exactly the
+  numbers an uninterrupted run would. ``g_state``/``d_state`` hold the
+  non-trainable collections (BatchNorm statistics, spectral-norm vectors).
+  ``ema_params`` is the EMA copy of G's parameters, or None when disabled.
+  """
+  step: jax.Array
+  rng: jax.Array
+  g_params: PyTree
+  g_state: PyTree
+  d_params: PyTree
+  d_state: PyTree
+  g_opt_state: PyTree
+  d_opt_state: PyTree
+  ema_params: Optional[PyTree] = None
+
+
+def split_variables(variables):
+  variables = dict(variables)
+  params = variables.pop("params")
+  return params, variables
+
+
+def create(gan, seed: int) -> TrainState:
+  """Initializes a train state (pure: use under jit or eval_shape)."""
+  root = jax.random.PRNGKey(seed)
+  k_g, k_d, k_run = jax.random.split(root, 3)
+  cfg = gan.cfg
+  n = max(2, cfg.pack)  # BatchNorm and packing need a batch of >= 2.
+  z = gan.sample_z(jax.random.PRNGKey(0), (n,))
+  y = gan.sample_labels(jax.random.PRNGKey(0), (n,))
+  g_vars = gan.generator.init({"params": k_g, "dropout": k_g}, z, y,
+                              train=False)
+  g_params, g_state = split_variables(g_vars)
+  x = jnp.zeros((n,) + gan.shape, jnp.float32)
+  d_vars = gan.discriminator.init({"params": k_d, "dropout": k_d},
+                                  gan.pack(x), y, train=False)
+  d_params, d_state = split_variables(d_vars)
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      rng=k_run,
+      g_params=g_params,
+      g_state=g_state,
+      d_params=d_params,
+      d_state=d_state,
+      g_opt_state=gan.g_tx.init(g_params),
+      d_opt_state=gan.d_tx.init(d_params),
+      ema_params=(jax.tree.map(jnp.copy, g_params)
+                  if cfg.ema_decay > 0 else None),
+  )
+
+
+def sampling_params(state: TrainState):
+  """G's parameters for sampling and evaluation: the EMA copy when enabled."""
+  return state.ema_params if state.ema_params is not None else state.g_params

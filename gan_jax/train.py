@@ -1,0 +1,295 @@
+"""The training loop: the only place with side effects.
+
+Reads top to bottom: workdir and flags record, mesh, input, model and
+optimizer, train state (fresh or restored), compiled step, evaluators, loop.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from gan_jax import checkpoint as ckpt_lib
+from gan_jax import flags as flags_lib
+from gan_jax import gan as gan_lib
+from gan_jax import plots
+from gan_jax import state as state_lib
+from gan_jax import steps as steps_lib
+from gan_jax import writers
+from gan_jax.errors import UserError
+from gan_jax.metrics import toy as toy_metrics
+
+# Fixed keys for what must not change over a run: the sample grid's noise and
+# the evaluation samples.
+_GRID_KEY = 1_000_001
+_EVAL_KEY = 1_000_002
+
+
+def make_mesh(cfg) -> jax.sharding.Mesh:
+  """A 1-D ``data`` mesh over all devices (every process's, when several)."""
+  if jax.process_count() > 1:
+    devices = jax.devices()
+  else:
+    devices = jax.local_devices()
+    if cfg.num_devices:
+      if cfg.num_devices > len(devices):
+        raise UserError(f"--num_devices={cfg.num_devices} but only "
+                        f"{len(devices)} devices are available")
+      devices = devices[:cfg.num_devices]
+  return jax.make_mesh((len(devices),), (steps_lib.AXIS,), devices=devices)
+
+
+def check_config(cfg, n_devices: int):
+  """Flag combinations that cannot work, as one-line errors."""
+  unit = n_devices * cfg.pack
+  if cfg.batch_size <= 0 or cfg.batch_size % unit:
+    what = f"{n_devices} devices" + (f" x pack {cfg.pack}" if cfg.pack > 1
+                                      else "")
+    raise UserError(f"--batch_size={cfg.batch_size} must be a positive "
+                    f"multiple of {unit} ({what})")
+  if cfg.steps_per_loop < 1 or cfg.log_every % cfg.steps_per_loop:
+    raise UserError(f"--log_every={cfg.log_every} must be a multiple of "
+                    f"--steps_per_loop={cfg.steps_per_loop}")
+  if cfg.num_steps < 0:
+    raise UserError(f"--num_steps must be >= 0, got {cfg.num_steps}")
+  every = cfg.checkpoint_every
+  if every and every % cfg.steps_per_loop:
+    raise UserError(f"--checkpoint_every={every} must be a multiple of "
+                    f"--steps_per_loop={cfg.steps_per_loop}")
+
+
+class _Preemption:
+  """Turns SIGTERM/SIGINT into a flag the loop polls between calls."""
+
+  def __init__(self):
+    self.signal: Optional[int] = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal = signum
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _first_nonfinite(metrics) -> Optional[str]:
+  for name in sorted(metrics):
+    if not np.all(np.isfinite(np.asarray(metrics[name]))):
+      return name
+  return None
+
+
+class Sampler:
+  """Compiled sampling from G for plots and evaluation."""
+
+  def __init__(self, gan, mesh):
+    self.gan = gan
+    self.mesh = mesh
+    self._fn = jax.jit(lambda params, g_state, z, y: gan.generate(
+        params, g_state, z, y, train=False)[0])
+
+  def __call__(self, state, z, y=None):
+    with jax.set_mesh(self.mesh):
+      x = self._fn(state_lib.sampling_params(state), state.g_state, z, y)
+    return np.asarray(jax.device_get(x), np.float32)
+
+  def sample(self, state, key, n: int, batch: int = 2500):
+    """``n`` samples (and their labels when conditional) from ``key``."""
+    gan = self.gan
+    out, labels = [], []
+    for i in range(0, n, batch):
+      k = jax.random.fold_in(key, i)
+      m = min(batch, n - i)
+      z = gan.sample_z(jax.random.fold_in(k, 0), (m,))
+      y = gan.sample_labels(jax.random.fold_in(k, 1), (m,))
+      out.append(self(state, z, y))
+      if y is not None:
+        labels.append(np.asarray(y))
+    return np.concatenate(out), (np.concatenate(labels) if labels else None)
+
+
+def grid_inputs(gan, rng, n: int = 64):
+  """The fixed noise of the sample grid (one row per class if conditional)."""
+  key = jax.random.fold_in(rng, _GRID_KEY)
+  if gan.num_classes:
+    rows = min(gan.num_classes, 10)
+    cols = max(n // rows, 1)
+    z = gan.sample_z(key, (cols,))
+    z = jnp.tile(z, (rows, 1))
+    y = jnp.repeat(jnp.arange(rows), cols)
+    return z, y, rows
+  return gan.sample_z(key, (n,)), None, None
+
+
+def visualize(gan, sampler, state, step, workdir, writer, real_toy=None):
+  """Writes the step's picture; returns toy metrics when they apply."""
+  out_dir = os.path.join(workdir, "samples")
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, f"step_{step:07d}.png")
+  ds = gan.dataset
+  if ds.kind == "toy":
+    samples, _ = sampler.sample(state, jax.random.fold_in(state.rng,
+                                                          _EVAL_KEY),
+                                gan.cfg.eval_samples)
+    scalars = {}
+    if ds.modes is not None:
+      scalars = toy_metrics.mode_metrics(samples, ds.modes, ds.std)
+    title = f"{ds.name} step {step}"
+    if scalars:
+      title += (f": {scalars['modes']}/{len(ds.modes)} modes, "
+                f"{100 * scalars['high_quality']:.1f}% HQ, "
+                f"KL {scalars['reverse_kl']:.3f}")
+    if writer.enabled:
+      image = plots.scatter_png(path, samples, real_toy, title, ds.modes)
+      writer.write_image(step, "samples", image)
+    return scalars
+  z, y, rows = grid_inputs(gan, state.rng)
+  image = plots.grid(sampler(state, z, y), rows=rows)
+  if writer.enabled:
+    plots.save_png(path, image)
+    writer.write_image(step, "samples", image)
+  return {}
+
+
+def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
+  """Trains ``cfg`` in ``workdir`` (resuming if it holds checkpoints).
+
+  Returns the last logged scalars.
+  """
+  # ---------------------------------------------------------------- mesh
+  mesh = make_mesh(cfg)
+  n_devices = mesh.devices.size
+  check_config(cfg, n_devices)
+  is_chief = jax.process_index() == 0
+
+  # ----------------------------------------------- input, model, optimizer
+  gan = gan_lib.build(cfg)
+  dataset = gan.dataset
+
+  # ---------------------------------------------------------- train state
+  replicated = NamedSharding(mesh, P())
+  init = jax.jit(lambda: state_lib.create(gan, cfg.seed),
+                 out_shardings=replicated)
+  ckpts = ckpt_lib.Checkpoints(os.path.join(workdir, "checkpoints"),
+                               save_every=cfg.checkpoint_every,
+                               keep=cfg.keep_checkpoints)
+  writer = writers.MetricWriter(workdir, enabled=is_chief)
+  with jax.set_mesh(mesh):
+    abstract = jax.eval_shape(init)
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+        abstract)
+    if ckpts.latest_step() is not None:
+      state, saved_config, start = ckpts.restore(abstract)
+      diffs = flags_lib.structural_differences(saved_config, cfg)
+      if diffs:
+        listing = ", ".join(f"--{d} (was {saved_config[d]!r}, now "
+                            f"{getattr(cfg, d)!r})" for d in diffs)
+        raise UserError(f"cannot resume {workdir}: flags that change the "
+                        f"model or optimizer differ: {listing}")
+      writer.truncate_after(start)
+      logging.info("resumed from step %d", start)
+    else:
+      state = init()
+      start = 0
+  if is_chief:
+    with open(os.path.join(workdir, "flags.txt"), "w") as f:
+      f.write("\n".join(flags_lib.serialize(cfg)) + "\n")
+
+  # -------------------------------------------------------- compiled step
+  spl = cfg.steps_per_loop
+  step_fns = {}
+
+  def step_fn(n):
+    if n not in step_fns:
+      step_fns[n] = steps_lib.make_train_step(gan, mesh, n)
+    return step_fns[n]
+
+  host_sharding = NamedSharding(mesh, P(None, None, steps_lib.AXIS))
+
+  def host_batches(first, n):
+    if dataset.kind == "toy":
+      return None
+    local = dataset.batches(first, n, cfg.d_steps, cfg.batch_size,
+                            jax.process_index(), jax.process_count())
+    return {k: jax.make_array_from_process_local_data(host_sharding, v)
+            for k, v in local.items()}
+
+  # ---------------------------------------------------------- evaluators
+  sampler = Sampler(gan, mesh)
+  real_toy = None
+  if dataset.kind == "toy":
+    real_toy = np.asarray(dataset.sample(jax.random.PRNGKey(0), 20000)[0])
+
+  # ----------------------------------------------------------------- loop
+  last: Dict[str, Any] = {}
+  step = start
+  total = cfg.num_steps
+  config_record = cfg.to_dict()
+  progress = None
+  if cfg.progress and is_chief:
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+    progress = tqdm(total=total, initial=min(step, total), unit="step",
+                    dynamic_ncols=True, mininterval=1.0)
+  t_last, step_last = time.time(), step
+  rate = None
+  with _Preemption() as preempt, jax.set_mesh(mesh):
+    while step < total:
+      n = min(spl, total - step)
+      state, metrics = step_fn(n)(state, host_batches(step, n))
+      step += n
+      if progress is not None:
+        progress.update(n)
+      log_now = step % cfg.log_every == 0 or step == total
+      save_now = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+      if log_now or save_now or preempt.signal is not None:
+        scalars = {k: float(v[-1]) for k, v in jax.device_get(metrics).items()}
+        bad = _first_nonfinite(scalars)
+        if bad is not None:
+          ckpts.wait()
+          raise UserError(f"non-finite {bad} at step {step} (the last good "
+                          f"checkpoint, step {ckpts.latest_step()}, is kept)")
+      if log_now:
+        now = time.time()
+        rate = (step - step_last) / max(now - t_last, 1e-9)
+        t_last, step_last = now, step
+        scalars.update(visualize(gan, sampler, state, step, workdir, writer,
+                                 real_toy))
+        scalars["steps_per_sec"] = rate
+        writer.write_scalars(step, scalars)
+        last = {"step": step, **scalars}
+        line = writers.format_line(step, total, rate, scalars)
+        if progress is not None:
+          progress.write(line)
+        else:
+          logging.info(line)
+      if save_now or step == total:
+        ckpts.save(step, state, config_record, force=True)
+      if preempt.signal is not None:
+        ckpts.save(step, state, config_record, force=True)
+        logging.warning("signal %d: saved a checkpoint at step %d, exiting",
+                        preempt.signal, step)
+        break
+  if progress is not None:
+    progress.close()
+  ckpts.close()
+  writer.close()
+  return last

@@ -1,0 +1,97 @@
+"""Where measurements go: metrics.jsonl, TensorBoard, the console.
+
+Only process 0 writes; the others are no-ops (multi-host runs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Dict, Optional
+
+import numpy as np
+
+
+def _clean(value):
+  value = float(value)
+  return value if math.isfinite(value) else str(value)
+
+
+class MetricWriter:
+  """Appends one JSON object per logged step; mirrors scalars and images to
+  TensorBoard event files in the same directory."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if enabled:
+      os.makedirs(workdir, exist_ok=True)
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"))
+
+  def truncate_after(self, step: int):
+    """Drops records past ``step`` (written after the checkpoint we resume
+    from), so metrics.jsonl reads as if the run had never stopped."""
+    if not self.enabled or not os.path.exists(self.path):
+      return
+    kept = []
+    with open(self.path) as f:
+      for line in f:
+        try:
+          if json.loads(line)["step"] <= step:
+            kept.append(line)
+        except (ValueError, KeyError):
+          continue  # a line cut short by a crash
+    tmp = self.path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(kept)
+    os.replace(tmp, self.path)
+
+  def write_scalars(self, step: int, scalars: Dict[str, float]):
+    if not self.enabled:
+      return
+    record = {"step": int(step)}
+    record.update({k: _clean(v) for k, v in sorted(scalars.items())})
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    for name, value in scalars.items():
+      self._tb.add_scalar(name, float(value), int(step))
+
+  def write_image(self, step: int, name: str, image: np.ndarray):
+    """``image``: uint8 (H, W, C)."""
+    if self.enabled:
+      self._tb.add_image(name, image, int(step), dataformats="HWC")
+
+  def flush(self):
+    if self._tb is not None:
+      self._tb.flush()
+
+  def close(self):
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
+
+def read_metrics(workdir: str):
+  """The records of metrics.jsonl, in order."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def format_line(step: int, total: int, rate: Optional[float],
+                scalars: Dict[str, float]) -> str:
+  """One console line: step, steps/s, ETA and the losses."""
+  parts = [f"step {step}/{total}"]
+  if rate:
+    eta = (total - step) / rate
+    parts.append(f"{rate:.1f} steps/s")
+    parts.append(f"ETA {int(eta // 60)}:{int(eta % 60):02d}")
+  for key in ("d_loss", "g_loss", "modes", "high_quality", "reverse_kl"):
+    if key in scalars:
+      parts.append(f"{key} {float(scalars[key]):.4g}")
+  return " | ".join(parts)

@@ -1,0 +1,225 @@
+"""Tests of the image input stream and offline tfds preparation."""
+
+import importlib.util
+import os
+import time
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from gan_jax import data as data_lib
+from gan_jax import flags as flags_lib
+from gan_jax.data import images
+from gan_jax.data import mnist_family
+from gan_jax.data import stacked_mnist
+from gan_jax.errors import UserError
+
+NUM = 40  # mock examples per split
+
+
+@pytest.fixture(name="mock_ds")
+def fixture_mock_ds():
+  """A dataset built through the stock tfds path on tfds mock data."""
+  images._load.cache_clear()
+  cfg = flags_lib.defaults(dataset="tfds:mnist", seed=3)
+  with tfds.testing.mock_data(num_examples=NUM):
+    ds = data_lib.get(cfg)
+  images._load.cache_clear()
+  return ds
+
+
+def expected_indices(seed, n, positions):
+  """Example index at each stream position, computed independently."""
+  out = []
+  for q in np.ravel(positions):
+    perm = np.random.default_rng([seed, q // n]).permutation(n)
+    out.append(perm[q % n])
+  return np.array(out).reshape(np.shape(positions))
+
+
+def test_shapes_range_and_order(mock_ds):
+  assert mock_ds.kind == "image"
+  assert mock_ds.shape == (28, 28, 1)
+  assert mock_ds.num_classes == 10
+  assert mock_ds.num_examples == NUM
+  b = mock_ds.batches(start_step=5, num_steps=2, d_steps=3, batch_size=8)
+  assert b["image"].shape == (2, 3, 8, 28, 28, 1)
+  assert b["image"].dtype == np.float32
+  assert b["label"].shape == (2, 3, 8) and b["label"].dtype == np.int32
+  assert b["image"].min() >= -1.0 and b["image"].max() <= 1.0
+  # Step s reads positions [s * d * B, (s + 1) * d * B).
+  positions = 5 * 3 * 8 + np.arange(2 * 3 * 8).reshape(2, 3, 8)
+  idx = expected_indices(3, NUM, positions)
+  want = mock_ds.images[idx].astype(np.float64) / 127.5 - 1
+  np.testing.assert_allclose(b["image"], want, atol=1e-6)
+  np.testing.assert_array_equal(b["label"], mock_ds.labels[idx])
+
+
+def test_batches_are_pure_functions_of_the_step(mock_ds):
+  whole = mock_ds.batches(0, 6, 2, 8)
+  again = mock_ds.batches(0, 6, 2, 8)
+  parts = [mock_ds.batches(0, 2, 2, 8), mock_ds.batches(2, 3, 2, 8),
+           mock_ds.batches(5, 1, 2, 8)]
+  for key in ("image", "label"):
+    np.testing.assert_array_equal(whole[key], again[key])
+    np.testing.assert_array_equal(
+        whole[key], np.concatenate([p[key] for p in parts]))
+
+
+def test_process_shards_partition_the_global_batch(mock_ds):
+  full = mock_ds.batches(7, 2, 2, 12)
+  shards = [mock_ds.batches(7, 2, 2, 12, process_index=p, process_count=4)
+            for p in range(4)]
+  assert shards[0]["image"].shape == (2, 2, 3, 28, 28, 1)
+  for key in ("image", "label"):
+    np.testing.assert_array_equal(
+        full[key], np.concatenate([s[key] for s in shards], axis=2))
+  with pytest.raises(UserError):
+    mock_ds.batches(0, 1, 1, 10, process_index=0, process_count=4)
+
+
+def test_epochs_are_permutations_that_differ(mock_ds):
+  # One step of 1 x 40 = one epoch exactly.
+  labels = mock_ds.batches(0, 3, 1, NUM)["label"]
+  imgs = mock_ds.batches(0, 3, 1, NUM)["image"]
+  for e in range(3):
+    assert sorted(labels[e, 0]) == sorted(mock_ds.labels)
+  assert not np.array_equal(imgs[0], imgs[1])
+  other_seed = images.ImageDataset(mock_ds.images, mock_ds.labels, 10, seed=4)
+  assert not np.array_equal(other_seed.batches(0, 1, 1, NUM)["image"],
+                            imgs[:1])
+  same_seed = images.ImageDataset(mock_ds.images, mock_ds.labels, 10, seed=3)
+  np.testing.assert_array_equal(same_seed.batches(0, 3, 1, NUM)["image"],
+                                imgs)
+
+
+def test_iterator_reads_consecutive_ranges(mock_ds):
+  with mock_ds.iterator(3, 2, 2, 4, process_index=1, process_count=2) as it:
+    got = [next(it) for _ in range(3)]
+  for k, b in enumerate(got):
+    want = mock_ds.batches(3 + 2 * k, 2, 2, 4, 1, 2)
+    np.testing.assert_array_equal(b["image"], want["image"])
+    np.testing.assert_array_equal(b["label"], want["label"])
+
+
+def test_iterator_reraises_errors(mock_ds):
+  it = mock_ds.iterator(0, 1, 1, 5, process_count=2)
+  with pytest.raises(UserError):
+    next(it)
+
+
+def test_image_size_resizes_at_load():
+  images._load.cache_clear()
+  cfg = flags_lib.defaults(dataset="tfds:mnist", seed=0, image_size=32)
+  with tfds.testing.mock_data(num_examples=4):
+    ds = data_lib.get(cfg)
+  images._load.cache_clear()
+  assert ds.shape == (32, 32, 1)
+  b = ds.batches(0, 1, 1, 4)["image"]
+  assert b.shape == (1, 1, 4, 32, 32, 1)
+  assert b.min() >= -1 and b.max() <= 1
+
+
+def test_names_resolve():
+  assert "mnist" in data_lib.DATASETS
+  assert "fashion_mnist" in data_lib.DATASETS
+  assert "stacked_mnist" in data_lib.DATASETS
+  assert images.is_tfds_name("cifar10")
+  assert images.is_tfds_name("tfds:mnist")
+  assert not images.is_tfds_name("no_such_dataset_xyz")
+  with pytest.raises(UserError, match="unknown dataset") as e:
+    data_lib.get(flags_lib.defaults(dataset="no_such_dataset_xyz"))
+  assert "\n" not in str(e.value)
+
+
+def test_missing_files_fail_fast_in_one_line(tmp_path):
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  (manual / "train-labels-idx1-ubyte.gz").write_bytes(b"")
+  start = time.monotonic()
+  with pytest.raises(UserError) as e:
+    images.load_arrays("fashion_mnist", "train", data_dir=str(tmp_path / "d"),
+                       manual_dir=str(manual))
+  assert time.monotonic() - start < 5
+  message = str(e.value)
+  assert "\n" not in message
+  for name in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+               "t10k-labels-idx1-ubyte.gz", str(manual)):
+    assert name in message
+  assert not (tmp_path / "d" / "mnist_idx" / "fashion_mnist").exists() or (
+      not any((tmp_path / "d").rglob("*.array_record*")))
+
+
+def test_wrong_file_is_refused(tmp_path):
+  for fname in mnist_family.FILES["mnist"]:
+    (tmp_path / fname).write_bytes(b"x")
+  with pytest.raises(UserError, match="bytes, expected"):
+    mnist_family.check_manual_dir("mnist", str(tmp_path))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is not None,
+                    reason="with TensorFlow the stock builder may prepare")
+def test_stock_dataset_unprepared_fails_fast(tmp_path):
+  start = time.monotonic()
+  with pytest.raises(UserError, match="needs TensorFlow") as e:
+    images.load_arrays("cifar10", "train", data_dir=str(tmp_path))
+  assert time.monotonic() - start < 10
+  assert "\n" not in str(e.value)
+
+
+# ------------------------------------------- integration: the real files
+
+MNIST_DIR = images.default_manual_dir("mnist")
+
+
+@pytest.mark.skipif(MNIST_DIR is None, reason="../shared/data/mnist absent")
+def test_prepare_mnist_offline(tmp_path):
+  """Prepares MNIST from the official files; no network, no TensorFlow."""
+  images._load.cache_clear()
+  data_dir = str(tmp_path / "tfds")
+  train_x, train_y = images.load_arrays("mnist", "train", data_dir=data_dir)
+  test_x, test_y = images.load_arrays("mnist", "test", data_dir=data_dir)
+  assert train_x.shape == (60000, 28, 28, 1) and train_x.dtype == np.uint8
+  assert test_x.shape == (10000, 28, 28, 1)
+  np.testing.assert_array_equal(train_y[:10], [5, 0, 4, 1, 9, 2, 1, 3, 1, 4])
+  np.testing.assert_array_equal(test_y[:10], [7, 2, 1, 0, 4, 1, 4, 9, 5, 9])
+  np.testing.assert_array_equal(
+      np.bincount(test_y), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974,
+                            1009])
+  raw = mnist_family.read_idx(
+      os.path.join(MNIST_DIR, "t10k-images-idx3-ubyte.gz"), 3)
+  np.testing.assert_array_equal(test_x[..., 0], raw)
+  # The training stream on the prepared data.
+  cfg = flags_lib.defaults(dataset="mnist", seed=0, tfds_data_dir=data_dir)
+  ds = data_lib.get(cfg)
+  assert (ds.shape, ds.num_classes, ds.num_examples) == ((28, 28, 1), 10,
+                                                         60000)
+  assert ds.eval_arrays("test")[0].shape == (10000, 28, 28, 1)
+  b = ds.batches(0, 1, 1, 16)
+  assert b["image"].shape == (1, 1, 16, 28, 28, 1)
+  assert b["image"].min() == -1.0 and b["image"].max() == 1.0
+  # Stacked MNIST on the real digits: channel c of epoch 0 walks
+  # default_rng([seed, 0, c]).
+  stacked = stacked_mnist.StackedMnist(train_x, train_y, seed=5)
+  s = stacked.batches(1, 1, 1, 8)
+  idx = np.stack([np.random.default_rng([5, 0, c]).permutation(60000)[8:16]
+                  for c in range(3)], axis=-1)
+  np.testing.assert_array_equal(
+      np.rint((s["image"][0, 0] + 1) * 127.5).astype(np.uint8),
+      np.concatenate([train_x[idx[:, c]] for c in range(3)], axis=-1))
+  np.testing.assert_array_equal(
+      s["label"][0, 0], train_y[idx] @ np.array([100, 10, 1]))
+  images._load.cache_clear()
+
+
+def test_resize_matches_jax_image_resize():
+  import jax  # pylint: disable=g-import-not-at-top
+  x = np.random.RandomState(0).randint(0, 256, (6, 28, 28, 3)).astype(
+      np.uint8)
+  for size in (32, 64, 20):
+    got = images.resize(x, size)
+    assert got.shape == (6, size, size, 3) and got.dtype == np.uint8
+    want = jax.image.resize(x.astype(np.float32), (6, size, size, 3),
+                            "linear", antialias=True)
+    np.testing.assert_allclose(got, np.asarray(want), atol=1.0)

@@ -1,0 +1,43 @@
+"""Shared test helpers (on sys.path through pytest's ``pythonpath``)."""
+
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+
+
+def tiny_config(**overrides):
+  """A small toy config that compiles and runs in seconds."""
+  from gan_jax import flags as flags_lib
+  base = dict(dataset="ring", generator="pacgan_mlp",
+              discriminator="pacgan_maxout", g_hidden=16, g_layers=2,
+              d_hidden=8, d_layers=2, maxout_pieces=2, batch_size=16,
+              num_steps=4, log_every=2, steps_per_loop=1, progress=False,
+              checkpoint_every=0, eval_samples=200)
+  base.update(overrides)
+  return flags_lib.defaults(**base)
+
+
+def run_module(module, *args, env=None, timeout=600):
+  """Runs ``python -m module args`` in a subprocess (for CLI tests).
+
+  The subprocess sees one CPU device unless ``env`` sets XLA_FLAGS.
+  """
+  full_env = dict(os.environ)
+  full_env["XLA_FLAGS"] = ""
+  full_env.update(env or {})
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
+                        env=full_env, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def assert_one_line_error(result):
+  """Bad input: non-zero exit, one line on stderr, no traceback."""
+  assert result.returncode != 0, result.stdout + result.stderr
+  lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+  assert len(lines) == 1, result.stderr
+  assert "Traceback" not in result.stderr
+  assert lines[0].startswith("error:"), lines[0]
+  return lines[0]

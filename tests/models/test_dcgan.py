@@ -1,0 +1,138 @@
+"""Tests of the DCGAN generator and discriminator (tiny widths)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gan_jax import flags
+from gan_jax.errors import UserError
+from gan_jax.models import DISCRIMINATORS, GENERATORS
+
+SHAPES = [(28, 28, 1), (32, 32, 3), (64, 64, 3)]
+
+
+def _cfg(**kw):
+  return flags.defaults(**{"g_channels": 4, "d_channels": 4, "z_dim": 3,
+                           "mbd_kernels": 3, "mbd_kernel_dim": 2, **kw})
+
+
+def _generate(g, z, y=None, train=True):
+  v = jax.jit(lambda z, y: g.init(jax.random.PRNGKey(0), z, y, train=False))(
+      z, y)
+  x, upd = jax.jit(lambda v, z, y: g.apply(
+      v, z, y, train=train, mutable=["batch_stats"]))(v, z, y)
+  return x, v, upd
+
+
+def _discriminate(d, x, y=None, train=True):
+  v = jax.jit(lambda x, y: d.init(jax.random.PRNGKey(1), x, y, train=False))(
+      x, y)
+  logits, upd = jax.jit(lambda v, x, y: d.apply(
+      v, x, y, train=train, mutable=["batch_stats"]))(v, x, y)
+  return logits, v, upd
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_shapes_and_ranges(shape):
+  cfg = _cfg()
+  g = GENERATORS("dcgan", cfg, shape, 0)
+  d = DISCRIMINATORS("dcgan", cfg, shape, 0)
+  z = jax.random.normal(jax.random.PRNGKey(0), (2, 3))
+  x, _, upd = _generate(g, z)
+  assert x.shape == (2,) + shape and x.dtype == jnp.float32
+  assert float(jnp.max(jnp.abs(x))) <= 1.0
+  assert "batch_stats" in upd  # BatchNorm in G
+  logits, _, _ = _discriminate(d, x)
+  assert logits.shape == (2,) and logits.dtype == jnp.float32
+  assert np.all(np.isfinite(logits))
+
+
+def test_generator_widths_follow_dcgan_layout():
+  cfg = _cfg(g_channels=64, d_channels=64, g_upsample="transpose")
+  g = GENERATORS("dcgan", cfg, (28, 28, 1), 0)
+  z = jnp.ones((1, 3))
+  shapes = jax.tree_util.tree_map(
+      jnp.shape, jax.eval_shape(lambda: g.init(jax.random.PRNGKey(0), z)))
+  # Radford-style MNIST G: 7x7x128 -> 14x14x64 -> 28x28x1.
+  assert shapes["params"]["Dense_0"]["kernel"] == (3, 7 * 7 * 128)
+  assert shapes["params"]["Upsample_0"]["ConvTranspose_0"]["kernel"] == (
+      4, 4, 128, 64)
+  d = DISCRIMINATORS("dcgan", cfg, (64, 64, 3), 0)
+  shapes = jax.tree_util.tree_map(jnp.shape, jax.eval_shape(
+      lambda: d.init(jax.random.PRNGKey(0), jnp.ones((1, 64, 64, 3)))))
+  assert [shapes["params"][f"Conv_{i}"]["kernel"][-1] for i in range(4)] == [
+      64, 128, 256, 512]
+  assert shapes["params"]["Dense_0"]["kernel"] == (4 * 4 * 512, 1)
+
+
+def test_subpixel_and_transpose_give_the_same_shapes():
+  z = jnp.ones((2, 3))
+  out = {}
+  for mode in ("subpixel", "transpose"):
+    g = GENERATORS("dcgan", _cfg(g_upsample=mode), (32, 32, 3), 0)
+    out[mode] = jax.eval_shape(
+        lambda: g.apply(g.init(jax.random.PRNGKey(0), z), z, train=False))
+  assert out["subpixel"].shape == out["transpose"].shape == (2, 32, 32, 3)
+
+
+def test_conditional_generator_depends_on_label():
+  g = GENERATORS("dcgan", _cfg(), (28, 28, 1), 10)
+  z = jnp.repeat(jax.random.normal(jax.random.PRNGKey(0), (1, 3)), 4, axis=0)
+  y = jnp.array([0, 1, 2, 3])
+  x, _, _ = _generate(g, z, y, train=False)
+  x = np.asarray(x).reshape(4, -1)
+  for i in range(4):
+    for j in range(i):
+      assert np.max(np.abs(x[i] - x[j])) > 1e-6
+
+
+def test_projection_discriminator_depends_on_label():
+  d = DISCRIMINATORS("dcgan", _cfg(), (28, 28, 1), 10)
+  x = jnp.repeat(jax.random.normal(jax.random.PRNGKey(0), (1, 28, 28, 1)),
+                 2, axis=0)
+  logits, v, _ = _discriminate(d, x, jnp.array([3, 7]), train=False)
+  assert logits.shape == (2,)
+  assert v["params"]["Embed_0"]["embedding"].shape == (10, 7 * 7 * 8)
+  assert abs(float(logits[0] - logits[1])) > 1e-6
+
+
+def test_conditional_model_needs_labels():
+  g = GENERATORS("dcgan", _cfg(), (28, 28, 1), 10)
+  with pytest.raises(UserError):
+    g.init(jax.random.PRNGKey(0), jnp.ones((2, 3)))
+
+
+@pytest.mark.parametrize("norm", ["none", "batch", "spectral", "layer"])
+def test_discriminator_norms(norm):
+  d = DISCRIMINATORS("dcgan", _cfg(d_norm=norm), (28, 28, 1), 0)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 28, 28, 1))
+  logits, v, upd = _discriminate(d, x)
+  assert logits.shape == (2,)
+  stats = jax.tree_util.tree_leaves_with_path(upd.get("batch_stats", {}))
+  names = [jax.tree_util.keystr(p) for p, _ in stats]
+  assert any("SpectralNorm" in n for n in names) == (norm == "spectral")
+  assert any("BatchNorm" in n for n in names) == (norm == "batch")
+
+
+def test_generator_without_norm():
+  g = GENERATORS("dcgan", _cfg(g_norm="none"), (28, 28, 1), 0)
+  x, v, _ = _generate(g, jnp.ones((2, 3)))
+  assert x.shape == (2, 28, 28, 1) and "batch_stats" not in v
+
+
+@pytest.mark.parametrize("kind", ["salimans", "stddev"])
+def test_minibatch_features(kind):
+  d = DISCRIMINATORS("dcgan", _cfg(minibatch_disc=kind), (28, 28, 1), 0)
+  logits, v, _ = _discriminate(d, jnp.ones((4, 28, 28, 1)))
+  assert logits.shape == (4,)
+  extra = 3 if kind == "salimans" else 7 * 7  # kernels, or one channel
+  assert v["params"]["Dense_0"]["kernel"].shape == (7 * 7 * 8 + extra, 1)
+
+
+@pytest.mark.parametrize("shape", [(30, 30, 1), (28, 32, 1), (784,)])
+def test_unsupported_resolution_is_a_user_error(shape):
+  with pytest.raises(UserError):
+    GENERATORS("dcgan", _cfg(), shape, 0)
+  with pytest.raises(UserError):
+    DISCRIMINATORS("dcgan", _cfg(), shape, 0)

@@ -1,0 +1,91 @@
+"""Each loss at hand-computed logits (independent numpy computation)."""
+
+import numpy as np
+import pytest
+
+from gan_jax import losses
+from helpers import tiny_config
+
+REAL = np.array([2.0, -1.0, 0.5], np.float32)
+FAKE = np.array([-3.0, 0.0, 1.5], np.float32)
+
+
+def sigmoid(x):
+  return 1.0 / (1.0 + np.exp(-x))
+
+
+def bce(logits, target):
+  p = sigmoid(logits.astype(np.float64))
+  return np.mean(-(target * np.log(p) + (1 - target) * np.log(1 - p)))
+
+
+def get(name, **kw):
+  return losses.LOSSES(name, tiny_config(**kw))
+
+
+@pytest.mark.parametrize("name", ["minimax", "ns"])
+def test_cross_entropy_discriminator(name):
+  d, dr, df = get(name).d(REAL, FAKE)
+  np.testing.assert_allclose(dr, bce(REAL, 1.0), rtol=1e-6)
+  np.testing.assert_allclose(df, bce(FAKE, 0.0), rtol=1e-6)
+  np.testing.assert_allclose(d, dr + df, rtol=1e-6)
+
+
+def test_minimax_generator_is_log_one_minus_d():
+  expected = np.mean(np.log(1 - sigmoid(FAKE.astype(np.float64))))
+  np.testing.assert_allclose(get("minimax").g(FAKE), expected, rtol=1e-6)
+
+
+def test_non_saturating_generator_is_minus_log_d():
+  expected = -np.mean(np.log(sigmoid(FAKE.astype(np.float64))))
+  np.testing.assert_allclose(get("ns").g(FAKE), expected, rtol=1e-6)
+
+
+def test_label_smoothing_changes_only_the_real_target():
+  plain = get("ns").d(REAL, FAKE)
+  smooth = get("ns", label_smoothing=0.9).d(REAL, FAKE)
+  np.testing.assert_allclose(smooth[1], bce(REAL, 0.9), rtol=1e-6)
+  assert not np.isclose(smooth[1], plain[1])
+  np.testing.assert_allclose(smooth[2], plain[2], rtol=1e-7)  # fake part
+  np.testing.assert_allclose(get("ns", label_smoothing=0.9).g(FAKE),
+                             get("ns").g(FAKE), rtol=1e-7)
+
+
+def test_lsgan_targets():
+  d, dr, df = get("lsgan", lsgan_a=-1.0, lsgan_b=1.0, lsgan_c=0.0).d(REAL,
+                                                                     FAKE)
+  np.testing.assert_allclose(dr, 0.5 * np.mean((REAL - 1) ** 2), rtol=1e-6)
+  np.testing.assert_allclose(df, 0.5 * np.mean((FAKE + 1) ** 2), rtol=1e-6)
+  np.testing.assert_allclose(
+      get("lsgan", lsgan_c=0.0).g(FAKE), 0.5 * np.mean(FAKE ** 2), rtol=1e-6)
+
+
+def test_wgan_and_hinge():
+  d, dr, df = get("wgan").d(REAL, FAKE)
+  np.testing.assert_allclose(d, FAKE.mean() - REAL.mean(), rtol=1e-6)
+  np.testing.assert_allclose(get("wgan").g(FAKE), -FAKE.mean(), rtol=1e-6)
+  d, dr, df = get("hinge").d(REAL, FAKE)
+  np.testing.assert_allclose(dr, np.mean(np.maximum(0, 1 - REAL)), rtol=1e-6)
+  np.testing.assert_allclose(df, np.mean(np.maximum(0, 1 + FAKE)), rtol=1e-6)
+  np.testing.assert_allclose(get("hinge").g(FAKE), -FAKE.mean(), rtol=1e-6)
+
+
+def test_unknown_loss_lists_valid_names():
+  from gan_jax.errors import UserError
+  with pytest.raises(UserError) as e:
+    get("nope")
+  msg = str(e.value)
+  assert "nope" in msg and "minimax" in msg and "ns" in msg
+  assert "\n" not in msg
+
+
+def test_registry_is_extensible_from_outside():
+  name = "test_only_constant"
+  if name not in losses.LOSSES:
+    @losses.LOSSES.register(name)
+    def _constant(cfg):
+      del cfg
+      return losses.Loss(d=lambda r, f: (r.mean() * 0, r.mean() * 0,
+                                         f.mean() * 0),
+                         g=lambda f: f.mean() * 0)
+  assert float(get(name).g(FAKE)) == 0.0

@@ -1,0 +1,62 @@
+"""The command line: the quickstart end to end, and bad input."""
+
+import json
+import os
+
+from helpers import assert_one_line_error, run_module
+
+
+def test_quickstart_end_to_end_writes_every_artifact(tmp_path):
+  workdir = tmp_path / "qs"
+  r = run_module("gan_jax.main", "--flagfile=experiments/quickstart.flags",
+                 f"--workdir={workdir}", "--num_steps=40", "--log_every=20",
+                 "--steps_per_loop=20", "--eval_samples=500")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "final (step 40)" in r.stdout and "modes=" in r.stdout
+  # flags.txt replays the run.
+  flags_txt = (workdir / "flags.txt").read_text()
+  assert "--dataset=ring" in flags_txt and "--num_steps=40" in flags_txt
+  records = [json.loads(l) for l in
+             (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [r_["step"] for r_ in records] == [20, 40]
+  for key in ("d_loss", "d_loss_real", "d_loss_fake", "g_loss",
+              "d_grad_norm", "g_grad_norm", "modes", "high_quality",
+              "reverse_kl", "steps_per_sec"):
+    assert key in records[-1], key
+  assert os.listdir(workdir / "tensorboard")
+  assert (workdir / "samples" / "step_0000040.png").stat().st_size > 1000
+  # Replaying flags.txt in a fresh workdir is accepted (checked quickly by
+  # asking for zero steps).
+  r2 = run_module("gan_jax.main", f"--flagfile={workdir / 'flags.txt'}",
+                  f"--workdir={tmp_path / 'replay'}", "--num_steps=0")
+  assert r2.returncode == 0, r2.stderr[-2000:]
+
+
+def test_unknown_flag_value_is_one_line(tmp_path):
+  r = run_module("gan_jax.main", "--flagfile=experiments/quickstart.flags",
+                 f"--workdir={tmp_path}", "--g_optimizer=adamw2")
+  line = assert_one_line_error(r)
+  assert "g_optimizer" in line
+
+
+def test_unknown_registry_name_lists_valid_ones(tmp_path):
+  r = run_module("gan_jax.main", "--flagfile=experiments/quickstart.flags",
+                 f"--workdir={tmp_path}", "--loss=nope")
+  line = assert_one_line_error(r)
+  assert "nope" in line and "minimax" in line
+
+
+def test_missing_flagfile_is_one_line(tmp_path):
+  r = run_module("gan_jax.main", "--flagfile=experiments/does_not_exist.flags",
+                 f"--workdir={tmp_path}")
+  line = assert_one_line_error(r)
+  assert "does_not_exist" in line
+
+
+def test_batch_not_divisible_by_devices_is_one_line(tmp_path):
+  r = run_module("gan_jax.main", "--flagfile=experiments/quickstart.flags",
+                 f"--workdir={tmp_path}", "--batch_size=100",
+                 env={"XLA_FLAGS":
+                      "--xla_force_host_platform_device_count=8"})
+  line = assert_one_line_error(r)
+  assert "batch_size=100" in line and "8 devices" in line
