@@ -1,40 +1,112 @@
 """Orbax checkpoints, behind this one module.
 
-Layout of ``WORKDIR/checkpoints/<step>/``:
-  ``state/``  the ``TrainState`` pytree (orbax StandardSave: step, rng,
-             g_params, g_state, d_params, d_state, g_opt_state, d_opt_state,
-             ema_params);
-  ``config/`` JSON of the fully resolved flags the run was started with.
-A step directory appears only once complete (orbax writes to a temporary
-directory and renames it), so a kill -9 mid-save leaves the previous
-checkpoint as the latest.
+Layout of ``WORKDIR/checkpoints/<step>/`` (one orbax ``CheckpointManager``
+step, items of an ``ocp.args.Composite``; see docs/checkpoints.md):
+  ``state/``   the ``TrainState`` pytree (``StandardSave``: step, rng,
+               g_params, g_state, d_params, d_state, g_opt_state, d_opt_state,
+               ema_params);
+  ``config/``  JSON of the fully resolved flags the run was started with;
+  ``meta/``    JSON ``{"step", "fingerprint"}``: one uint32 checksum per state
+               leaf, checked on restore to detect silent corruption;
+  ``metrics/`` JSON ``{best_metric: value}`` (orbax's own item; only with
+               ``--best_metric``, at steps where the metric was logged).
+
+Saves are asynchronous: ``save`` returns once the arrays are copied off the
+devices and orbax writes them in a background thread. A step directory
+appears only once complete (orbax writes to a temporary directory and renames
+it), and older steps are deleted only after the newer one is committed, so a
+kill -9 at any point leaves the previous checkpoint readable. A checkpoint
+that is present but unreadable, or whose checksum does not match, is skipped
+with a warning in favour of the previous one.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional, Tuple
+import shutil
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax import lax
 
 from gan_jax.errors import UserError
 
+_POLICIES = ocp.checkpoint_managers
+
+
+@jax.jit
+def _inspect(state):
+  """(per-leaf uint32 checksums, whether every float leaf is finite).
+
+  The checksum is sum_i bits(x_i) * (2 i + 1) mod 2^32 over the leaf's raw
+  bits: exact integer arithmetic, so it is reproducible and any changed,
+  zeroed or reordered word is caught (with probability ~1 - 2^-32).
+  """
+  sums, finite = [], jnp.array(True)
+  for x in jax.tree.leaves(state):
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.floating):
+      finite &= jnp.all(jnp.isfinite(x))
+    if x.dtype == jnp.bool_:
+      bits = x.astype(jnp.uint32)
+    elif jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+      bits = jax.random.key_data(x).astype(jnp.uint32)
+    else:
+      width = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}.get(
+          x.dtype.itemsize)
+      if width is None:  # 64-bit: fold both halves.
+        bits = lax.bitcast_convert_type(x, jnp.uint32)
+      else:
+        bits = lax.bitcast_convert_type(x, width).astype(jnp.uint32)
+    bits = bits.ravel()
+    weights = (2 * jnp.arange(bits.size, dtype=jnp.uint32) + 1)
+    sums.append(jnp.sum(bits * weights, dtype=jnp.uint32))
+  return (jnp.stack(sums) if sums else jnp.zeros((0,), jnp.uint32)), finite
+
+
+def fingerprint(state) -> Tuple[list, bool]:
+  """Per-leaf checksums of ``state`` (ints) and whether it is all finite."""
+  sums, finite = jax.device_get(_inspect(state))
+  return [int(s) for s in np.asarray(sums)], bool(finite)
+
 
 class Checkpoints:
-  """Saves every ``save_every`` steps, keeps the last ``keep``, restores the
-  newest readable checkpoint."""
+  """Saves train states, keeps the last ``keep`` (plus the best by
+  ``best_metric`` when given), restores the newest readable one."""
 
-  def __init__(self, directory: str, *, save_every: int, keep: int = 3,
-               async_save: bool = True):
+  def __init__(self, directory: str, *, keep: int = 3,
+               best_metric: Optional[str] = None, best_mode: str = "min",
+               async_save: bool = True, read_only: bool = False):
     self.directory = os.path.abspath(directory)
-    self.save_every = save_every
+    self.best_metric = best_metric or None
+    if best_mode not in ("min", "max"):
+      raise UserError(f"--best_mode must be min or max, got {best_mode!r}")
+    if keep < 1:
+      raise UserError(f"--keep_checkpoints must be >= 1, got {keep}")
+    if read_only and not os.path.isdir(self.directory):
+      raise UserError(f"no checkpoint in {self.directory}")
+    policies = [_POLICIES.LatestN(n=keep)]
+    best_fn = None
+    if self.best_metric:
+      name = self.best_metric
+      best_fn = lambda metrics: float(metrics[name])  # pylint: disable=unnecessary-lambda-assignment
+      # BestN keeps the last n after sorting ascending (descending if
+      # reverse): reverse for "min" keeps the smallest.
+      policies.append(_POLICIES.BestN(
+          get_metric_fn=best_fn, reverse=(best_mode == "min"), n=1,
+          keep_checkpoints_without_metrics=False))
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep,
-        save_interval_steps=max(save_every, 1),
+        preservation_policy=(None if read_only else
+                             _POLICIES.AnyPreservationPolicy(policies)),
+        best_fn=best_fn,
+        best_mode=best_mode,
         enable_async_checkpointing=async_save,
-        create=True,
+        create=not read_only,
+        read_only=read_only,
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -45,45 +117,113 @@ class Checkpoints:
     steps = self.steps()
     return steps[-1] if steps else None
 
+  def best_step(self) -> Optional[int]:
+    """The kept step with the best ``best_metric`` (latest if none)."""
+    return self._manager.best_step()
+
   def save(self, step: int, state, config: Dict[str, Any],
-           force: bool = False) -> bool:
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                              config=ocp.args.JsonSave(config))
-    return self._manager.save(int(step), args=args, force=force)
+           metrics: Optional[Dict[str, float]] = None) -> bool:
+    """Starts an asynchronous save of ``state`` at ``step``.
+
+    Refuses (returns False, with a warning) a state with a non-finite float,
+    so a checkpoint is never a NaN. ``metrics`` may hold ``best_metric``.
+    """
+    sums, finite = fingerprint(state)
+    if not finite:
+      logging.warning("not saving a checkpoint at step %d: the train state "
+                      "holds NaN/Inf", step)
+      return False
+    ranked = None
+    if self.best_metric and metrics is not None:
+      value = metrics.get(self.best_metric)
+      if value is not None and np.isfinite(value):
+        ranked = {self.best_metric: float(value)}
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        config=ocp.args.JsonSave(config),
+        meta=ocp.args.JsonSave({"step": int(step), "fingerprint": sums}))
+    return self._manager.save(int(step), args=args, metrics=ranked,
+                              force=True)
 
   def read_config(self, step: int) -> Dict[str, Any]:
     out = self._manager.restore(
         step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
     return dict(out["config"])
 
-  def restore(self, abstract_state, step: Optional[int] = None
-              ) -> Tuple[Any, Dict[str, Any], int]:
-    """Restores ``step`` (default: the newest that reads back completely).
+  def read_state(self, step: int):
+    """The raw state pytree of ``step`` as nested dicts (no target needed)."""
+    out = self._manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return out["state"]
 
-    A corrupt newest checkpoint is skipped with a warning and the previous
-    one is used; with an explicit ``step`` a failure is an error.
+  def restore(self, abstract: Union[Any, Callable[[Dict[str, Any]], Any]],
+              step: Optional[int] = None, *,
+              check: Optional[Callable[[Dict[str, Any]], None]] = None,
+              quarantine: bool = False) -> Tuple[Any, Dict[str, Any], int]:
+    """Restores ``step`` (default: the newest that reads back intact).
+
+    ``abstract``: the restore target (shape/dtype/sharding stand-ins), or a
+    function of the checkpoint's config returning it. ``check(config)`` runs
+    before the state is read and may raise UserError (e.g. flags that change
+    the structure). A newest checkpoint that cannot be read or fails its
+    checksum is skipped with a warning and the previous one is used; with
+    ``quarantine`` the bad ones are moved to ``<directory>.corrupt/`` so new
+    saves can take their step. With an explicit ``step`` a failure is an
+    error.
     """
-    candidates = [step] if step is not None else self.steps()[::-1]
+    available = self.steps()
+    if step is not None and step not in available:
+      raise UserError(f"no checkpoint for step {step} in {self.directory}; "
+                      f"available: {available or 'none'}")
+    candidates = [step] if step is not None else available[::-1]
     if not candidates:
       raise UserError(f"no checkpoint in {self.directory}")
-    errors = []
+    errors, bad = [], []
     for s in candidates:
-      if s not in self._manager.all_steps():
-        raise UserError(f"no checkpoint for step {s} in {self.directory}; "
-                        f"available: {self.steps()}")
       try:
-        out = self._manager.restore(s, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            config=ocp.args.JsonRestore()))
-        return out["state"], dict(out["config"]), s
+        config = self.read_config(s)
       except Exception as e:  # pylint: disable=broad-except
-        errors.append(f"step {s}: {type(e).__name__}: {e}".splitlines()[0])
-        logging.warning("checkpoint at step %d is unreadable (%s); falling "
-                        "back to the previous one", s, errors[-1])
-        if step is not None:
-          break
+        config, error = None, e
+      if config is not None:
+        if check is not None:
+          check(config)  # UserError propagates: not a corruption.
+        target = abstract(config) if callable(abstract) else abstract
+        try:
+          state, meta = self._read(s, target)
+          sums, _ = fingerprint(state)
+          if sums != list(meta["fingerprint"]):
+            raise ValueError("checksum mismatch")
+          return state, config, s
+        except Exception as e:  # pylint: disable=broad-except
+          error = e
+      errors.append(f"step {s}: {type(error).__name__}: "
+                    f"{str(error).strip()}".splitlines()[0][:300])
+      bad.append(s)
+      logging.warning("checkpoint at step %d is unreadable (%s)%s", s,
+                      errors[-1], "" if step is not None else
+                      "; falling back to the previous one")
+      if quarantine:
+        self._quarantine(s)
     raise UserError(f"no readable checkpoint in {self.directory} "
                     f"({'; '.join(errors)})")
+
+  def _read(self, step: int, target):
+    out = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target),
+        meta=ocp.args.JsonRestore()))
+    return out["state"], dict(out["meta"])
+
+  def _quarantine(self, step: int):
+    """Moves a bad step out of the manager's directory (kept for autopsy)."""
+    src = os.path.join(self.directory, str(step))
+    dst_dir = self.directory + ".corrupt"
+    os.makedirs(dst_dir, exist_ok=True)
+    dst = os.path.join(dst_dir, str(step))
+    if os.path.exists(dst):
+      shutil.rmtree(dst)
+    if os.path.exists(src):
+      shutil.move(src, dst)
+    self._manager.reload()
 
   def wait(self):
     self._manager.wait_until_finished()

@@ -11,7 +11,7 @@ total steps, paths: changing it on resume is allowed).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Any, Dict, Iterable, List, Set, Tuple
 
 from absl import flags
 
@@ -22,17 +22,24 @@ FLAGS = flags.FLAGS
 # name -> whether it may change between a run and its resumption.
 SAFE: Dict[str, bool] = {}
 
+# Flags of tools and launchers (sweeps, multi-host setup) that are not part of
+# an experiment: kept out of ``Config``, flags.txt and the resume check.
+NOT_IN_CONFIG: Set[str] = set()
+
 
 def _define(kind: str, name: str, default: Any, help_: str, *, safe=False,
-            **kwargs):
-  if name in SAFE:
+            in_config=True, **kwargs):
+  if name in SAFE or name in NOT_IN_CONFIG:
     return
   define = getattr(flags, f"DEFINE_{kind}")
   if kind == "enum":
     define(name, default, kwargs.pop("enum_values"), help_, **kwargs)
   else:
     define(name, default, help_, **kwargs)
-  SAFE[name] = safe
+  if in_config:
+    SAFE[name] = safe
+  else:
+    NOT_IN_CONFIG.add(name)
 
 
 def string(name, default, help_, *, safe=False, **kw):
@@ -57,6 +64,11 @@ def enum(name, default, values, help_, *, safe=False, **kw):
 
 def strings(name, default, help_, *, safe=False, **kw):
   _define("list", name, default, help_, safe=safe, **kw)
+
+
+def multi_strings(name, default, help_, *, safe=False, **kw):
+  """A repeatable string flag (``--name=a --name=b``; no comma splitting)."""
+  _define("multi_string", name, default, help_, safe=safe, **kw)
 
 
 # ---------------------------------------------------------------- run / loop
@@ -136,8 +148,43 @@ integer("eval_samples", 2500, "Samples for toy metrics (PacGAN protocol: "
 # ---------------------------------------------------- checkpoints (issue 6)
 integer("checkpoint_every", 1000, "Save a checkpoint every N steps (and at "
         "the end, and on SIGTERM/SIGINT). 0 = only at the end.", safe=True)
-integer("keep_checkpoints", 3, "How many recent checkpoints to keep.",
+integer("keep_checkpoints", 3, "How many recent checkpoints to keep (>= 1; "
+        "plus the best one with --best_metric).", safe=True)
+string("best_metric", None, "Also keep the checkpoint with the best value "
+       "of this logged metric (a key of metrics.jsonl, e.g. reverse_kl or "
+       "fid); only checkpoints saved at a log step are ranked.", safe=True)
+enum("best_mode", "min", ["min", "max"], "Whether --best_metric is best "
+     "when smallest or largest.", safe=True)
+enum("nan_policy", "stop", ["stop", "warn"], "When a training metric is "
+     "NaN/Inf: stop with an error naming the metric and step (the last good "
+     "checkpoint is kept), or warn and go on. Non-finite states are never "
+     "saved.", safe=True)
+integer("debug_nan_at_step", -1, "Testing: make D's loss NaN in training "
+        "step N (inside the compiled step); -1 = off.", safe=True)
+integer("debug_signal_at_step", -1, "Testing: the process sends itself "
+        "--debug_signal after step N (TERM/INT right after the update, KILL "
+        "after that step's logging and checkpoint save started); -1 = off.",
         safe=True)
+enum("debug_signal", "KILL", ["KILL", "TERM", "INT"], "Testing: the signal "
+     "of --debug_signal_at_step.", safe=True)
+
+# ----------------------------------------------- sample CLI (issue 6)
+# Read by gan_jax.sample only (which also reads --workdir, --out, --seed);
+# the model comes from the checkpoint's saved config, not from flags.
+integer("num", 64, "Sample: number of samples (with --interpolate: number "
+        "of latent pairs).", in_config=False)
+integer("step", None, "Sample: checkpoint step (default: the newest "
+        "readable).", in_config=False)
+strings("labels", [], "Sample: class labels to condition on (conditional "
+        "models), cycled to --num; default: random labels.",
+        in_config=False)
+boolean("interpolate", False, "Sample: write latent interpolation strips, "
+        "linear and spherical, between --num random pairs of z.",
+        in_config=False)
+integer("interpolate_steps", 8, "Sample: points per interpolation strip.",
+        in_config=False)
+integer("replica", 0, "Sample: which replica of a --num_seeds run.",
+        in_config=False)
 
 # ------------------------------------------------------ images (issue 3)
 string("tfds_data_dir", None, "tensorflow-datasets data dir holding prepared "
@@ -214,8 +261,72 @@ float_("classifier_lr", 2e-3, "Peak learning rate (one-cycle cosine) of "
 integer("pack", 1, "PacGAN packing (Lin et al. 2018): D judges m samples "
         "concatenated (features/channels). 1 = no packing. The batch size "
         "counts samples, so it must divide by pack.")
+integer("unroll_steps", 0, "Unrolled GAN (Metz et al. 2017): G's loss is "
+        "taken through k differentiable D updates (replaying the step's D "
+        "batches); the D kept after the step is the non-unrolled one. 0 = "
+        "off.")
+integer("num_generators", 1, "MAD-GAN (Ghosh et al. 2018): k generators, "
+        "each making batch/k of every batch, and a discriminator with k+1 "
+        "outputs (generator 0..k-1, real = k) trained with the madgan loss. "
+        "1 = one generator.")
+integer("num_seeds", 1, "Train N independent replicas (seeds seed .. "
+        "seed+N-1: own initialization, noise and data) in one compiled "
+        "program (jax.vmap over a leading replica axis of the train state).")
 
 # -------------------------------------------------- scale-out (issue 8)
+# How this process joins a multi-process job; not part of the experiment.
+enum("distributed", "auto", ["auto", "on", "off"], "Multi-process training "
+     "with jax.distributed: auto = initialize when a SLURM (srun, >1 task), "
+     "Open MPI (>1 rank) or multi-host TPU environment, or "
+     "--coordinator_address, is present; on = always call "
+     "jax.distributed.initialize (JAX detects the cluster); off = never.",
+     in_config=False)
+string("coordinator_address", None, "host:port of process 0's coordinator "
+       "for jax.distributed (explicit multi-process launch, e.g. "
+       "10.0.0.1:1234 or 127.0.0.1:PORT for several processes on one "
+       "machine).", in_config=False)
+integer("num_processes", 0, "Number of processes of an explicit "
+        "multi-process launch (with --coordinator_address).",
+        in_config=False)
+integer("process_id", -1, "This process's index, 0 .. num_processes-1, in "
+        "an explicit multi-process launch. Process 0 writes logs, images "
+        "and TensorBoard.", in_config=False)
+
+# ------------------------------------------------------- sweeps (issue 8)
+# Read by gan_jax.sweep only; each run gets a plain gan_jax.main command line.
+string("sweep_base", None, "Sweep: the experiment flagfile every run starts "
+       "from, e.g. experiments/quickstart.flags.", in_config=False)
+multi_strings("sweep_grid", [], "Sweep: a grid axis FLAG:V1,V2,... "
+              "(repeatable; the runs are the product of all axes).",
+              in_config=False)
+multi_strings("sweep_random", [], "Sweep: a random axis "
+              "FLAG:DIST:LO:HI with DIST uniform, loguniform or int "
+              "(inclusive), or FLAG:choice:A:B:...; --sweep_num_random "
+              "points are drawn jointly over all random axes.",
+              in_config=False)
+integer("sweep_num_random", 4, "Sweep: points drawn for the random axes.",
+        in_config=False)
+integer("sweep_seed", 0, "Sweep: seed of the random axes' draws (not the "
+        "runs' --seed).", in_config=False)
+strings("sweep_seeds", [], "Sweep: values of --seed, an axis averaged over "
+        "in the results table (mean +- standard error), e.g. 0,1,2 or 0-9.",
+        in_config=False)
+multi_strings("sweep_set", [], "Sweep: a fixed override FLAG=VALUE for "
+              "every run, not part of the run names (repeatable).",
+              in_config=False)
+string("sweep_dir", None, "Sweep: directory of the run workdirs, "
+       "results.csv, results.md and the plot.", in_config=False)
+integer("sweep_workers", 1, "Sweep: runs trained in parallel (local "
+        "subprocesses).", in_config=False)
+boolean("sweep_print_only", False, "Sweep: print one gan_jax.main command "
+        "per run (for job arrays) and run nothing.", in_config=False)
+string("sweep_metric", "modes", "Sweep: metric (a key of metrics.jsonl) "
+       "plotted and listed first in results.md.", in_config=False)
+string("sweep_plot_axis", None, "Sweep: axis on the plot's x axis "
+       "(default: the first axis with several values).", in_config=False)
+boolean("sweep_vectorize_seeds", False, "Sweep: when seeds are the only "
+        "axis, train them as one program with --num_seeds instead of one "
+        "process per seed.", in_config=False)
 
 
 class Config:
@@ -288,10 +399,18 @@ def serialize(config: Config) -> List[str]:
 
 
 def structural_differences(old: Dict[str, Any], new: Config) -> List[str]:
-  """Names of structural flags whose values differ between two configs."""
+  """Names of structural flags whose values differ between two configs.
+
+  ``num_steps`` is safe only with a constant learning rate: a decaying
+  schedule is laid out over num_steps, so changing it changes the update.
+  """
   diffs = []
+  decaying = "constant" not in (old.get("lr_schedule", "constant"),
+                                new.lr_schedule)
   for name, value in new.items():
-    if SAFE.get(name, False) or name not in old:
+    if name not in old:
+      continue
+    if SAFE.get(name, False) and not (name == "num_steps" and decaying):
       continue
     prev = old[name]
     if isinstance(value, tuple):

@@ -24,6 +24,10 @@ from gan_jax.errors import UserError
 from gan_jax.flags import Config
 
 
+# Discriminators that give k+1 logits when --num_generators=k > 1 (MAD-GAN).
+MULTI_OUTPUT = {"pacgan_maxout", "mlp"}
+
+
 @dataclasses.dataclass(frozen=True)
 class GAN:
   cfg: Config
@@ -69,7 +73,31 @@ class GAN:
     return x.reshape(x.shape[:-2] + (m * x.shape[-1],))
 
   def generate(self, params, state, z, y, train: bool, rng=None):
-    """G(z, y) -> (samples, updated non-trainable state)."""
+    """G(z, y) -> (samples, updated non-trainable state).
+
+    With ``num_generators`` k > 1 (MAD-GAN) ``params``/``state`` are stacked
+    on a leading k axis and the batch is split into k consecutive blocks:
+    rows [i b/k, (i+1) b/k) come from generator i (``generator_labels``).
+    """
+    k = self.cfg.num_generators
+    if k == 1:
+      return self._generate_one(params, state, z, y, train, rng)
+    b = z.shape[0]
+    pad = -b % k
+    if pad and train:
+      raise ValueError(f"batch {b} must divide by num_generators {k}")
+    z = jnp.concatenate([z, jnp.zeros((pad,) + z.shape[1:], z.dtype)])
+    zs = z.reshape((k, (b + pad) // k) + z.shape[1:])
+    x, state = jax.vmap(
+        lambda p, s, zi: self._generate_one(p, s, zi, None, train, rng))(
+            params, state, zs)
+    return x.reshape((b + pad,) + x.shape[2:])[:b], state
+
+  def generator_labels(self, b: int) -> jax.Array:
+    """Which generator made each row of a batch of ``b`` (MAD-GAN)."""
+    return jnp.arange(b) // (b // self.cfg.num_generators)
+
+  def _generate_one(self, params, state, z, y, train: bool, rng=None):
     variables = {"params": params, **state}
     rngs = {"dropout": rng} if rng is not None else {}
     if train:
@@ -103,6 +131,25 @@ def build(cfg: Config, dataset=None) -> GAN:
     raise UserError(f"--pack must be >= 1, got {cfg.pack}")
   if cfg.pack > 1 and num_classes:
     raise UserError("--pack > 1 with a conditional model is not supported")
+  if cfg.unroll_steps < 0:
+    raise UserError(f"--unroll_steps must be >= 0, got {cfg.unroll_steps}")
+  if cfg.num_seeds < 1:
+    raise UserError(f"--num_seeds must be >= 1, got {cfg.num_seeds}")
+  if cfg.num_generators < 1:
+    raise UserError(f"--num_generators must be >= 1, got "
+                    f"{cfg.num_generators}")
+  if (cfg.num_generators > 1) != (cfg.loss == "madgan"):
+    raise UserError("--num_generators > 1 (MAD-GAN) goes with --loss=madgan "
+                    "and --loss=madgan with --num_generators > 1; got "
+                    f"--num_generators={cfg.num_generators} "
+                    f"--loss={cfg.loss}")
+  if cfg.num_generators > 1 and (num_classes or cfg.pack > 1):
+    raise UserError("--num_generators > 1 does not support --conditional or "
+                    "--pack > 1")
+  if cfg.num_generators > 1 and cfg.discriminator not in MULTI_OUTPUT:
+    raise UserError(f"--num_generators > 1 needs a discriminator with k+1 "
+                    f"outputs: {', '.join(sorted(MULTI_OUTPUT))}; got "
+                    f"{cfg.discriminator!r}")
   if cfg.d_steps < 1:
     raise UserError(f"--d_steps must be >= 1, got {cfg.d_steps}")
   if cfg.penalty_every < 1:

@@ -16,6 +16,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from gan_jax import distributed
 from gan_jax import flags as flags_lib
 from gan_jax.errors import UserError, die
 
@@ -50,7 +51,11 @@ def print_summary(scalars):
 def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  import_extra_modules(flags_lib.FLAGS.extra_modules)
+  fl = flags_lib.FLAGS
+  # Before anything touches a JAX backend (issue 8: multi-host).
+  distributed.initialize(fl.distributed, fl.coordinator_address,
+                         fl.num_processes, fl.process_id)
+  import_extra_modules(fl.extra_modules)
   cfg = flags_lib.from_flags()
   if not cfg.workdir:
     raise UserError("--workdir is required (where flags.txt, metrics.jsonl, "
@@ -58,7 +63,8 @@ def main(argv):
   os.makedirs(cfg.workdir, exist_ok=True)
   from gan_jax import train  # pylint: disable=g-import-not-at-top
   scalars = train.train_and_evaluate(cfg, cfg.workdir)
-  print_summary(scalars)
+  if train.jax.process_index() == 0:  # only process 0 reports
+    print_summary(scalars)
 
 
 def _guarded(argv):

@@ -24,8 +24,11 @@ def make(kind: str, lr: float, beta1: float, beta2: float, sched: str,
   rate = schedule(sched, lr, num_updates)
   if kind == "adam":
     return optax.adam(rate, b1=beta1, b2=beta2)
-  if kind == "rmsprop":  # WGAN (Arjovsky et al. 2017) uses plain RMSProp.
-    return optax.rmsprop(rate, decay=0.99, eps=1e-8)
+  if kind == "rmsprop":
+    # WGAN (Arjovsky et al. 2017) uses plain RMSProp; these are the authors'
+    # PyTorch defaults: alpha 0.99, eps 1e-8 added outside the square root
+    # (inside it, sqrt(1e-8) = 1e-4 would swamp small gradients).
+    return optax.rmsprop(rate, decay=0.99, eps=1e-8, eps_in_sqrt=False)
   if kind == "sgd":
     return optax.sgd(rate, momentum=beta1 or None)
   raise ValueError(kind)

@@ -46,8 +46,13 @@ def create(gan, seed: int) -> TrainState:
   n = max(2, cfg.pack)  # BatchNorm and packing need a batch of >= 2.
   z = gan.sample_z(jax.random.PRNGKey(0), (n,))
   y = gan.sample_labels(jax.random.PRNGKey(0), (n,))
-  g_vars = gan.generator.init({"params": k_g, "dropout": k_g}, z, y,
+  def init_g(key):
+    return gan.generator.init({"params": key, "dropout": key}, z, y,
                               train=False)
+  if cfg.num_generators > 1:  # MAD-GAN: params stacked on a leading k axis.
+    g_vars = jax.vmap(init_g)(jax.random.split(k_g, cfg.num_generators))
+  else:
+    g_vars = init_g(k_g)
   g_params, g_state = split_variables(g_vars)
   x = jnp.zeros((n,) + gan.shape, jnp.float32)
   d_vars = gan.discriminator.init({"params": k_d, "dropout": k_d},
@@ -65,6 +70,21 @@ def create(gan, seed: int) -> TrainState:
       ema_params=(jax.tree.map(jnp.copy, g_params)
                   if cfg.ema_decay > 0 else None),
   )
+
+
+def create_replicas(gan, seed: int, num_seeds: int = 1) -> TrainState:
+  """``num_seeds`` independent states for seeds seed..seed+N-1, stacked on a
+  leading replica axis (just ``create`` when N is 1). Replica i is exactly
+  ``create(gan, seed + i)``."""
+  if num_seeds == 1:
+    return create(gan, seed)
+  seeds = seed + jnp.arange(num_seeds, dtype=jnp.int32)
+  return jax.vmap(lambda s: create(gan, s))(seeds)
+
+
+def replica(state: TrainState, i: int) -> TrainState:
+  """Replica ``i`` of a state with a leading replica axis."""
+  return jax.tree.map(lambda x: x[i], state)
 
 
 def sampling_params(state: TrainState):

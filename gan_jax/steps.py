@@ -61,12 +61,15 @@ def _param_norm(tree):
   return optax.tree.norm(tree)
 
 
-def d_update(gan, state: TrainState, batch: Batch, update_index):
+def d_update(gan, state: TrainState, batch: Batch, update_index,
+             differentiable: bool = False):
   """One discriminator update on this device's shard.
 
   ``batch``: real (b, ...), y_real (b,) or absent, z (b, z_dim), y_fake,
   key (this update's key, replicated). ``update_index`` counts D updates over
-  the run (for lazy penalties).
+  the run (for lazy penalties). ``differentiable``: keep the fake samples'
+  dependence on ``state.g_params`` (unrolled GAN differentiates the updated
+  D with respect to G).
   """
   cfg = gan.cfg
   real = batch["real"]
@@ -74,18 +77,35 @@ def d_update(gan, state: TrainState, batch: Batch, update_index):
   k_g, k_d, k_pen = jax.random.split(batch["key"], 3)
   fake, _ = gan.generate(state.g_params, state.g_state, batch["z"], y_fake,
                          train=True, rng=_device_key(k_g))
-  fake = lax.stop_gradient(fake).astype(real.dtype)
+  if not differentiable:
+    fake = lax.stop_gradient(fake)
+  fake = fake.astype(real.dtype)
   b = real.shape[0]
   every = cfg.penalty_every
   apply_penalty = (update_index % every) == 0
 
   def loss_fn(d_params):
-    x = jnp.concatenate([real, fake])
-    y = None if y_real is None else jnp.concatenate([y_real, y_fake])
-    logits, d_state = gan.discriminate(d_params, state.d_state, x, y,
-                                       train=True, rng=_device_key(k_d))
+    if cfg.minibatch_disc == "none":
+      x = jnp.concatenate([real, fake])
+      y = None if y_real is None else jnp.concatenate([y_real, y_fake])
+      logits, d_state = gan.discriminate(d_params, state.d_state, x, y,
+                                         train=True, rng=_device_key(k_d))
+    else:
+      # Minibatch features compare samples within the batch D sees: real and
+      # fake go in separate calls, or each batch would mix both (as in
+      # Salimans et al.'s code, where D sees real and fake batches apart).
+      l_real, d_state = gan.discriminate(d_params, state.d_state, real,
+                                         y_real, train=True,
+                                         rng=_device_key(k_d))
+      l_fake, d_state = gan.discriminate(
+          d_params, d_state, fake, y_fake, train=True,
+          rng=_device_key(jax.random.fold_in(k_d, 1)))
+      logits = jnp.concatenate([l_real, l_fake])
     n = logits.shape[0] // 2
     d_loss, d_real, d_fake = gan.loss.d(logits[:n], logits[n:])
+    if cfg.debug_nan_at_step >= 0:  # Tests the NaN guard (train.py).
+      d_loss = d_loss + jnp.where(state.step + 1 == cfg.debug_nan_at_step,
+                                  jnp.nan, 0.0)
     aux = {"d_loss": d_loss, "d_loss_real": d_real, "d_loss_fake": d_fake,
            "d_real_logit": jnp.mean(logits[:n]),
            "d_fake_logit": jnp.mean(logits[n:])}
@@ -132,13 +152,46 @@ def g_loss_and_state(gan, g_params, state: TrainState, batch: Batch,
   return g_loss, (g_state, {"g_loss": g_loss})
 
 
-def g_update(gan, state: TrainState, batch: Batch):
+def unrolled_d(gan, g_params, state: TrainState, unroll: Batch):
+  """D's (params, state) after ``unroll_steps`` differentiable D updates
+  from ``state``, as a function of G's params (Metz et al. 2017, eq. 4-6).
+
+  The updates are ``d_update`` itself (same loss, penalties and optax
+  update, applied functionally to a copy of D's params and optimizer state),
+  replaying this step's D batches and keys cyclically (``unroll``: d, keys,
+  first), as the authors' code reuses the step's data.
+  """
+  st = state.replace(g_params=g_params)
+  keys = unroll["keys"]
+  k = keys.shape[0]
+  for j in range(gan.cfg.unroll_steps):
+    batch = jax.tree.map(lambda x, j=j: x[j % k], unroll["d"])
+    st, _ = d_update(gan, st, {**batch, "key": keys[j % k]},
+                     unroll["first"] + j % k, differentiable=True)
+  return st.d_params, st.d_state
+
+
+def unrolled_g_loss(gan, g_params, state: TrainState, batch: Batch,
+                    unroll: Batch):
+  """Unrolled GAN: G's loss against the k-step-unrolled D (Metz et al.
+  2017, eq. 6); its gradient flows through the unrolled updates."""
+  d_params, d_state = unrolled_d(gan, g_params, state, unroll)
+  return g_loss_and_state(gan, g_params, state, batch, d_params, d_state)
+
+
+def g_update(gan, state: TrainState, batch: Batch,
+             unroll: Optional[Batch] = None):
   """One generator update on this device's shard, then the EMA update.
 
-  ``batch``: z (b, z_dim), y (b,) or absent, key.
+  ``batch``: z (b, z_dim), y (b,) or absent, key. ``unroll``: the step's D
+  batches when ``--unroll_steps`` > 0; D itself is not changed here, so the
+  state keeps the non-unrolled D.
   """
   cfg = gan.cfg
   loss = functools.partial(g_loss_and_state, gan, state=state, batch=batch)
+  if unroll is not None and cfg.unroll_steps > 0:
+    loss = functools.partial(unrolled_g_loss, gan, state=state, batch=batch,
+                             unroll=unroll)
   grads, (g_state, aux) = jax.grad(loss, has_aux=True)(
       _varying(state.g_params))
   grads, aux, g_state = _pmean((grads, aux, g_state))
@@ -169,7 +222,8 @@ def local_step(gan, state: TrainState, inputs: Batch):
   state, d_metrics = lax.scan(d_body, state,
                               (inputs["d"], d_keys, jnp.arange(k)))
   g_batch = {**inputs["g"], "key": jax.random.fold_in(inputs["key"], 1)}
-  state, g_metrics = g_update(gan, state, g_batch)
+  unroll = {"d": inputs["d"], "keys": d_keys, "first": first}
+  state, g_metrics = g_update(gan, state, g_batch, unroll)
   metrics = {name: jnp.mean(v) for name, v in d_metrics.items()}
   metrics.update(g_metrics)
   metrics["d_param_norm"] = _param_norm(state.d_params)
@@ -230,9 +284,15 @@ def make_train_step(gan, mesh, steps_per_call: int):
   ``steps_per_call`` axis. Metrics come back stacked, one row per step. The
   state's buffers are donated.
   """
+  def one(st, host):
+    return train_step(gan, mesh, st, host)
+
+  if gan.cfg.num_seeds > 1:
+    # Independent replicas on a leading axis of the state (and of each
+    # step's host batch); metrics come back (steps, num_seeds).
+    one = jax.vmap(one)
+
   def call(state, host_batches):
-    def body(st, host):
-      return train_step(gan, mesh, st, host)
-    return lax.scan(body, state, host_batches, length=steps_per_call)
+    return lax.scan(one, state, host_batches, length=steps_per_call)
 
   return jax.jit(call, donate_argnums=0)

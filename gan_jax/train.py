@@ -49,10 +49,12 @@ def make_mesh(cfg) -> jax.sharding.Mesh:
 
 def check_config(cfg, n_devices: int):
   """Flag combinations that cannot work, as one-line errors."""
-  unit = n_devices * cfg.pack
+  unit = n_devices * cfg.pack * cfg.num_generators
   if cfg.batch_size <= 0 or cfg.batch_size % unit:
     what = f"{n_devices} devices" + (f" x pack {cfg.pack}" if cfg.pack > 1
                                       else "")
+    if cfg.num_generators > 1:
+      what += f" x {cfg.num_generators} generators"
     raise UserError(f"--batch_size={cfg.batch_size} must be a positive "
                     f"multiple of {unit} ({what})")
   if cfg.steps_per_loop < 1 or cfg.log_every % cfg.steps_per_loop:
@@ -139,11 +141,17 @@ def grid_inputs(gan, rng, n: int = 64):
   return gan.sample_z(key, (n,)), None, None
 
 
-def visualize(gan, sampler, state, step, workdir, writer, real_toy=None):
-  """Writes the step's picture; returns toy metrics when they apply."""
-  out_dir = os.path.join(workdir, "samples")
+def visualize(gan, sampler, state, step, workdir, writer, real_toy=None,
+              tag: str = ""):
+  """Writes the step's picture; returns toy metrics when they apply.
+
+  ``tag`` (e.g. ``seed_3``) names a replica of a --num_seeds run: its
+  pictures go to samples/<tag>/ and the image summary samples/<tag>.
+  """
+  out_dir = os.path.join(workdir, "samples", tag)
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, f"step_{step:07d}.png")
+  image_name = f"samples/{tag}" if tag else "samples"
   ds = gan.dataset
   if ds.kind == "toy":
     samples, _ = sampler.sample(state, jax.random.fold_in(state.rng,
@@ -159,14 +167,47 @@ def visualize(gan, sampler, state, step, workdir, writer, real_toy=None):
                 f"KL {scalars['reverse_kl']:.3f}")
     if writer.enabled:
       image = plots.scatter_png(path, samples, real_toy, title, ds.modes)
-      writer.write_image(step, "samples", image)
+      writer.write_image(step, image_name, image)
     return scalars
   z, y, rows = grid_inputs(gan, state.rng)
   image = plots.grid(sampler(state, z, y), rows=rows)
   if writer.enabled:
     plots.save_png(path, image)
-    writer.write_image(step, "samples", image)
+    writer.write_image(step, image_name, image)
   return {}
+
+
+def replica_scalars(cfg, per_replica) -> Dict[str, float]:
+  """--num_seeds: ``name/seed_S`` for each replica (S = its seed) and, under
+  the plain ``name``, the mean over replicas."""
+  out = {}
+  for i, scalars in enumerate(per_replica):
+    for name, value in scalars.items():
+      out[f"{name}/seed_{cfg.seed + i}"] = float(value)
+  for name in per_replica[0]:
+    out[name] = float(np.mean([r[name] for r in per_replica]))
+  return out
+
+
+def visualize_replicas(gan, sampler, state, step, workdir, writer,
+                       real_toy=None) -> Dict[str, float]:
+  """``visualize`` for each replica of a --num_seeds state."""
+  cfg = gan.cfg
+  if cfg.num_seeds == 1:
+    return visualize(gan, sampler, state, step, workdir, writer, real_toy)
+  per = [visualize(gan, sampler, state_lib.replica(state, i), step, workdir,
+                   writer, real_toy, tag=f"seed_{cfg.seed + i}")
+         for i in range(cfg.num_seeds)]
+  return replica_scalars(cfg, per) if per[0] else {}
+
+
+def last_scalars(cfg, metrics) -> Dict[str, float]:
+  """The last step's metrics; per replica and mean with --num_seeds."""
+  metrics = jax.device_get(metrics)
+  if cfg.num_seeds == 1:
+    return {k: float(v[-1]) for k, v in metrics.items()}
+  return replica_scalars(cfg, [{k: v[-1, i] for k, v in metrics.items()}
+                               for i in range(cfg.num_seeds)])
 
 
 def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
@@ -186,7 +227,8 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
 
   # ---------------------------------------------------------- train state
   replicated = NamedSharding(mesh, P())
-  init = jax.jit(lambda: state_lib.create(gan, cfg.seed),
+  init = jax.jit(lambda: state_lib.create_replicas(gan, cfg.seed,
+                                                   cfg.num_seeds),
                  out_shardings=replicated)
   ckpts = ckpt_lib.Checkpoints(os.path.join(workdir, "checkpoints"),
                                save_every=cfg.checkpoint_every,
@@ -224,12 +266,22 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
     return step_fns[n]
 
   host_sharding = NamedSharding(mesh, P(None, None, steps_lib.AXIS))
+  if cfg.num_seeds > 1 and dataset.kind != "toy":
+    # Replica i reads the stream of seed + i: (steps, replicas, k, B, ...).
+    host_sharding = NamedSharding(mesh, P(None, None, None, steps_lib.AXIS))
+    streams = [dataset.with_seed(cfg.seed + i) for i in range(cfg.num_seeds)]
 
   def host_batches(first, n):
     if dataset.kind == "toy":
       return None
-    local = dataset.batches(first, n, cfg.d_steps, cfg.batch_size,
-                            jax.process_index(), jax.process_count())
+    if cfg.num_seeds > 1:
+      parts = [ds.batches(first, n, cfg.d_steps, cfg.batch_size,
+                          jax.process_index(), jax.process_count())
+               for ds in streams]
+      local = {k: np.stack([p[k] for p in parts], 1) for k in parts[0]}
+    else:
+      local = dataset.batches(first, n, cfg.d_steps, cfg.batch_size,
+                              jax.process_index(), jax.process_count())
     return {k: jax.make_array_from_process_local_data(host_sharding, v)
             for k, v in local.items()}
 
@@ -261,7 +313,7 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
       log_now = step % cfg.log_every == 0 or step == total
       save_now = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
       if log_now or save_now or preempt.signal is not None:
-        scalars = {k: float(v[-1]) for k, v in jax.device_get(metrics).items()}
+        scalars = last_scalars(cfg, metrics)
         bad = _first_nonfinite(scalars)
         if bad is not None:
           ckpts.wait()
@@ -271,8 +323,8 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
         now = time.time()
         rate = (step - step_last) / max(now - t_last, 1e-9)
         t_last, step_last = now, step
-        scalars.update(visualize(gan, sampler, state, step, workdir, writer,
-                                 real_toy))
+        scalars.update(visualize_replicas(gan, sampler, state, step, workdir,
+                                          writer, real_toy))
         scalars["steps_per_sec"] = rate
         writer.write_scalars(step, scalars)
         last = {"step": step, **scalars}

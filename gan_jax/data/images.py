@@ -269,6 +269,12 @@ class ImageDataset:
     """Examples per epoch."""
     return len(self.images)
 
+  def with_seed(self, seed: int) -> "ImageDataset":
+    """The same images with the data order of ``seed`` (a --num_seeds
+    replica's stream)."""
+    return ImageDataset(self.images, self.labels, self.num_classes, seed,
+                        self.name, self._eval_loader)
+
   def permutation(self, epoch: int, *stream: int) -> np.ndarray:
     """The order of epoch ``epoch``: a function of (seed, epoch, *stream)."""
     key = (int(epoch),) + tuple(int(s) for s in stream)

@@ -8,6 +8,9 @@
   layers of 512 units (Gulrajani et al. 2017).
 
 Widths and depths come from ``--g_hidden/--g_layers/--d_hidden/--d_layers``.
+``--d_norm`` (auto = none) normalizes D's hidden layers: ``spectral``
+(Miyato et al. 2018; every weight layer, output included, power-iteration
+vectors in ``batch_stats``), ``layer`` or ``batch``.
 Conditioning (``num_classes > 0``) joins a one-hot label to the input, as in
 Mirza & Osindero (2014).
 """
@@ -21,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from gan_jax.models import DISCRIMINATORS, GENERATORS
+from gan_jax.models import layers as mb_layers
 
 
 def dtype_of(cfg) -> Any:
@@ -81,24 +85,47 @@ class MLPDiscriminator(nn.Module):
   """x -> hidden layers (maxout or ReLU) -> one logit per sample.
 
   The input is flattened, so packed inputs (PacGAN's m samples concatenated)
-  need no special handling.
+  need no special handling. ``minibatch`` appends minibatch features
+  (Salimans et al. 2016 or Karras et al. 2018, ``layers.py``) before the
+  output layer. ``outputs`` > 1 gives (batch, outputs) logits (MAD-GAN's k+1
+  classes).
   """
   hidden: int = 200
   layers: int = 3
   pieces: int = 0  # 0 = ReLU layers; > 1 = maxout with that many pieces
   num_classes: int = 0
+  minibatch: str = "none"
+  mbd_kernels: int = 100
+  mbd_kernel_dim: int = 5
+  mbstd_group_size: int = 4
+  outputs: int = 1
+  norm: str = "none"  # none | spectral | layer | batch (hidden layers)
+  bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, y=None, train: bool = True):
+    sn = self.norm == "spectral"
     h = x.reshape(x.shape[0], -1).astype(self.dtype)
     h = join_label(h, y, self.num_classes, self.dtype)
     for _ in range(self.layers):
       if self.pieces > 1:
-        h = Maxout(self.hidden, self.pieces, dtype=self.dtype)(h)
+        layer = Maxout(self.hidden, self.pieces, dtype=self.dtype)
       else:
-        h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(h))
-    return nn.Dense(1, dtype=self.dtype)(h)[:, 0].astype(jnp.float32)
+        layer = nn.Dense(self.hidden, dtype=self.dtype)
+      h = mb_layers.spectral_norm(layer, sn, train)(h)
+      h = mb_layers.normalize(h, self.norm, train,
+                              axis_name=self.bn_axis_name, dtype=self.dtype)
+      if self.pieces <= 1:
+        h = nn.relu(h)
+    h = mb_layers.apply_minibatch_features(
+        h, self.minibatch, num_kernels=self.mbd_kernels,
+        kernel_dim=self.mbd_kernel_dim, group_size=self.mbstd_group_size,
+        dtype=self.dtype)
+    logits = mb_layers.spectral_norm(
+        nn.Dense(self.outputs, dtype=self.dtype), sn, train)(h)
+    logits = logits.astype(jnp.float32)
+    return logits[:, 0] if self.outputs == 1 else logits
 
 
 def _bn_axis(cfg):
@@ -121,16 +148,28 @@ def mlp_generator(cfg, shape, num_classes):
                       dtype=dtype_of(cfg))
 
 
+def _d_options(cfg):
+  """Minibatch features (--minibatch_disc) and MAD-GAN's k+1 outputs."""
+  k = cfg.num_generators
+  return dict(minibatch=cfg.minibatch_disc, mbd_kernels=cfg.mbd_kernels,
+              mbd_kernel_dim=cfg.mbd_kernel_dim,
+              mbstd_group_size=cfg.mbstd_group_size,
+              outputs=k + 1 if k > 1 else 1,
+              norm=mb_layers.resolve_norm(cfg.d_norm, "none"),
+              bn_axis_name=_bn_axis(cfg))
+
+
 @DISCRIMINATORS.register("pacgan_maxout")
 def pacgan_discriminator(cfg, shape, num_classes):
   del shape
   return MLPDiscriminator(hidden=cfg.d_hidden, layers=cfg.d_layers,
                           pieces=cfg.maxout_pieces, num_classes=num_classes,
-                          dtype=dtype_of(cfg))
+                          dtype=dtype_of(cfg), **_d_options(cfg))
 
 
 @DISCRIMINATORS.register("mlp")
 def mlp_discriminator(cfg, shape, num_classes):
   del shape
   return MLPDiscriminator(hidden=cfg.d_hidden, layers=cfg.d_layers, pieces=0,
-                          num_classes=num_classes, dtype=dtype_of(cfg))
+                          num_classes=num_classes, dtype=dtype_of(cfg),
+                          **_d_options(cfg))

@@ -11,6 +11,11 @@ from gan_jax.errors import UserError
 from gan_jax.models import DISCRIMINATORS, GENERATORS, layers
 
 
+def _key(seed):
+  # The rbg generator compiles several times faster than threefry on CPU.
+  return jax.random.key(seed, impl="rbg")
+
+
 def test_depth_to_space_matches_numpy():
   x = np.arange(2 * 3 * 3 * 8, dtype=np.float32).reshape(2, 3, 3, 8)
   got = np.asarray(layers.depth_to_space(jnp.asarray(x), 2))
@@ -28,20 +33,45 @@ def test_depth_to_space_matches_numpy():
 def test_upsample_shapes_match(mode):
   x = jnp.ones((2, 7, 7, 8))
   up = layers.Upsample(4, mode)
-  out = up.apply(up.init(jax.random.PRNGKey(0), x), x)
+  out = up.apply(up.init(_key(0), x), x)
   assert out.shape == (2, 14, 14, 4)
+
+
+def test_subpixel_can_express_the_transposed_convolution():
+  """A 4x4 stride-2 transposed convolution equals a sub-pixel convolution
+  whose 3x3 kernel is read off the transposed one's impulse responses."""
+  cin, cout = 2, 3
+  rs = np.random.RandomState(0)
+  x = jnp.asarray(rs.randn(1, 5, 5, cin).astype(np.float32))
+  tr = layers.Upsample(cout, "transpose", use_bias=False)
+  vt = tr.init(_key(0), x)
+  kernel = np.zeros((3, 3, cin, 4 * cout), np.float32)
+  for ci in range(cin):
+    delta = np.zeros((1, 5, 5, cin), np.float32)
+    delta[0, 2, 2, ci] = 1.0
+    y = np.asarray(tr.apply(vt, jnp.asarray(delta)))[0]
+    for di in (-1, 0, 1):
+      for dj in (-1, 0, 1):
+        for a in range(2):
+          for b in range(2):
+            kernel[di + 1, dj + 1, ci, (2 * a + b) * cout:
+                   (2 * a + b + 1) * cout] = y[2 * (2 - di) + a,
+                                               2 * (2 - dj) + b]
+  sp = layers.Upsample(cout, "subpixel", use_bias=False)
+  vs = {"params": {"Conv_0": {"kernel": jnp.asarray(kernel)}}}
+  np.testing.assert_allclose(sp.apply(vs, x), tr.apply(vt, x), atol=1e-6)
 
 
 def test_upsample_rejects_unknown_mode():
   up = layers.Upsample(4, "bilinear")
   with pytest.raises(UserError):
-    up.init(jax.random.PRNGKey(0), jnp.ones((1, 2, 2, 1)))
+    up.init(_key(0), jnp.ones((1, 2, 2, 1)))
 
 
 def test_maxout_dense_matches_numpy():
   x = np.random.RandomState(0).randn(3, 6).astype(np.float32)
   m = layers.MaxoutDense(4, 3)
-  v = m.init(jax.random.PRNGKey(0), x)
+  v = m.init(_key(0), x)
   k = np.asarray(v["params"]["Dense_0"]["kernel"])
   b = np.asarray(v["params"]["Dense_0"]["bias"])
   want = (x @ k + b).reshape(3, 4, 3).max(-1)
@@ -78,7 +108,7 @@ def _normalize(v):
     (_SNConv(), np.ones((2, 4, 4, 2), np.float32), "Conv_0"),
 ])
 def test_spectral_norm_converges_to_unit_top_singular_value(module, x, layer):
-  variables = module.init(jax.random.PRNGKey(1), x, train=False)
+  variables = module.init(_key(1), x, train=False)
   params = variables["params"]
   w = np.asarray(params[layer]["kernel"]).reshape(
       -1, params[layer]["kernel"].shape[-1])
@@ -97,7 +127,7 @@ def test_spectral_norm_converges_to_unit_top_singular_value(module, x, layer):
 def test_spectral_norm_output_uses_normalized_weight():
   module = _SNDense()
   x = np.random.RandomState(0).randn(2, 3).astype(np.float32)
-  variables = module.init(jax.random.PRNGKey(1), x, train=False)
+  variables = module.init(_key(1), x, train=False)
   out, upd = module.apply(variables, x, train=True, mutable=["batch_stats"])
   _, sigma = _sn_state(upd, "Dense_0")
   p = variables["params"]["Dense_0"]
@@ -108,7 +138,7 @@ def test_spectral_norm_output_uses_normalized_weight():
 def test_spectral_norm_u_advances_once_per_train_call_only():
   module = _SNDense()
   x = np.ones((2, 3), np.float32)
-  variables = module.init(jax.random.PRNGKey(2), x, train=False)
+  variables = module.init(_key(2), x, train=False)
   w = np.asarray(variables["params"]["Dense_0"]["kernel"])  # (3, 5)
   u0, _ = _sn_state(variables, "Dense_0")
 
@@ -139,7 +169,7 @@ def test_minibatch_discrimination_matches_numpy_and_sees_diversity():
   mbd = layers.MinibatchDiscrimination(num_kernels=3, kernel_dim=2)
   diverse = np.random.RandomState(0).randn(4, 5).astype(np.float32)
   same = np.repeat(diverse[:1], 4, axis=0)
-  v = mbd.init(jax.random.PRNGKey(0), diverse)
+  v = mbd.init(_key(0), diverse)
   t = np.asarray(v["params"]["T"]["kernel"])
   out = np.asarray(mbd.apply(v, diverse))
   np.testing.assert_allclose(out, _mbd_numpy(diverse, t, 3, 2), rtol=1e-5)
@@ -192,12 +222,12 @@ class _MBFeatures(nn.Module):
 def test_apply_minibatch_features(kind, width):
   x = jnp.ones((4, 5))
   m = _MBFeatures(kind)
-  assert m.apply(m.init(jax.random.PRNGKey(0), x), x).shape == (4, width)
+  assert m.apply(m.init(_key(0), x), x).shape == (4, width)
 
 
 def test_apply_minibatch_features_rejects_unknown_kind():
   with pytest.raises(UserError):
-    _MBFeatures("mystery").init(jax.random.PRNGKey(0), jnp.ones((4, 5)))
+    _MBFeatures("mystery").init(_key(0), jnp.ones((4, 5)))
 
 
 # ----------------------------------------------------------- normalization
@@ -221,7 +251,7 @@ class _Norm(nn.Module):
 def test_layer_norm_standardizes_each_sample_over_all_axes():
   x = np.random.RandomState(0).randn(2, 3, 3, 4).astype(np.float32) * 5 + 2
   m = _Norm("layer")
-  out = np.asarray(m.apply(m.init(jax.random.PRNGKey(0), x, False), x, False))
+  out = np.asarray(m.apply(m.init(_key(0), x, False), x, False))
   np.testing.assert_allclose(out.reshape(2, -1).mean(1), 0.0, atol=1e-5)
   np.testing.assert_allclose(out.reshape(2, -1).std(1), 1.0, rtol=1e-3)
 
@@ -230,7 +260,7 @@ def test_conditional_batch_norm_depends_on_label():
   cbn = layers.ConditionalBatchNorm(num_classes=3)
   x = np.random.RandomState(0).randn(2, 2, 2, 4).astype(np.float32)
   y = jnp.array([0, 1])
-  v = cbn.init(jax.random.PRNGKey(0), x, y, False)
+  v = cbn.init(_key(0), x, y, False)
   v = {"params": {"scale": {"embedding": jnp.arange(12.).reshape(3, 4)},
                   "shift": {"embedding": jnp.zeros((3, 4))}},
        "batch_stats": v["batch_stats"]}
@@ -259,27 +289,27 @@ def test_bfloat16_activations_with_float32_params():
   g = GENERATORS("dcgan", cfg, (28, 28, 1), 0)
   d = DISCRIMINATORS("dcgan", cfg, (28, 28, 1), 0)
   z = jnp.ones((2, 3))
-  vg = g.init(jax.random.PRNGKey(0), z, train=False)
+  vg = jax.jit(lambda k: g.init(k, z, train=False))(_key(0))
   assert all(p.dtype == jnp.float32
              for p in jax.tree_util.tree_leaves(vg["params"]))
-  (x, state) = g.apply(vg, z, train=True, mutable=["batch_stats",
-                                                   "intermediates"],
-                       capture_intermediates=True)
+  x, state = jax.jit(lambda v: g.apply(
+      v, z, train=True, mutable=["batch_stats", "intermediates"],
+      capture_intermediates=True))(vg)
   assert x.dtype == jnp.bfloat16
   acts = jax.tree_util.tree_leaves(state["intermediates"])
   assert acts and all(a.dtype == jnp.bfloat16 for a in acts)
-  vd = d.init(jax.random.PRNGKey(0), x, train=False)
+  vd = jax.jit(lambda k: d.init(k, x, train=False))(_key(0))
   assert all(p.dtype == jnp.float32
              for p in jax.tree_util.tree_leaves(vd["params"]))
-  logits = d.apply(vd, x, train=False)
+  logits = jax.jit(lambda v: d.apply(v, x, train=False))(vd)
   assert logits.dtype == jnp.float32 and logits.shape == (2,)
 
 
 def test_cross_replica_batch_norm_uses_data_axis():
   cfg = flags.defaults(cross_replica_bn=True, g_channels=4, z_dim=3)
   g = GENERATORS("dcgan", cfg, (28, 28, 1), 0)
-  z = jax.random.normal(jax.random.PRNGKey(0), (4, 3))
-  v = g.init(jax.random.PRNGKey(0), z, train=False)
+  z = jax.random.normal(_key(0), (4, 3))
+  v = g.init(_key(0), z, train=False)
   # With train=True BatchNorm reduces over the 'data' axis: unbound outside a
   # mapped context, and equal to the plain result on a 1-device mesh.
   with pytest.raises(NameError):

@@ -1,0 +1,102 @@
+"""Joining a multi-process job with ``jax.distributed`` (``--distributed``).
+
+One process per host (or per GPU/CPU slot) runs the same program. After
+``jax.distributed.initialize``, ``jax.devices()`` lists the devices of all
+processes, so the training mesh, and with it the global batch, spans them
+all; each process feeds only its own devices' shard of host data.
+
+* explicit: ``--coordinator_address=HOST:PORT --num_processes=N
+  --process_id=I`` on every process (process 0 hosts the coordinator);
+* automatic: under ``srun`` with several tasks (SLURM), ``mpirun`` with
+  several ranks (Open MPI) or on a multi-host TPU slice, where JAX reads the
+  cluster's environment itself (``jax.distributed.initialize()`` with no
+  arguments).
+
+CPU devices talk over gloo (``jax_cpu_collectives_implementation``), which
+is what makes several processes on one machine work for tests.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping, Optional
+
+from absl import logging
+
+from gan_jax.errors import UserError
+
+
+def cluster_environment(env: Mapping[str, str] = os.environ
+                        ) -> Optional[str]:
+  """The multi-process launcher this process runs under, if any.
+
+  Mirrors the environment variables JAX's own cluster detection reads
+  (jax/_src/clusters), but only reports launches with more than one
+  process, so a single ``sbatch`` task or TPU VM trains alone.
+  """
+  def count(name):
+    try:
+      return int(env.get(name, "1"))
+    except ValueError:
+      return 1
+
+  slurm = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS",
+           "SLURM_PROCID", "SLURM_LOCALID")
+  if all(v in env for v in slurm) and count("SLURM_NTASKS") > 1:
+    return "slurm"
+  if "OMPI_MCA_orte_hnp_uri" in env and count("OMPI_COMM_WORLD_SIZE") > 1:
+    return "openmpi"
+  hosts = env.get("TPU_PROCESS_ADDRESSES") or env.get("TPU_WORKER_HOSTNAMES")
+  if (hosts and len(hosts.split(",")) > 1) or env.get(
+      "MEGASCALE_COORDINATOR_ADDRESS"):
+    return "tpu"
+  return None
+
+
+def initialize(mode: str = "auto", coordinator_address: Optional[str] = None,
+               num_processes: int = 0, process_id: int = -1,
+               env: Mapping[str, str] = os.environ) -> bool:
+  """Calls ``jax.distributed.initialize`` when asked or detected.
+
+  Must run before anything touches a JAX backend. Returns whether it did.
+  """
+  explicit = bool(coordinator_address)
+  if not explicit and (num_processes or process_id >= 0):
+    raise UserError("--num_processes/--process_id need "
+                    "--coordinator_address=HOST:PORT (process 0's address)")
+  if mode == "off":
+    if explicit:
+      raise UserError("--distributed=off contradicts --coordinator_address; "
+                      "drop one of them")
+    return False
+  if explicit:
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+      raise UserError(f"--coordinator_address needs --num_processes >= 1 and "
+                      f"0 <= --process_id < --num_processes (got "
+                      f"--num_processes={num_processes} "
+                      f"--process_id={process_id})")
+    if ":" not in coordinator_address:
+      raise UserError(f"--coordinator_address={coordinator_address} must be "
+                      f"HOST:PORT")
+    kwargs = dict(coordinator_address=coordinator_address,
+                  num_processes=num_processes, process_id=process_id)
+  else:
+    cluster = cluster_environment(env)
+    if mode == "auto" and cluster is None:
+      return False
+    kwargs = {}
+    logging.info("jax.distributed: %s environment",
+                 cluster or "JAX-detected")
+  import jax  # pylint: disable=g-import-not-at-top
+  # Cross-process collectives of CPU devices (no effect on GPU/TPU ones).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  try:
+    jax.distributed.initialize(**kwargs)
+  except (RuntimeError, ValueError) as e:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    raise UserError(f"jax.distributed.initialize failed: "
+                    f"{type(e).__name__}: {first}") from e
+  logging.info("process %d of %d; %d local and %d global devices",
+               jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
+  return True

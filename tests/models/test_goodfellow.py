@@ -1,0 +1,163 @@
+"""Tests of the Goodfellow et al. (2014) and conditional MLP GANs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gan_jax import flags
+from gan_jax.errors import UserError
+from gan_jax.models import DISCRIMINATORS, GENERATORS
+
+SHAPES = [(28, 28, 1), (32, 32, 3), (64, 64, 3)]
+
+
+def _cfg(**kw):
+  return flags.defaults(**{"g_hidden": 8, "g_layers": 2, "d_hidden": 6,
+                           "d_layers": 2, "maxout_pieces": 3, "z_dim": 3,
+                           "mbd_kernels": 3, "mbd_kernel_dim": 2, **kw})
+
+
+def host_init(module, *args, seed=0, **kwargs):
+  """Variables of ``module`` drawn with NumPy from the shapes of its init.
+
+  Tracing the init with ``jax.eval_shape`` and filling it on the host skips
+  compiling the initializers' random number generation, which dominates a
+  tiny model's test time on CPU. ``test_real_init`` covers the real init.
+  """
+  shapes = jax.eval_shape(
+      lambda: module.init(jax.random.PRNGKey(0), *args, **kwargs))
+  rs = np.random.RandomState(seed)
+
+  def fill(path, s):
+    name = jax.tree_util.keystr(path)
+    if name.endswith(("['scale']", "['var']", "sigma']")):
+      return jnp.ones(s.shape, s.dtype)
+    if name.endswith(("['bias']", "['mean']")):
+      return jnp.zeros(s.shape, s.dtype)
+    fan_in = int(np.prod(s.shape[:-1])) or 1
+    return jnp.asarray(rs.randn(*s.shape) / np.sqrt(fan_in), s.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def _generate(g, z, y=None, train=True):
+  v = host_init(g, z, y, train=False)
+  x, upd = jax.jit(lambda v, z, y: g.apply(
+      v, z, y, train=train, mutable=["batch_stats"]))(v, z, y)
+  return x, v, upd
+
+
+def _discriminate(d, x, y=None, train=True):
+  v = host_init(d, x, y, train=False, seed=1)
+  logits, upd = jax.jit(lambda v, x, y: d.apply(
+      v, x, y, train=train, mutable=["batch_stats"]))(v, x, y)
+  return logits, v, upd
+
+
+def test_real_init():
+  """The real initializers: uniform in +-0.05 (G) and +-0.005 (D)."""
+  cfg = _cfg()
+  g = GENERATORS("goodfellow_mlp", cfg, (28, 28, 1), 0)
+  d = DISCRIMINATORS("goodfellow_maxout", cfg, (28, 28, 1), 0)
+  key = jax.random.key(0, impl="rbg")
+  vg = jax.jit(lambda k: g.init(k, jnp.ones((2, 3)), train=False))(key)
+  vd = jax.jit(lambda k: d.init(k, jnp.ones((2, 28, 28, 1)),
+                                train=False))(key)
+  for v, scale in ((vg, 0.05), (vd, 0.005)):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(v["params"]):
+      if jax.tree_util.keystr(path).endswith("['kernel']"):
+        assert float(jnp.max(jnp.abs(leaf))) <= scale
+        assert float(jnp.max(jnp.abs(leaf))) > 0.8 * scale
+  assert vg["params"]["Dense_0"]["kernel"].shape == (3, 8)
+  assert vd["params"]["MaxoutDense_0"]["Dense_0"]["kernel"].shape == (
+      784, 6 * 3)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_shapes_and_ranges(shape):
+  cfg = _cfg()
+  g = GENERATORS("goodfellow_mlp", cfg, shape, 0)
+  d = DISCRIMINATORS("goodfellow_maxout", cfg, shape, 0)
+  z = jax.random.normal(jax.random.PRNGKey(0), (2, 3))
+  vg = host_init(g, z, train=False)
+  x = jax.jit(lambda v: g.apply(v, z, train=False))(vg)
+  assert x.shape == (2,) + shape
+  assert float(jnp.max(jnp.abs(x))) <= 1.0
+  assert "batch_stats" not in vg  # no BatchNorm in the original G
+  vd = host_init(d, x, train=False)
+  logits = jax.jit(lambda v, k: d.apply(v, x, train=True,
+                                        rngs={"dropout": k}))(
+                                            vd, jax.random.PRNGKey(1))
+  assert logits.shape == (2,) and logits.dtype == jnp.float32
+  assert np.all(np.isfinite(logits))
+
+
+def test_dropout_only_in_training():
+  d = DISCRIMINATORS("goodfellow_maxout", _cfg(), (28, 28, 1), 0)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 28, 28, 1))
+  v = host_init(d, x, train=False)
+  apply = jax.jit(lambda k, train: d.apply(v, x, train=train,
+                                           rngs={"dropout": k}),
+                  static_argnums=1)
+  k1, k2 = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
+  assert not np.allclose(apply(k1, True), apply(k2, True))
+  np.testing.assert_array_equal(apply(k1, False), apply(k2, False))
+
+
+def test_generator_batchnorm_option():
+  g = GENERATORS("goodfellow_mlp", _cfg(g_norm="batch"), (28, 28, 1), 0)
+  v = host_init(g, jnp.ones((2, 3)), train=False)
+  assert "batch_stats" in v
+
+
+@pytest.mark.parametrize("gname,dname", [("goodfellow_mlp",
+                                          "goodfellow_maxout"),
+                                         ("cgan_mlp", "cgan_maxout")])
+def test_conditional_depends_on_label(gname, dname):
+  cfg = _cfg()
+  g = GENERATORS(gname, cfg, (28, 28, 1), 10)
+  d = DISCRIMINATORS(dname, cfg, (28, 28, 1), 10)
+  z = jnp.repeat(jax.random.normal(jax.random.PRNGKey(0), (1, 3)), 3, axis=0)
+  y = jnp.array([0, 1, 2])
+  vg = host_init(g, z, y, train=False)
+  assert vg["params"]["Dense_0"]["kernel"].shape == (3 + 10, 8)
+  x = np.asarray(jax.jit(lambda v: g.apply(v, z, y, train=False))(vg))
+  x = x.reshape(3, -1)
+  assert np.max(np.abs(x[0] - x[1])) > 1e-6
+  assert np.max(np.abs(x[1] - x[2])) > 1e-6
+  xs = jnp.asarray(np.repeat(x[:1], 2, axis=0).reshape(2, 28, 28, 1))
+  vd = host_init(d, xs, y[:2], train=False)
+  logits = jax.jit(lambda v: d.apply(v, xs, y[:2], train=False))(vd)
+  assert abs(float(logits[0] - logits[1])) > 1e-6
+
+
+def test_cgan_requires_labels():
+  with pytest.raises(UserError):
+    GENERATORS("cgan_mlp", _cfg(), (28, 28, 1), 0)
+  with pytest.raises(UserError):
+    DISCRIMINATORS("cgan_maxout", _cfg(), (28, 28, 1), 0)
+
+
+@pytest.mark.parametrize("norm", ["spectral", "layer", "batch"])
+def test_discriminator_norms(norm):
+  d = DISCRIMINATORS("goodfellow_maxout", _cfg(d_norm=norm), (28, 28, 1), 0)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 28, 28, 1))
+  v = host_init(d, x, train=False)
+  logits, upd = jax.jit(lambda v: d.apply(
+      v, x, train=True, rngs={"dropout": jax.random.PRNGKey(0)},
+      mutable=["batch_stats"]))(v)
+  assert logits.shape == (2,)
+  if norm == "spectral":
+    assert "SpectralNorm_0" in upd["batch_stats"]
+
+
+@pytest.mark.parametrize("kind,extra", [("salimans", 3), ("stddev", 1)])
+def test_minibatch_features(kind, extra):
+  d = DISCRIMINATORS("goodfellow_maxout", _cfg(minibatch_disc=kind),
+                     (28, 28, 1), 0)
+  x = jnp.ones((4, 28, 28, 1))
+  v = host_init(d, x, train=False)
+  assert v["params"]["Dense_0"]["kernel"].shape == (6 + extra, 1)
+  logits = jax.jit(lambda v: d.apply(v, x, train=False))(v)
+  assert logits.shape == (4,)

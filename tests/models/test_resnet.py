@@ -1,0 +1,170 @@
+"""Tests of the SNGAN / WGAN-GP CIFAR ResNets (tiny widths)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gan_jax import flags
+from gan_jax.errors import UserError
+from gan_jax.models import DISCRIMINATORS, GENERATORS
+
+SHAPES = [(28, 28, 1), (32, 32, 3), (64, 64, 3)]
+
+
+def _cfg(**kw):
+  return flags.defaults(**{"g_channels": 4, "d_channels": 4, "z_dim": 3,
+                           "mbd_kernels": 3, "mbd_kernel_dim": 2, **kw})
+
+
+def host_init(module, *args, seed=0, **kwargs):
+  """Variables of ``module`` drawn with NumPy from the shapes of its init.
+
+  Tracing the init with ``jax.eval_shape`` and filling it on the host skips
+  compiling the initializers' random number generation, which dominates a
+  tiny model's test time on CPU. ``test_real_init`` covers the real init.
+  """
+  shapes = jax.eval_shape(
+      lambda: module.init(jax.random.PRNGKey(0), *args, **kwargs))
+  rs = np.random.RandomState(seed)
+
+  def fill(path, s):
+    name = jax.tree_util.keystr(path)
+    if name.endswith(("['scale']", "['var']", "sigma']")):
+      return jnp.ones(s.shape, s.dtype)
+    if name.endswith(("['bias']", "['mean']")):
+      return jnp.zeros(s.shape, s.dtype)
+    fan_in = int(np.prod(s.shape[:-1])) or 1
+    return jnp.asarray(rs.randn(*s.shape) / np.sqrt(fan_in), s.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def _generate(g, z, y=None, train=True):
+  v = host_init(g, z, y, train=False)
+  x, upd = jax.jit(lambda v, z, y: g.apply(
+      v, z, y, train=train, mutable=["batch_stats"]))(v, z, y)
+  return x, v, upd
+
+
+def _discriminate(d, x, y=None, train=True):
+  v = host_init(d, x, y, train=False, seed=1)
+  logits, upd = jax.jit(lambda v, x, y: d.apply(
+      v, x, y, train=train, mutable=["batch_stats"]))(v, x, y)
+  return logits, v, upd
+
+
+def _blocks(params, prefix):
+  return sorted(k for k in params if k.startswith(prefix))
+
+
+@pytest.mark.parametrize("shape,g_blocks,d_blocks", [
+    ((28, 28, 1), 2, 4), ((32, 32, 3), 3, 4), ((64, 64, 3), 4, 5)])
+def test_shapes_ranges_and_layout(shape, g_blocks, d_blocks):
+  cfg = _cfg()
+  g = GENERATORS("resnet", cfg, shape, 0)
+  d = DISCRIMINATORS("resnet", cfg, shape, 0)
+  z = jax.random.normal(jax.random.PRNGKey(0), (2, 3))
+  vg = host_init(g, z, train=False)
+  assert len(_blocks(vg["params"], "GBlock_")) == g_blocks
+  x, _ = jax.jit(lambda v: g.apply(v, z, train=True,
+                                   mutable=["batch_stats"]))(vg)
+  assert x.shape == (2,) + shape
+  assert float(jnp.max(jnp.abs(x))) <= 1.0
+  vd = host_init(d, x, train=False)
+  # WGAN-GP: no normalization in D by default.
+  assert "batch_stats" not in vd
+  assert len(_blocks(vd["params"], "DBlock_")) == d_blocks
+  logits = jax.jit(lambda v: d.apply(v, x, train=True))(vd)
+  assert logits.shape == (2,) and logits.dtype == jnp.float32
+  assert np.all(np.isfinite(logits))
+
+
+def test_real_init():
+  cfg = _cfg()
+  g = GENERATORS("resnet", cfg, (32, 32, 3), 0)
+  d = DISCRIMINATORS("resnet", cfg, (32, 32, 3), 0)
+  key = jax.random.key(0, impl="rbg")
+  vg = jax.jit(lambda k: g.init(k, jnp.ones((2, 3)), train=False))(key)
+  vd = jax.jit(lambda k: d.init(k, jnp.ones((2, 32, 32, 3)),
+                                train=False))(key)
+  assert vg["params"]["Dense_0"]["kernel"].shape == (3, 4 * 4 * 4)
+  assert vd["params"]["Dense_0"]["kernel"].shape == (4, 1)
+  for v in (vg, vd):
+    assert all(np.all(np.isfinite(leaf))
+               for leaf in jax.tree_util.tree_leaves(v))
+
+
+def test_spectral_norm_discriminator():
+  d = DISCRIMINATORS("resnet", _cfg(d_norm="spectral"), (32, 32, 3), 10)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
+  y = jnp.array([1, 2])
+  v = host_init(d, x, y, train=False)
+  stats = jax.tree_util.tree_leaves_with_path(v["batch_stats"])
+  us = [jax.tree_util.keystr(p) for p, _ in stats
+        if jax.tree_util.keystr(p).endswith("/u']")]
+  # 2 convs per block + 2 shortcuts (first block, the down block), the output
+  # layer and the projection embedding.
+  assert len(us) == 4 * 2 + 2 + 2
+  apply = jax.jit(lambda v, train: d.apply(v, x, y, train=train,
+                                           mutable=["batch_stats"]),
+                  static_argnums=1)
+  _, frozen = apply(v, False)
+  _, moved = apply(v, True)
+  same = jax.tree_util.tree_map(np.array_equal, v["batch_stats"],
+                                frozen["batch_stats"])
+  assert all(jax.tree_util.tree_leaves(same))
+  changed = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, b),
+                                   v["batch_stats"], moved["batch_stats"])
+  assert all(jax.tree_util.tree_leaves(changed))
+
+
+def test_conditional_generator_and_projection():
+  cfg = _cfg()
+  g = GENERATORS("resnet", cfg, (32, 32, 3), 10)
+  d = DISCRIMINATORS("resnet", cfg, (32, 32, 3), 10)
+  z = jnp.repeat(jax.random.normal(jax.random.PRNGKey(0), (1, 3)), 3, axis=0)
+  y = jnp.array([0, 1, 2])
+  vg = host_init(g, z, y, train=False)
+  # Class-conditional BatchNorm: per-class scales and shifts.
+  assert vg["params"]["GBlock_0"]["ConditionalBatchNorm_0"]["scale"][
+      "embedding"].shape == (10, 4)
+  x = np.asarray(jax.jit(lambda v: g.apply(v, z, y, train=False))(vg))
+  x = x.reshape(3, -1)
+  assert np.max(np.abs(x[0] - x[1])) > 1e-6
+  assert np.max(np.abs(x[1] - x[2])) > 1e-6
+  xs = jnp.asarray(np.repeat(x[:1], 2, axis=0).reshape(2, 32, 32, 3))
+  vd = host_init(d, xs, y[:2], train=False)
+  assert vd["params"]["Embed_0"]["embedding"].shape == (10, 4)
+  logits = jax.jit(lambda v: d.apply(v, xs, y[:2], train=False))(vd)
+  assert abs(float(logits[0] - logits[1])) > 1e-6
+
+
+def test_conditional_generator_without_batchnorm_joins_label_to_z():
+  g = GENERATORS("resnet", _cfg(g_norm="none"), (32, 32, 3), 10)
+  v = host_init(g, jnp.ones((2, 3)), jnp.array([0, 1]), train=False)
+  assert v["params"]["Dense_0"]["kernel"].shape == (3 + 10, 4 * 4 * 4)
+
+
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_discriminator_norms(norm):
+  d = DISCRIMINATORS("resnet", _cfg(d_norm=norm), (32, 32, 3), 0)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
+  v = host_init(d, x, train=False)
+  logits, _ = jax.jit(lambda v: d.apply(v, x, train=True,
+                                        mutable=["batch_stats"]))(v)
+  assert logits.shape == (2,)
+
+
+@pytest.mark.parametrize("kind,extra", [("salimans", 3), ("stddev", 1)])
+def test_minibatch_features(kind, extra):
+  d = DISCRIMINATORS("resnet", _cfg(minibatch_disc=kind), (32, 32, 3), 0)
+  x = jnp.ones((4, 32, 32, 3))
+  v = host_init(d, x, train=False)
+  width = 8 * 8 * 4 + extra if kind == "salimans" else 4 + extra
+  assert v["params"]["Dense_0"]["kernel"].shape == (width, 1)
+
+
+def test_unsupported_resolution_is_a_user_error():
+  with pytest.raises(UserError):
+    GENERATORS("resnet", _cfg(), (48, 48, 3), 0)
