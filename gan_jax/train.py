@@ -86,17 +86,59 @@ class _Preemption:
   def _handle(self, signum, frame):
     del frame
     self.signal = signum
+    # A second signal of the same kind ends the process at once.
+    signal.signal(signum, signal.SIG_DFL)
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
 
 
-def _first_nonfinite(metrics) -> Optional[str]:
-  for name in sorted(metrics):
-    if not np.all(np.isfinite(np.asarray(metrics[name]))):
-      return name
-  return None
+# Named first when several metrics go non-finite in the same step.
+_PRIMARY_METRICS = ("d_loss", "g_loss")
+
+
+@jax.jit
+def _track_nonfinite(record, metrics, first_step):
+  """Folds a call's stacked metrics into ``(first bad step, bad names mask)``.
+
+  Runs on device after every call (no host sync), so the host learns the
+  exact step and metric of the first NaN/Inf at its next log or save point.
+  Metrics row i of a call starting at ``first_step`` belongs to step
+  ``first_step + i + 1``.
+  """
+  names = sorted(metrics)
+  bad = jnp.stack([~jnp.all(jnp.isfinite(
+      jnp.reshape(metrics[k], (metrics[k].shape[0], -1))), axis=1)
+                   for k in names], axis=1)
+  rows = jnp.any(bad, axis=1)
+  new = (record[0] < 0) & jnp.any(rows)
+  row = jnp.argmax(rows)
+  return (jnp.where(new, first_step + row + 1, record[0]),
+          jnp.where(new, bad[row], record[1]))
+
+
+def _first_nonfinite(record, names):
+  """``(step, metric, other metrics)`` of the first NaN/Inf, or None."""
+  step, mask = jax.device_get(record)
+  if step < 0:
+    return None
+  bad = [n for n, b in zip(names, np.asarray(mask)) if b]
+  culprit = next((n for n in _PRIMARY_METRICS if n in bad), bad[0])
+  return int(step), culprit, [n for n in bad if n != culprit]
+
+
+def check_resume(saved: Dict[str, Any], cfg, workdir: str):
+  """Refuses to resume with flags that change the model or optimizer."""
+  diffs = flags_lib.structural_differences(saved, cfg)
+  if diffs:
+    def show(v):
+      return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+    listing = ", ".join(f"--{d} (was {show(saved[d])}, now "
+                        f"{show(getattr(cfg, d))})" for d in diffs)
+    raise UserError(f"cannot resume {workdir}: flags that change the model "
+                    f"or optimizer differ: {listing}; use the old values or "
+                    f"a new --workdir")
 
 
 class Sampler:
@@ -231,8 +273,9 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
                                                    cfg.num_seeds),
                  out_shardings=replicated)
   ckpts = ckpt_lib.Checkpoints(os.path.join(workdir, "checkpoints"),
-                               save_every=cfg.checkpoint_every,
-                               keep=cfg.keep_checkpoints)
+                               keep=cfg.keep_checkpoints,
+                               best_metric=cfg.best_metric,
+                               best_mode=cfg.best_mode)
   writer = writers.MetricWriter(workdir, enabled=is_chief)
   with jax.set_mesh(mesh):
     abstract = jax.eval_shape(init)
@@ -240,18 +283,18 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
         abstract)
     if ckpts.latest_step() is not None:
-      state, saved_config, start = ckpts.restore(abstract)
-      diffs = flags_lib.structural_differences(saved_config, cfg)
-      if diffs:
-        listing = ", ".join(f"--{d} (was {saved_config[d]!r}, now "
-                            f"{getattr(cfg, d)!r})" for d in diffs)
-        raise UserError(f"cannot resume {workdir}: flags that change the "
-                        f"model or optimizer differ: {listing}")
-      writer.truncate_after(start)
+      # The structure is checked on the saved config before any array is
+      # read; unreadable or corrupt newest steps fall back to older ones.
+      state, _, start = ckpts.restore(
+          abstract, check=lambda saved: check_resume(saved, cfg, workdir),
+          quarantine=is_chief)
       logging.info("resumed from step %d", start)
     else:
       state = init()
       start = 0
+    # Records past the restored step (or all, if none) were written by a run
+    # that died before checkpointing them; they are redone identically.
+    writer.truncate_after(start)
   if is_chief:
     with open(os.path.join(workdir, "flags.txt"), "w") as f:
       f.write("\n".join(flags_lib.serialize(cfg)) + "\n")
@@ -303,45 +346,83 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
                     dynamic_ncols=True, mininterval=1.0)
   t_last, step_last = time.time(), step
   rate = None
-  with _Preemption() as preempt, jax.set_mesh(mesh):
-    while step < total:
-      n = min(spl, total - step)
-      state, metrics = step_fn(n)(state, host_batches(step, n))
-      step += n
-      if progress is not None:
-        progress.update(n)
-      log_now = step % cfg.log_every == 0 or step == total
-      save_now = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
-      if log_now or save_now or preempt.signal is not None:
-        scalars = last_scalars(cfg, metrics)
-        bad = _first_nonfinite(scalars)
-        if bad is not None:
-          ckpts.wait()
-          raise UserError(f"non-finite {bad} at step {step} (the last good "
-                          f"checkpoint, step {ckpts.latest_step()}, is kept)")
-      if log_now:
-        now = time.time()
-        rate = (step - step_last) / max(now - t_last, 1e-9)
-        t_last, step_last = now, step
-        scalars.update(visualize_replicas(gan, sampler, state, step, workdir,
-                                          writer, real_toy))
-        scalars["steps_per_sec"] = rate
-        writer.write_scalars(step, scalars)
-        last = {"step": step, **scalars}
-        line = writers.format_line(step, total, rate, scalars)
+  names, record = None, None  # the NaN/Inf tracker (_track_nonfinite)
+  warned_nonfinite = warned_best = False
+  try:
+    with _Preemption() as preempt, jax.set_mesh(mesh):
+      while step < total:
+        # Calls cover [k * spl, (k + 1) * spl) whatever step the run resumed
+        # from, so a resumed run runs the same compiled programs on the same
+        # steps as an uninterrupted one (bitwise-equal results).
+        n = min(spl - step % spl, total - step)
+        state, metrics = step_fn(n)(state, host_batches(step, n))
+        if record is None:
+          names = sorted(metrics)
+          record = (jnp.int32(-1), jnp.zeros((len(names),), bool))
+        record = _track_nonfinite(record, metrics, step)
+        prev, step = step, step + n
         if progress is not None:
-          progress.write(line)
-        else:
-          logging.info(line)
-      if save_now or step == total:
-        ckpts.save(step, state, config_record, force=True)
-      if preempt.signal is not None:
-        ckpts.save(step, state, config_record, force=True)
-        logging.warning("signal %d: saved a checkpoint at step %d, exiting",
-                        preempt.signal, step)
-        break
-  if progress is not None:
-    progress.close()
-  ckpts.close()
-  writer.close()
+          progress.update(n)
+        debug_signal = prev < cfg.debug_signal_at_step <= step
+        if debug_signal and cfg.debug_signal != "KILL":
+          os.kill(os.getpid(), getattr(signal, "SIG" + cfg.debug_signal))
+        stop = preempt.signal is not None
+        log_now = step % cfg.log_every == 0 or step == total
+        save_now = (stop or step == total or bool(
+            cfg.checkpoint_every and step % cfg.checkpoint_every == 0))
+        if log_now or save_now:
+          bad = _first_nonfinite(record, names)
+          if bad is not None:
+            first, culprit, others = bad
+            also = f" (also {', '.join(others)})" if others else ""
+            if cfg.nan_policy == "stop":
+              ckpts.wait()
+              kept = ckpts.latest_step()
+              kept = (f"the last good checkpoint (step {kept}) is kept"
+                      if kept is not None else "no checkpoint was saved")
+              raise UserError(f"non-finite {culprit} at step {first}{also}; "
+                              f"stopped at step {step}, {kept} "
+                              f"(--nan_policy=warn trains on)")
+            if not warned_nonfinite:
+              logging.warning("non-finite %s at step %d%s; training on "
+                              "(--nan_policy=warn), no checkpoint will be "
+                              "saved while the state is non-finite",
+                              culprit, first, also)
+              warned_nonfinite = True
+        scalars = None
+        if log_now:
+          scalars = last_scalars(cfg, metrics)
+          now = time.time()
+          rate = (step - step_last) / max(now - t_last, 1e-9)
+          t_last, step_last = now, step
+          scalars.update(visualize_replicas(gan, sampler, state, step,
+                                            workdir, writer, real_toy))
+          scalars["steps_per_sec"] = rate
+          writer.write_scalars(step, scalars)
+          last = {"step": step, **scalars}
+          line = writers.format_line(step, total, rate, scalars)
+          if progress is not None:
+            progress.write(line)
+          else:
+            logging.info(line)
+        if save_now:
+          if (cfg.best_metric and scalars is not None and not warned_best
+              and cfg.best_metric not in scalars):
+            logging.warning("--best_metric=%s is not among the logged "
+                            "metrics at step %d (%s)", cfg.best_metric, step,
+                            ", ".join(sorted(scalars)))
+            warned_best = True
+          saved = ckpts.save(step, state, config_record, metrics=scalars)
+        if stop:
+          logging.warning("signal %d: %s at step %d, exiting",
+                          preempt.signal, "saved a checkpoint" if saved
+                          else "could not save a checkpoint", step)
+          break
+        if debug_signal and cfg.debug_signal == "KILL":
+          os.kill(os.getpid(), signal.SIGKILL)
+  finally:
+    if progress is not None:
+      progress.close()
+    ckpts.close()
+    writer.close()
   return last
