@@ -70,3 +70,31 @@ def grid(images: np.ndarray, rows: Optional[int] = None,
 def save_png(path: str, image: np.ndarray):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   Image.fromarray(image).save(path)
+
+
+def paths_png(path: str, linear: np.ndarray, spherical: np.ndarray,
+              real: np.ndarray, title: str = "") -> np.ndarray:
+  """2-D toy latent interpolations: each (n, steps, 2) path drawn over the
+  data, linear solid and spherical dashed; returns the image as uint8."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+  ax.scatter(real[:, 0], real[:, 1], s=1, c="0.8")
+  colors = plt.get_cmap("tab10")
+  for i, (lin, sph) in enumerate(zip(linear, spherical)):
+    c = colors(i % 10)
+    ax.plot(lin[:, 0], lin[:, 1], "-o", ms=2, lw=1, c=c)
+    ax.plot(sph[:, 0], sph[:, 1], "--o", ms=2, lw=1, c=c)
+  ax.set_aspect("equal")
+  ax.set_title(title or "linear (solid) / spherical (dashed)", fontsize=9)
+  fig.tight_layout()
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png")
+  plt.close(fig)
+  with open(path, "wb") as f:
+    f.write(buf.getvalue())
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  buf.seek(0)
+  return np.asarray(Image.open(buf).convert("RGB"))

@@ -25,16 +25,33 @@ class MetricWriter:
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb_dir = os.path.join(workdir, "tensorboard")
     self._tb = None
+    self._purge_step = None
     if enabled:
       os.makedirs(workdir, exist_ok=True)
+
+  @property
+  def tb(self):
+    """The TensorBoard writer, opened on first use (after truncate_after)."""
+    if self._tb is None and self.enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"))
+      self._tb = SummaryWriter(logdir=self._tb_dir,
+                               purge_step=self._purge_step)
+    return self._tb
 
   def truncate_after(self, step: int):
     """Drops records past ``step`` (written after the checkpoint we resume
-    from), so metrics.jsonl reads as if the run had never stopped."""
-    if not self.enabled or not os.path.exists(self.path):
+    from), so metrics.jsonl reads as if the run had never stopped.
+
+    TensorBoard hides the old event files' records past ``step`` too (its
+    purge_step), so the resumed run's values replace them.
+    """
+    if not self.enabled:
+      return
+    if self._tb is None and os.path.isdir(self._tb_dir):
+      self._purge_step = int(step) + 1
+    if not os.path.exists(self.path):
       return
     kept = []
     with open(self.path) as f:
@@ -57,12 +74,12 @@ class MetricWriter:
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
     for name, value in scalars.items():
-      self._tb.add_scalar(name, float(value), int(step))
+      self.tb.add_scalar(name, float(value), int(step))
 
   def write_image(self, step: int, name: str, image: np.ndarray):
     """``image``: uint8 (H, W, C)."""
     if self.enabled:
-      self._tb.add_image(name, image, int(step), dataformats="HWC")
+      self.tb.add_image(name, image, int(step), dataformats="HWC")
 
   def flush(self):
     if self._tb is not None:

@@ -28,17 +28,8 @@ DATASETS = ("mnist", "fashion_mnist")
 
 def load_split(name: str, split: str):
   """(uint8 NHWC images, int32 labels) of an official split."""
-  try:
-    from gan_jax.data import images  # pylint: disable=g-import-not-at-top
-    x, y = images.load_arrays(name, split)
-  except (ImportError, AttributeError):  # TEMP until gan_jax.data.images
-    import gzip, os  # pylint: disable=g-import-not-at-top,multiple-imports
-    root = os.path.join(os.path.dirname(__file__), "../../../shared/data", name)
-    pre = "train" if split == "train" else "t10k"
-    with gzip.open(f"{root}/{pre}-images-idx3-ubyte.gz") as f:
-      x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28, 1)
-    with gzip.open(f"{root}/{pre}-labels-idx1-ubyte.gz") as f:
-      y = np.frombuffer(f.read(), np.uint8, offset=8)
+  from gan_jax.data import images  # pylint: disable=g-import-not-at-top
+  x, y = images.load_arrays(name, split)
   return np.asarray(x, np.uint8), np.asarray(y, np.int32)
 
 

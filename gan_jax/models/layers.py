@@ -1,10 +1,11 @@
 """Building blocks shared by the architectures.
 
-* Upsampling for generators: sub-pixel convolution (convolution, then
-  depth-to-space; Shi et al. 2016) or a transposed convolution. On CPU, XLA's
-  gradient of a strided transposed convolution is pathologically slow (7x7x128
-  -> 14x14x64 at batch 64: 251 ms forward+backward against 20 ms for the
-  sub-pixel form), so sub-pixel is the default.
+* Upsampling for generators: a 4x4 stride-2 transposed convolution, or the
+  same function as a sub-pixel convolution (convolution, then depth-to-space;
+  Shi et al. 2016). On CPU, XLA's gradient of a strided transposed
+  convolution is pathologically slow (7x7x128 -> 14x14x64 at batch 64: 251 ms
+  forward+backward against 20 ms for a sub-pixel form), so sub-pixel is the
+  default.
 * Maxout dense layer (Goodfellow et al. 2013).
 * Injected normalization (compare_gan style): architectures call
   ``normalize`` on activations and ``spectral_norm`` on their weight layers,
@@ -146,12 +147,18 @@ def depth_to_space(x, scale: int):
 class Upsample(nn.Module):
   """Doubles the spatial size while mapping to ``features`` channels.
 
-  ``mode='subpixel'``: a 3x3 convolution to 4x the channels, then
-  depth-to-space (Shi et al. 2016). Each output pixel then sees a 3x3 input
-  neighbourhood, which contains the 2x2 one a 4x4 stride-2 transposed
-  convolution uses, so it can express any such transposed convolution.
-  ``mode='transpose'``: ``nn.ConvTranspose`` with a 4x4 kernel, stride 2
-  (DCGAN's PyTorch layout; slow gradients on CPU).
+  ``mode='transpose'``: ``nn.ConvTranspose`` with a 4x4 kernel, stride 2,
+  'SAME' padding (DCGAN's PyTorch layer: kernel 4, stride 2, padding 1).
+  ``mode='subpixel'``: the same function computed without a transposed
+  convolution (Shi et al. 2016). Output pixel (2m+a, 2n+b) of that
+  transposed convolution depends on a 2x2 window of inputs, rows {m-1, m}
+  for a=0 and {m, m+1} for a=1; so a 2x2 convolution of the 1-padded input
+  to 4*features channels (one group per phase (a, b)), depth-to-space and a
+  one-pixel crop express exactly the transposed convolutions, with the same
+  parameter count. The convolution is written as patches times a matrix:
+  on CPU XLA's convolution gradients are slow (251 ms forward+backward for
+  the transposed 7x7x128 -> 14x14x64 layer at batch 64), matrix products
+  are not.
   """
   features: int
   mode: str = "subpixel"
@@ -161,18 +168,28 @@ class Upsample(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    if self.mode == "subpixel":
-      h = nn.Conv(4 * self.features, (3, 3), padding="SAME",
-                  use_bias=self.use_bias, dtype=self.dtype,
-                  kernel_init=self.kernel_init)(x)
-      return depth_to_space(h, 2)
     if self.mode == "transpose":
       return nn.ConvTranspose(self.features, (4, 4), strides=(2, 2),
                               padding="SAME", use_bias=self.use_bias,
                               dtype=self.dtype,
                               kernel_init=self.kernel_init)(x)
-    raise UserError(f"unknown upsampling {self.mode!r}; valid: subpixel, "
-                    "transpose")
+    if self.mode != "subpixel":
+      raise UserError(f"unknown upsampling {self.mode!r}; valid: subpixel, "
+                      "transpose")
+    cin = x.shape[-1]
+    kernel = self.param("kernel", self.kernel_init,
+                        (2, 2, cin, 4 * self.features))
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    n, h, w, _ = x.shape
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    patches = jnp.concatenate([xp[:, i:i + h + 1, j:j + w + 1]
+                               for i in range(2) for j in range(2)], axis=-1)
+    y = patches.reshape(-1, 4 * cin) @ kernel.reshape(4 * cin, -1)
+    y = depth_to_space(y.reshape(n, h + 1, w + 1, -1), 2)[:, 1:-1, 1:-1]
+    if self.use_bias:
+      bias = self.param("bias", nn.initializers.zeros, (self.features,))
+      y = y + bias.astype(y.dtype)
+    return y
 
 
 # -------------------------------------------------------- minibatch features

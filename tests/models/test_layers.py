@@ -37,29 +37,39 @@ def test_upsample_shapes_match(mode):
   assert out.shape == (2, 14, 14, 4)
 
 
-def test_subpixel_can_express_the_transposed_convolution():
-  """A 4x4 stride-2 transposed convolution equals a sub-pixel convolution
-  whose 3x3 kernel is read off the transposed one's impulse responses."""
+def test_subpixel_equals_the_transposed_convolution():
+  """A 4x4 stride-2 transposed convolution equals the sub-pixel layer whose
+  2x2 kernel is read off the transposed one's impulse responses."""
   cin, cout = 2, 3
   rs = np.random.RandomState(0)
-  x = jnp.asarray(rs.randn(1, 5, 5, cin).astype(np.float32))
-  tr = layers.Upsample(cout, "transpose", use_bias=False)
+  x = jnp.asarray(rs.randn(2, 5, 4, cin).astype(np.float32))
+  tr = layers.Upsample(cout, "transpose")
   vt = tr.init(_key(0), x)
-  kernel = np.zeros((3, 3, cin, 4 * cout), np.float32)
+  vt = {"params": {"ConvTranspose_0": {
+      "kernel": vt["params"]["ConvTranspose_0"]["kernel"],
+      "bias": jnp.asarray(rs.randn(cout).astype(np.float32))}}}
+  zero_bias = {"params": {"ConvTranspose_0": {
+      "kernel": vt["params"]["ConvTranspose_0"]["kernel"],
+      "bias": jnp.zeros(cout)}}}
+  # Sub-pixel output (2p+a-1, 2q+b-1) reads inputs (p-1+di, q-1+dj): with
+  # the impulse at (2, 2), p = 3 - di.
+  kernel = np.zeros((2, 2, cin, 4 * cout), np.float32)
   for ci in range(cin):
     delta = np.zeros((1, 5, 5, cin), np.float32)
     delta[0, 2, 2, ci] = 1.0
-    y = np.asarray(tr.apply(vt, jnp.asarray(delta)))[0]
-    for di in (-1, 0, 1):
-      for dj in (-1, 0, 1):
+    y = np.asarray(tr.apply(zero_bias, jnp.asarray(delta)))[0]
+    for di in range(2):
+      for dj in range(2):
         for a in range(2):
           for b in range(2):
-            kernel[di + 1, dj + 1, ci, (2 * a + b) * cout:
-                   (2 * a + b + 1) * cout] = y[2 * (2 - di) + a,
-                                               2 * (2 - dj) + b]
-  sp = layers.Upsample(cout, "subpixel", use_bias=False)
-  vs = {"params": {"Conv_0": {"kernel": jnp.asarray(kernel)}}}
-  np.testing.assert_allclose(sp.apply(vs, x), tr.apply(vt, x), atol=1e-6)
+            kernel[di, dj, ci, (2 * a + b) * cout:(2 * a + b + 1) * cout] = (
+                y[5 - 2 * di + a, 5 - 2 * dj + b])
+  sp = layers.Upsample(cout, "subpixel")
+  vs = {"params": {"kernel": jnp.asarray(kernel),
+                   "bias": vt["params"]["ConvTranspose_0"]["bias"]}}
+  assert jax.tree_util.tree_map(jnp.shape, sp.init(_key(0), x)) == (
+      jax.tree_util.tree_map(jnp.shape, vs))
+  np.testing.assert_allclose(sp.apply(vs, x), tr.apply(vt, x), atol=1e-5)
 
 
 def test_upsample_rejects_unknown_mode():

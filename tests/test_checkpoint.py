@@ -1,0 +1,220 @@
+"""Checkpoints: exact resume after kill -9 / SIGTERM, corrupt checkpoints,
+the NaN guard, the structural-flag check, retention (issue 6).
+
+The CLI tests share one uninterrupted reference run and a persistent XLA
+compilation cache, so each further run costs little more than its imports.
+"""
+
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import assert_one_line_error, run_module, tiny_config
+
+from gan_jax import checkpoint as ckpt_lib
+from gan_jax import flags as flags_lib
+from gan_jax import writers
+
+TINY = ["--dataset=ring", "--g_hidden=16", "--d_hidden=8", "--g_layers=2",
+        "--d_layers=2", "--maxout_pieces=2", "--batch_size=16",
+        "--eval_samples=100", "--noprogress"]
+# EMA, BatchNorm statistics (pacgan_mlp), two D updates per step, and
+# 2-step compiled calls: everything that must survive a restart.
+RUN = TINY + ["--num_steps=12", "--steps_per_loop=2", "--log_every=2",
+              "--checkpoint_every=4", "--keep_checkpoints=2", "--d_steps=2",
+              "--ema_decay=0.9"]
+WALL_CLOCK = ("steps_per_sec",)
+
+
+@pytest.fixture(scope="module", name="env")
+def fixture_env(tmp_path_factory):
+  cache = tmp_path_factory.mktemp("xla_cache")
+  return {"JAX_COMPILATION_CACHE_DIR": str(cache),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
+def train(env, workdir, *flags):
+  return run_module("gan_jax.main", *RUN, f"--workdir={workdir}", *flags,
+                    env=env)
+
+
+@pytest.fixture(scope="module", name="reference")
+def fixture_reference(tmp_path_factory, env):
+  """One uninterrupted run, compared against by every resume test."""
+  workdir = tmp_path_factory.mktemp("reference")
+  r = train(env, workdir)
+  assert r.returncode == 0, r.stderr[-3000:]
+  return workdir
+
+
+def ckpt_dir(workdir):
+  return os.path.join(workdir, "checkpoints")
+
+
+def steps_of(workdir):
+  return ckpt_lib.Checkpoints(ckpt_dir(workdir), read_only=True).steps()
+
+
+def state_at(workdir, step):
+  return ckpt_lib.Checkpoints(ckpt_dir(workdir),
+                              read_only=True).read_state(step)
+
+
+def assert_same_state(workdir, reference, step=12):
+  got, want = state_at(workdir, step), state_at(reference, step)
+  got_leaves = jax.tree_util.tree_leaves_with_path(got)
+  want_leaves = jax.tree_util.tree_leaves_with_path(want)
+  assert [p for p, _ in got_leaves] == [p for p, _ in want_leaves]
+  assert len(got_leaves) > 10
+  for (path, a), (_, b) in zip(got_leaves, want_leaves):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype and a.shape == b.shape, path
+    assert a.tobytes() == b.tobytes(), jax.tree_util.keystr(path)
+
+
+def metrics_of(workdir):
+  return [{k: v for k, v in r.items() if k not in WALL_CLOCK}
+          for r in writers.read_metrics(workdir)]
+
+
+def test_kill9_and_sigterm_at_several_points_resume_bitwise(tmp_path, env,
+                                                          reference):
+  work = tmp_path / "run"
+  # kill -9 after step 6's log line, before any checkpoint past step 4.
+  r = train(env, work, "--debug_signal_at_step=6")
+  assert r.returncode == -9, r.stderr[-2000:]
+  assert steps_of(work) == [4]
+  assert [m["step"] for m in metrics_of(work)] == [2, 4, 6]
+  # Resume (changing a safe flag), kill -9 right after starting the async
+  # save of step 8: the run restarts from 8 if that save completed, else 4.
+  r = train(env, work, "--debug_signal_at_step=8", "--keep_checkpoints=3")
+  assert r.returncode == -9, r.stderr[-2000:]
+  assert "resumed from step 4" in r.stderr
+  assert steps_of(work)[-1] in (4, 8)
+  # SIGTERM (preemption) at step 10: a checkpoint at step 10, exit 0.
+  r = train(env, work, "--debug_signal_at_step=10", "--debug_signal=TERM")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "saved a checkpoint at step 10, exiting" in r.stderr
+  assert steps_of(work)[-1] == 10
+  assert [m["step"] for m in metrics_of(work)] == [2, 4, 6, 8, 10]
+  r = train(env, work)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "resumed from step 10" in r.stderr
+  assert_same_state(work, reference)
+  assert metrics_of(work) == metrics_of(reference)
+
+
+def largest_file(directory):
+  files = [os.path.join(root, f) for root, _, names in os.walk(directory)
+           for f in names]
+  return max(files, key=os.path.getsize)
+
+
+def test_truncated_latest_checkpoint_falls_back_to_previous(tmp_path, env,
+                                                            reference):
+  work = tmp_path / "run"
+  shutil.copytree(reference, work)
+  assert steps_of(work) == [8, 12]
+  victim = largest_file(os.path.join(ckpt_dir(work), "12", "state"))
+  with open(victim, "r+b") as f:
+    f.truncate(os.path.getsize(victim) // 2)
+  r = train(env, work)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "checkpoint at step 12 is unreadable" in r.stderr
+  assert "falling back to the previous one" in r.stderr
+  assert "resumed from step 8" in r.stderr
+  assert os.path.isdir(os.path.join(ckpt_dir(work) + ".corrupt", "12"))
+  assert_same_state(work, reference)
+  assert metrics_of(work) == metrics_of(reference)
+
+
+def test_nan_stops_with_metric_and_step_and_keeps_last_good(tmp_path, env):
+  work = tmp_path / "run"
+  r = train(env, work, "--debug_nan_at_step=7")
+  line = assert_one_line_error(r)
+  assert "non-finite d_loss at step 7" in line, line
+  assert "last good checkpoint (step 4) is kept" in line, line
+  assert steps_of(work) == [4]
+  restored = state_at(work, 4)
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored)
+             if np.issubdtype(np.asarray(x).dtype, np.floating))
+
+
+def test_structural_flag_change_is_refused(tmp_path, env, reference):
+  work = tmp_path / "run"
+  shutil.copytree(reference, work)
+  r = train(env, work, "--num_steps=16", "--g_hidden=32", "--d_lr=0.001")
+  line = assert_one_line_error(r)
+  assert "cannot resume" in line
+  assert "--d_lr (was 0.0001, now 0.001)" in line
+  assert "--g_hidden (was 16, now 32)" in line
+  assert "num_steps" not in line  # safe with the constant schedule
+  assert steps_of(work) == [8, 12]
+
+
+def test_num_steps_is_structural_under_a_decaying_schedule():
+  old = tiny_config(num_steps=100).to_dict()
+  assert flags_lib.structural_differences(
+      old, tiny_config(num_steps=200, log_every=50)) == []
+  old = tiny_config(num_steps=100, lr_schedule="cosine").to_dict()
+  assert flags_lib.structural_differences(
+      old, tiny_config(num_steps=200, lr_schedule="cosine")) == ["num_steps"]
+  assert flags_lib.structural_differences(
+      old, tiny_config(num_steps=100, lr_schedule="cosine",
+                       debug_nan_at_step=3)) == []
+
+
+def test_sample_cli_flags_are_not_part_of_the_config():
+  cfg = tiny_config()
+  for name in ("num", "step", "labels", "interpolate"):
+    assert name not in flags_lib.SAFE
+    assert not any(l.startswith(f"--{name}=") for l in
+                   flags_lib.serialize(cfg))
+
+
+def tree(value):
+  return {"w": jnp.full((3, 4), value, jnp.float32),
+          "n": jnp.asarray(int(value), jnp.int32)}
+
+
+def test_keeps_last_k_plus_best_and_never_saves_nan(tmp_path):
+  ckpts = ckpt_lib.Checkpoints(str(tmp_path / "c"), keep=2,
+                               best_metric="fid", best_mode="min")
+  for step, fid in [(1, 5.0), (2, 1.0), (3, 4.0), (4, 3.0), (5, None)]:
+    metrics = None if fid is None else {"fid": fid, "other": 0.0}
+    assert ckpts.save(step, tree(step), {"x": 1}, metrics=metrics)
+  assert not ckpts.save(6, tree(float("nan")), {"x": 1})
+  ckpts.wait()
+  assert ckpts.steps() == [2, 4, 5]
+  assert ckpts.best_step() == 2
+  ckpts.close()
+  # Read back without gan_jax's target: plain nested arrays.
+  again = ckpt_lib.Checkpoints(str(tmp_path / "c"), read_only=True)
+  np.testing.assert_array_equal(again.read_state(4)["w"], np.full((3, 4), 4))
+  state, config, step = again.restore(ckpt_lib.abstract(tree(0)))
+  assert step == 5 and config == {"x": 1}
+  np.testing.assert_array_equal(state["w"], np.full((3, 4), 5))
+
+
+def test_silently_corrupted_bytes_fail_the_checksum(tmp_path):
+  ckpts = ckpt_lib.Checkpoints(str(tmp_path / "c"), keep=3)
+  big = {"w": jnp.arange(4096, dtype=jnp.float32)}
+  ckpts.save(1, big, {})
+  ckpts.save(2, jax.tree.map(lambda x: x + 1, big), {})
+  ckpts.close()
+  victim = largest_file(str(tmp_path / "c" / "2" / "state"))
+  with open(victim, "r+b") as f:
+    f.seek(os.path.getsize(victim) // 2)
+    f.write(b"\0" * 8)  # same size: orbax alone reads this back
+  ckpts = ckpt_lib.Checkpoints(str(tmp_path / "c"), keep=3)
+  state, _, step = ckpts.restore(ckpt_lib.abstract(big), quarantine=True)
+  assert step == 1
+  np.testing.assert_array_equal(state["w"], np.arange(4096))
+  assert ckpts.steps() == [1]
+  with pytest.raises(ckpt_lib.UserError, match="no checkpoint for step 7"):
+    ckpts.restore(ckpt_lib.abstract(big), 7)
+  ckpts.close()

@@ -1,0 +1,138 @@
+"""Multi-process training on one machine (jax.distributed over gloo).
+
+Two processes with 2 CPU devices each must train exactly what one process
+with 4 devices trains (same global batch, seed and device order), write one
+checkpoint that a single process restores, and leave every log, image and
+TensorBoard file to process 0.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from helpers import REPO, assert_one_line_error, run_module
+
+# A BatchNorm-free toy pair, so nothing depends on how the batch is split.
+TINY = ["--flagfile=experiments/quickstart.flags", "--num_steps=6",
+        "--log_every=3", "--steps_per_loop=3", "--checkpoint_every=3",
+        "--g_hidden=16", "--g_layers=2", "--nog_batchnorm", "--d_hidden=8",
+        "--d_layers=2", "--maxout_pieces=2", "--batch_size=16",
+        "--eval_samples=200", "--noprogress"]
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _launch(args, devices):
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  return subprocess.Popen([sys.executable, "-m", "gan_jax.main", *args],
+                          cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def _restore(workdir, step):
+  """The checkpoint of ``step`` restored in this (single) process."""
+  from gan_jax import checkpoint as ckpt_lib
+  from gan_jax import flags as flags_lib
+  from gan_jax import gan as gan_lib
+  from gan_jax import state as state_lib
+
+  def abstract(config):
+    cfg = flags_lib.defaults(**{k: v for k, v in config.items()
+                                if k in flags_lib.SAFE})
+    gan = gan_lib.build(cfg)
+    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    shapes = jax.eval_shape(lambda: state_lib.create(gan, cfg.seed))
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
+                                                       sharding=one), shapes)
+
+  ckpts = ckpt_lib.Checkpoints(os.path.join(workdir, "checkpoints"),
+                               read_only=True)
+  state, config, restored = ckpts.restore(abstract, step)
+  ckpts.close()
+  assert restored == step
+  return state, config
+
+
+def test_two_processes_train_what_one_process_with_four_devices_does(
+    tmp_path):
+  two, one = tmp_path / "two", tmp_path / "one"
+  port = _free_port()
+  procs = [_launch(TINY + [f"--workdir={two}",
+                           f"--coordinator_address=127.0.0.1:{port}",
+                           "--num_processes=2", f"--process_id={i}"], 2)
+           for i in range(2)]
+  procs.append(_launch(TINY + [f"--workdir={one}"], 4))
+  outs = []
+  for p in procs:
+    try:
+      outs.append(p.communicate(timeout=240)[0])
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      raise
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+  assert "4 global devices" in outs[0] and "process 1 of 2" in outs[1]
+  # Only process 0 reports.
+  assert "final (step 6)" in outs[0] and "final (step 6)" not in outs[1]
+
+  # Same parameters and optimizer states, up to float reassociation across
+  # the gloo all-reduce.
+  s2, config = _restore(two, 6)
+  s1, _ = _restore(one, 6)
+  assert config["num_steps"] == 6
+  assert int(s2.step) == int(s1.step) == 6
+  leaves2, leaves1 = jax.tree.leaves(s2), jax.tree.leaves(s1)
+  assert len(leaves2) == len(leaves1)
+  for a, b in zip(leaves2, leaves1):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5,
+                               atol=1e-6)
+  # The step-3 checkpoint is a whole one too (both processes saved it).
+  s2_3, _ = _restore(two, 3)
+  assert int(s2_3.step) == 3
+
+  # Process 0 wrote the logs once: one record per logged step, same metrics
+  # as the single-process run.
+  from gan_jax import writers
+  rec2, rec1 = writers.read_metrics(two), writers.read_metrics(one)
+  assert [r["step"] for r in rec2] == [3, 6]
+  for key in ("d_loss", "g_loss", "modes", "reverse_kl"):
+    np.testing.assert_allclose(rec2[-1][key], rec1[-1][key], rtol=1e-4,
+                               atol=1e-5)
+  assert (two / "flags.txt").exists()
+  assert len(os.listdir(two / "tensorboard")) == 1
+  # Launch flags are not part of the experiment record.
+  flags_txt = (two / "flags.txt").read_text()
+  assert "process_id" not in flags_txt and "coordinator" not in flags_txt
+
+
+def test_partial_launch_flags_are_one_line_errors(tmp_path):
+  r = run_module("gan_jax.main", *TINY, f"--workdir={tmp_path}",
+                 "--num_processes=2", "--process_id=0")
+  assert "coordinator_address" in assert_one_line_error(r)
+
+
+def test_cluster_detection_needs_more_than_one_process():
+  from gan_jax import distributed
+  slurm = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n[1-2]",
+           "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}
+  assert distributed.cluster_environment({**slurm, "SLURM_NTASKS": "2"}) == (
+      "slurm")
+  assert distributed.cluster_environment({**slurm, "SLURM_NTASKS": "1"}) is (
+      None)
+  assert distributed.cluster_environment(
+      {"TPU_WORKER_HOSTNAMES": "t0,t1,t2,t3"}) == "tpu"
+  assert distributed.cluster_environment({"TPU_WORKER_HOSTNAMES": "t0"}) is (
+      None)
+  assert distributed.cluster_environment({}) is None
+  # auto without a cluster does nothing (and touches no backend).
+  assert not distributed.initialize("auto", env={})

@@ -1,0 +1,140 @@
+"""Gradient penalties against closed forms and independent computations."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gan_jax import penalties
+from helpers import tiny_config
+from step_runner import Runner, toy_config
+
+LAM = 3.0
+
+
+def penalty(name, **kw):
+  cfg = tiny_config(gp_weight=LAM, r1_gamma=LAM, **kw)
+  return penalties.PENALTIES(name, cfg)
+
+
+def keys(n, seed=0):
+  return jax.random.split(jax.random.PRNGKey(seed), n)
+
+
+def data(n=6, d=3, seed=0):
+  rng = np.random.RandomState(seed)
+  return (rng.randn(n, d).astype(np.float32),
+          rng.randn(n, d).astype(np.float32))
+
+
+def test_gp_on_a_linear_critic_is_the_closed_form():
+  # D(x) = w.x + b has gradient w everywhere: lambda (||w|| - 1)^2.
+  w = np.array([0.3, -2.0, 1.5], np.float32)
+  real, fake = data()
+  got = penalty("gp")(lambda x: x @ w + 0.7, real, fake, keys(6))
+  want = LAM * (np.linalg.norm(w.astype(np.float64)) - 1.0) ** 2
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_gp_norm_is_per_example_not_over_the_batch():
+  # D(x) = sum(x^2)/2 has gradient x. With real == fake every interpolate is
+  # that point, so the penalty is lambda mean_i (||x_i|| - 1)^2.
+  real, _ = data(n=5, d=4)
+  real[0] *= 0.1  # norms that differ a lot between examples
+  got = penalty("gp")(lambda x: 0.5 * jnp.sum(x ** 2, axis=1), real, real,
+                      keys(5))
+  norms = np.linalg.norm(real.astype(np.float64), axis=1)
+  want = LAM * np.mean((norms - 1.0) ** 2)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  whole_batch = LAM * (np.linalg.norm(real.astype(np.float64)) - 1.0) ** 2
+  assert not np.isclose(got, whole_batch, rtol=1e-2)
+
+
+def test_gp_interpolates_are_drawn_per_example_from_their_keys():
+  # D(x) = sum(x^2)/2 with real = 1 and fake = 0: x_hat_i = eps_i 1, so
+  # ||grad D(x_hat_i)|| = eps_i sqrt(d).
+  d, n = 4, 64
+  real, fake = np.ones((n, d), np.float32), np.zeros((n, d), np.float32)
+  f = lambda x: 0.5 * jnp.sum(x ** 2, axis=1)
+  k = keys(n)
+  got = penalty("gp")(f, real, fake, k)
+  # Reassemble eps from the per-example keys alone: example i uses key i.
+  eps = np.array([float(jax.random.uniform(k[i], ())) for i in range(n)])
+  assert eps.std() > 0.1 and eps.min() >= 0 and eps.max() <= 1
+  want = LAM * np.mean((eps * np.sqrt(d) - 1.0) ** 2)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  # The first half of the batch does not depend on the second half's keys.
+  half = penalty("gp")(f, real[:32], fake[:32], k[:32])
+  np.testing.assert_allclose(
+      half, LAM * np.mean((eps[:32] * np.sqrt(d) - 1.0) ** 2), rtol=1e-5)
+
+
+def test_per_example_norm_groups_packed_samples():
+  # A packing critic (PacGAN, pack 2): one logit per pair of rows.
+  x, _ = data(n=6, d=3)
+  f = lambda v: 0.5 * jnp.sum(v.reshape(3, -1) ** 2, axis=1)
+  got = penalties.per_example_grad_sq_norm(f, x)
+  sq = np.sum(x.astype(np.float64) ** 2, axis=1)
+  np.testing.assert_allclose(got, sq[0::2] + sq[1::2], rtol=1e-5)
+
+
+def test_r1_is_half_gamma_mean_squared_grad_norm_on_real_data():
+  # D(x) = sum(tanh(x A)): grad_i = A (1 - tanh^2(A^T x_i)), in NumPy.
+  rng = np.random.RandomState(1)
+  a = rng.randn(3, 5).astype(np.float32)
+  real, fake = data(n=7, d=3)
+  got = penalty("r1")(lambda x: jnp.sum(jnp.tanh(x @ a), axis=1), real, fake,
+                      keys(7))
+  r, a64 = real.astype(np.float64), a.astype(np.float64)
+  g = (1 - np.tanh(r @ a64) ** 2) @ a64.T
+  want = 0.5 * LAM * np.mean(np.sum(g ** 2, axis=1))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  # Fake data does not enter R1.
+  got2 = penalty("r1")(lambda x: jnp.sum(jnp.tanh(x @ a), axis=1), real,
+                       fake * 10, keys(7, seed=3))
+  np.testing.assert_allclose(got2, got, rtol=1e-6)
+
+
+def _r1_at_initial_state(run):
+  """R1 of the step-0 real batch at the initial D, one example at a time."""
+  st = run.host()
+  real = run.inputs(0)["d"]["real"][0]
+  disc = run.gan.discriminator
+
+  def d_one(x):
+    return disc.apply({"params": st.d_params, **st.d_state}, x[None], None,
+                      train=False)[0]
+
+  g = np.asarray(jax.vmap(jax.grad(d_one))(jnp.asarray(real)), np.float64)
+  return 0.5 * run.cfg.r1_gamma * np.mean(np.sum(g ** 2, axis=1))
+
+
+def test_r1_in_the_train_step_matches_an_independent_computation():
+  run = Runner(toy_config(penalties=["r1"], r1_gamma=2.0))
+  want = _r1_at_initial_state(run)
+  m = run.steps(1)
+  np.testing.assert_allclose(m["penalty/r1"][0], want, rtol=1e-4)
+
+
+def test_lazy_penalty_applies_every_n_updates_scaled_by_n():
+  run = Runner(toy_config(penalties=["r1"], r1_gamma=2.0, penalty_every=3))
+  want = _r1_at_initial_state(run)
+  m = run.steps(6)["penalty/r1"]
+  np.testing.assert_allclose(m[0], 3 * want, rtol=1e-4)
+  assert m[3] > 0
+  np.testing.assert_array_equal(m[[1, 2, 4, 5]], 0.0)
+
+
+def test_gp_in_the_train_step_does_not_depend_on_the_device_count():
+  cfg = toy_config(loss="wgan", penalties=["gp"], gp_weight=10.0)
+  one = Runner(cfg, 1).steps(1)["penalty/gp"]
+  two = Runner(cfg, 2).steps(1)["penalty/gp"]
+  assert one[0] > 0
+  np.testing.assert_allclose(one, two, rtol=1e-5)
+
+
+def test_unknown_penalty_is_a_user_error():
+  from gan_jax import gan as gan_lib
+  from gan_jax.errors import UserError
+  with pytest.raises(UserError, match="gp"):
+    gan_lib.build(toy_config(penalties=["nope"]))

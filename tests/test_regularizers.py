@@ -1,0 +1,260 @@
+"""Weight clipping, spectral norm, EMA, TTUR/schedules and the per-update
+metrics, all through the real compiled train step."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gan_jax import checkpoint as ckpt_lib
+from gan_jax import optim
+from gan_jax import state as state_lib
+from gan_jax import train
+from step_runner import Runner, toy_config
+
+
+def leaves(tree):
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+# ------------------------------------------------------------ weight clipping
+
+
+def test_weight_clipping_keeps_every_critic_weight_in_the_bound():
+  c = 0.01
+  run = Runner(toy_config(loss="wgan", d_clip=c, d_optimizer="rmsprop",
+                          d_lr=0.05, d_steps=2))
+  assert max(np.abs(x).max() for x in leaves(run.state.d_params)) > c
+  for _ in range(3):
+    run.steps(1)
+    params = leaves(run.state.d_params)
+    assert all(np.abs(p).max() <= c for p in params)
+    # The bound is active: weights pushed past it sit on it.
+    assert any(np.isclose(np.abs(p).max(), c) for p in params)
+
+
+# -------------------------------------------------------------- spectral norm
+
+
+def _sn(state):
+  """{layer: (u (1, out), sigma, kernel (in, out))} of the MLP critic."""
+  out = {}
+  for mod, stats in state.d_state["batch_stats"].items():
+    del mod
+    for key, value in stats.items():
+      layer, _, what = key.split("/")
+      entry = out.setdefault(layer, {})
+      entry[what] = np.asarray(value, np.float64)
+  for layer, entry in out.items():
+    entry["kernel"] = np.asarray(state.d_params[layer]["kernel"], np.float64)
+  return out
+
+
+def _power_iteration(u, w, n=1):
+  """Miyato et al. 2018, Algorithm 1: v = W u / |W u|, u = W^T v / |W^T v|
+  (here W is stored (in, out) and u is a row vector over ``out``)."""
+  for _ in range(n):
+    v = u @ w.T
+    v /= np.linalg.norm(v)
+    u = v @ w
+    u /= np.linalg.norm(u)
+  return u
+
+
+def test_spectral_norm_vectors_advance_once_per_d_update():
+  # R1 adds penalty passes through D and the G step another: neither may
+  # advance u, so after one step u is exactly one power iteration further.
+  run = Runner(toy_config(loss="hinge", d_norm="spectral", penalties=["r1"],
+                          d_lr=1e-2, d_steps=1))
+  before = _sn(run.host())
+  assert len(before) == 3  # two hidden layers and the output layer
+  run.steps(1)
+  after = _sn(run.host())
+  for layer, b in before.items():
+    want = _power_iteration(b["u"], b["kernel"])  # with the pre-update W
+    np.testing.assert_allclose(after[layer]["u"], want, rtol=1e-5,
+                               atol=1e-6)
+    two = _power_iteration(b["u"], b["kernel"], 2)
+    if layer != "Dense_2":  # (a (8, 1) kernel has a 1-D u: always converged)
+      assert not np.allclose(after[layer]["u"], two, rtol=1e-5, atol=1e-6)
+
+
+def test_spectral_norm_counts_d_updates_not_steps_and_converges_to_svd():
+  # lr 0 keeps W fixed: after s steps of k D updates, u = P^(s k) u0; after
+  # many, sigma is W's top singular value and W / sigma has top one 1.
+  run = Runner(toy_config(loss="hinge", d_norm="spectral", d_lr=0.0,
+                          d_steps=3))
+  before = _sn(run.host())
+  run.steps(1)
+  after = _sn(run.host())
+  for layer, b in before.items():
+    np.testing.assert_allclose(after[layer]["u"],
+                               _power_iteration(b["u"], b["kernel"], 3),
+                               rtol=1e-5, atol=1e-6)
+  run.steps(40)
+  for layer, a in _sn(run.host()).items():
+    w = a["kernel"]
+    np.testing.assert_array_equal(w, before[layer]["kernel"])
+    top = np.linalg.svd(w, compute_uv=False)[0]
+    np.testing.assert_allclose(a["sigma"], top, rtol=1e-4)
+    np.testing.assert_allclose(
+        np.linalg.svd(w / a["sigma"], compute_uv=False)[0], 1.0, rtol=1e-4)
+
+
+def test_spectral_norm_vectors_are_checkpointed(tmp_path):
+  run = Runner(toy_config(loss="hinge", d_norm="spectral"))
+  run.steps(2)
+  saved = run.host()
+  ckpts = ckpt_lib.Checkpoints(str(tmp_path / "ckpt"), save_every=1,
+                               async_save=False)
+  ckpts.save(2, run.state, {"x": 1}, force=True)
+  abstract = jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
+                                     sharding=run.replicated), run.state)
+  with jax.set_mesh(run.mesh):
+    restored, _, step = ckpts.restore(abstract)
+  ckpts.close()
+  assert step == 2
+  for a, b in zip(leaves(saved.d_state), leaves(restored.d_state)):
+    np.testing.assert_array_equal(a, b)
+  assert "SpectralNorm_0" in restored.d_state["batch_stats"]
+
+
+# ------------------------------------------------------------------------ EMA
+
+
+def test_ema_of_constant_parameters_is_the_closed_form():
+  # g_lr = 0 keeps G's weights p constant; starting the EMA from e0 = 0,
+  # e_n = d^n e0 + (1 - d^n) p.
+  d = 0.9
+  run = Runner(toy_config(ema_decay=d, ema_start=0, g_lr=0.0))
+  p = run.host().g_params
+  run.set(ema_params=jax.tree.map(np.zeros_like, p))
+  run.steps(5)
+  st = run.host()
+  for a, b in zip(leaves(st.g_params), leaves(p)):
+    np.testing.assert_array_equal(a, b)
+  for e, q in zip(leaves(st.ema_params), leaves(p)):
+    np.testing.assert_allclose(e, (1 - d ** 5) * q, rtol=1e-5, atol=1e-7)
+
+
+def test_ema_copies_g_before_its_start_step_then_averages():
+  d = 0.5
+  run = Runner(toy_config(ema_decay=d, ema_start=2, g_lr=0.0))
+  p = run.host().g_params
+  zeros = jax.tree.map(np.zeros_like, p)
+  run.set(ema_params=zeros)
+  run.steps(2)  # steps 0 and 1: before the start, the EMA is G
+  for e, q in zip(leaves(run.host().ema_params), leaves(p)):
+    np.testing.assert_array_equal(e, q)
+  run.set(ema_params=zeros)
+  run.steps(3)  # steps 2, 3, 4 average
+  for e, q in zip(leaves(run.host().ema_params), leaves(p)):
+    np.testing.assert_allclose(e, (1 - d ** 3) * q, rtol=1e-5, atol=1e-7)
+
+
+def test_sampling_uses_the_ema_weights_when_enabled():
+  run = Runner(toy_config(ema_decay=0.99))
+  run.set(ema_params=jax.tree.map(lambda x: 0.5 * np.asarray(x),
+                                  run.host().g_params))
+  st = run.host()
+  assert state_lib.sampling_params(st) is st.ema_params
+  z = jnp.ones((4, run.cfg.z_dim))
+  got = train.Sampler(run.gan, run.mesh)(run.state, z)
+  ema = run.gan.generate(st.ema_params, st.g_state, z, None, train=False)[0]
+  raw = run.gan.generate(st.g_params, st.g_state, z, None, train=False)[0]
+  np.testing.assert_allclose(got, ema, rtol=1e-5)
+  assert not np.allclose(got, raw)
+  plain = Runner(toy_config())
+  assert plain.state.ema_params is None
+  assert state_lib.sampling_params(plain.state) is plain.state.g_params
+
+
+# ------------------------------------------------------------------- metrics
+
+
+def test_every_update_reports_losses_penalties_and_grad_norms():
+  run = Runner(toy_config(loss="wgan", penalties=["gp", "r1"], d_steps=2))
+  m = run.steps(2)
+  for name in ("d_loss", "d_loss_real", "d_loss_fake", "g_loss",
+               "penalty/gp", "penalty/r1", "d_grad_norm", "g_grad_norm"):
+    assert m[name].shape == (2,), name
+    assert np.all(np.isfinite(m[name])), name
+  np.testing.assert_allclose(m["d_loss"], m["d_loss_real"] + m["d_loss_fake"],
+                             rtol=1e-5, atol=1e-6)
+  assert np.all(m["d_grad_norm"] > 0) and np.all(m["g_grad_norm"] > 0)
+
+
+def test_grad_norms_match_an_independent_computation():
+  # d_steps 1, no penalty, a deterministic G: recompute both gradients.
+  run = Runner(toy_config(loss="ns"))
+  st0 = run.host()
+  inputs = run.inputs(0)
+  m = run.steps(1)
+  st1 = run.host()
+  gan = run.gan
+  real, z_d, z_g = inputs["d"]["real"][0], inputs["d"]["z"][0], inputs["g"]["z"]
+
+  def gen(g_params, z):
+    return gan.generator.apply({"params": g_params, **st0.g_state}, z, None,
+                               train=True, mutable=list(st0.g_state))[0]
+
+  def disc(d_params, x):
+    return gan.discriminator.apply({"params": d_params, **st0.d_state}, x,
+                                   None, train=True)
+
+  fake = gen(st0.g_params, z_d)
+
+  def d_loss(d_params):
+    return gan.loss.d(disc(d_params, real), disc(d_params, fake))[0]
+
+  def g_loss(g_params):
+    return gan.loss.g(disc(st1.d_params, gen(g_params, z_g)))
+
+  gd = optax.tree.norm(jax.grad(d_loss)(st0.d_params))
+  gg = optax.tree.norm(jax.grad(g_loss)(st0.g_params))
+  np.testing.assert_allclose(m["d_grad_norm"][0], gd, rtol=1e-4)
+  np.testing.assert_allclose(m["g_grad_norm"][0], gg, rtol=1e-4)
+
+
+# ---------------------------------------------------- optimizers (TTUR, WGAN)
+
+
+def test_rmsprop_matches_the_pytorch_update_of_wgan():
+  # PyTorch RMSprop: s = 0.99 s + 0.01 g^2; p -= lr g / (sqrt(s) + 1e-8).
+  tx = optim.make("rmsprop", 5e-5, 0.0, 0.0, "constant", 10)
+  g = {"w": jnp.array([1e-9, 1e-3, -2.0])}
+  p = {"w": jnp.zeros(3)}
+  s = tx.init(p)
+  sq = np.zeros(3)
+  for _ in range(3):
+    u, s = tx.update(g, s, p)
+    sq = 0.99 * sq + 0.01 * np.asarray(g["w"], np.float64) ** 2
+    want = -5e-5 * np.asarray(g["w"], np.float64) / (np.sqrt(sq) + 1e-8)
+    np.testing.assert_allclose(u["w"], want, rtol=1e-5)
+
+
+def test_ttur_learning_rates_and_linear_schedule_per_network():
+  cfg = toy_config(g_lr=1e-4, d_lr=4e-4, g_beta1=0.0, d_beta1=0.0,
+                   g_beta2=0.9, d_beta2=0.9, lr_schedule="linear",
+                   num_steps=10, d_steps=5)
+  p = {"w": jnp.zeros(2)}
+  g = {"w": jnp.array([0.5, -3.0])}
+
+  def first_steps(tx, n):
+    s = tx.init(p)
+    sizes = []
+    for _ in range(n):
+      u, s = tx.update(g, s, p)
+      sizes.append(float(jnp.max(jnp.abs(u["w"]))))
+    return sizes
+
+  # Adam with a constant gradient moves each weight by lr(t) per update.
+  g_sizes = first_steps(optim.generator(cfg), 11)
+  d_sizes = first_steps(optim.discriminator(cfg), 51)
+  np.testing.assert_allclose(g_sizes[0], 1e-4, rtol=1e-3)
+  np.testing.assert_allclose(d_sizes[0], 4e-4, rtol=1e-3)
+  # Linear decay to 0 over num_steps G updates and num_steps * d_steps D ones.
+  np.testing.assert_allclose(g_sizes[5], 0.5e-4, rtol=1e-3)
+  np.testing.assert_allclose(d_sizes[25], 2e-4, rtol=1e-3)
+  assert g_sizes[10] == 0.0 and d_sizes[50] == 0.0
