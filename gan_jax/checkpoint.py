@@ -107,6 +107,8 @@ class Checkpoints:
         enable_async_checkpointing=async_save,
         create=not read_only,
         read_only=read_only,
+        save_interval_steps=0 if read_only else 1,
+        cleanup_tmp_directories=not read_only,  # saves killed mid-write
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 

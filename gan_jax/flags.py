@@ -197,6 +197,12 @@ string("tfds_manual_dir", None, "Folder with the original files to prepare "
 integer("image_size", 0, "Resize images to this height and width at load "
         "time (bilinear), e.g. 32 or 64 to run DCGAN variants on 28x28 "
         "MNIST; 0 keeps the native resolution.")
+integer("interp_pairs", 4, "Image runs: latent interpolation strips written "
+        "at every log interval (samples/interp_step_N.png, TensorBoard), one "
+        "linear and one spherical row for each of N fixed noise pairs; 0 = "
+        "none.", safe=True)
+integer("interp_points", 10, "Image runs: points per interpolation strip, "
+        "endpoints included.", safe=True)
 
 # ------------------------------------------------ image models (issue 3)
 integer("g_channels", 64, "Base width of convolutional generators (DCGAN: "

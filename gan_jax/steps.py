@@ -290,7 +290,7 @@ def make_train_step(gan, mesh, steps_per_call: int):
   if gan.cfg.num_seeds > 1:
     # Independent replicas on a leading axis of the state (and of each
     # step's host batch); metrics come back (steps, num_seeds).
-    one = (lambda f: (lambda st, h: jax.lax.map(lambda a: f(*a), (st, h))))(one) if __import__("os").environ.get("SEQMAP") else jax.vmap(one)
+    one = jax.vmap(one)
 
   def call(state, host_batches):
     return lax.scan(one, state, host_batches, length=steps_per_call)

@@ -62,9 +62,6 @@ class Run:
   num_steps: int
   seeds: Tuple[int, ...] = ()  # the seeds a --num_seeds run trains
 
-  def value(self, axis: str) -> Optional[str]:
-    return dict(self.settings).get(axis)
-
 
 # ------------------------------------------------------------ the sweep spec
 def check_flag(name: str, value: Optional[str] = None, where: str = "axis"):
@@ -312,6 +309,9 @@ def last_record(workdir: str) -> Optional[Dict[str, Any]]:
         last = json.loads(line)
       except ValueError:
         continue  # a line cut short by a kill
+  if last is not None:  # writers.py spells non-finite values as strings
+    last = {k: float(v) if v in ("inf", "-inf", "nan") else v
+            for k, v in last.items()}
   return last
 
 
@@ -354,6 +354,12 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
       todo.append(run)
   lock = threading.Lock()
   done = [0]
+  # Runs that differ only in --seed compile the same programs: share them
+  # through JAX's persistent compilation cache.
+  env = dict(os.environ)
+  if runs:
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+        os.path.dirname(os.path.abspath(runs[0].workdir)), ".jax_cache"))
   if len(todo) < len(runs):
     print(f"{len(runs) - len(todo)} of {len(runs)} runs already finished; "
           f"skipping them", file=out, flush=True)
@@ -369,7 +375,7 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
                                                "--distributed=off"]
     with open(log_path, "a") as log:
       rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL)
+                           stdin=subprocess.DEVNULL, env=env)
     seconds = time.time() - start
     if rc != 0:
       status = ("failed", error_line(log_path, rc))
@@ -523,7 +529,8 @@ def plot(sweep: Sweep, rows, metric: str, axis: Optional[str]
   lines: Dict[Tuple[str, ...], Dict[str, List[float]]] = {}
   for _, settings, _, _, metrics in rows:
     value = metrics.get(metric)
-    if not isinstance(value, (int, float)) or axis not in settings:
+    if (not isinstance(value, (int, float)) or not math.isfinite(value)
+        or axis not in settings):
       continue
     key = tuple(settings.get(o, "") for o in others)
     lines.setdefault(key, {}).setdefault(settings[axis], []).append(value)
@@ -605,6 +612,9 @@ def _guarded(argv):
     main(argv)
   except UserError as e:
     die(str(e))
+  except KeyboardInterrupt:
+    die("interrupted; the running runs saved checkpoints: rerun the same "
+        "command to resume the sweep", code=130)
 
 
 def run():

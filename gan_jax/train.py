@@ -20,6 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from gan_jax import checkpoint as ckpt_lib
 from gan_jax import flags as flags_lib
 from gan_jax import gan as gan_lib
+from gan_jax import interpolate as interp_lib
 from gan_jax import plots
 from gan_jax import state as state_lib
 from gan_jax import steps as steps_lib
@@ -31,6 +32,7 @@ from gan_jax.metrics import toy as toy_metrics
 # the evaluation samples.
 _GRID_KEY = 1_000_001
 _EVAL_KEY = 1_000_002
+_INTERP_KEY = 1_000_003
 
 
 def make_mesh(cfg) -> jax.sharding.Mesh:
@@ -62,6 +64,8 @@ def check_config(cfg, n_devices: int):
                     f"--steps_per_loop={cfg.steps_per_loop}")
   if cfg.num_steps < 0:
     raise UserError(f"--num_steps must be >= 0, got {cfg.num_steps}")
+  if cfg.interp_pairs and cfg.interp_points < 2:
+    raise UserError(f"--interp_points must be >= 2, got {cfg.interp_points}")
   every = cfg.checkpoint_every
   if every and every % cfg.steps_per_loop:
     raise UserError(f"--checkpoint_every={every} must be a multiple of "
@@ -170,6 +174,67 @@ class Sampler:
     return np.concatenate(out), (np.concatenate(labels) if labels else None)
 
 
+class HostInput:
+  """The loop's image batches, placed on the mesh; ``None`` for toy data.
+
+  Full ``steps_per_loop`` chunks come from the datasets' background
+  iterators (``dataset.iterator``), so reading the next chunk overlaps the
+  current step; a partial chunk (the first after resuming mid-loop, the last)
+  is read in place. Either way a chunk is ``dataset.batches(first, n, ...)``,
+  a function of the step alone, so exact resume is unchanged. Close it (or
+  use it as a context manager) to stop the reading threads.
+  """
+
+  def __init__(self, streams, cfg, sharding, prefetch: int = 2):
+    self._streams = list(streams)
+    self._cfg = cfg
+    self._sharding = sharding
+    self._prefetch = prefetch
+    self._iters = None
+    self._next = None  # the first step of the iterators' next chunk
+
+  def _args(self):
+    cfg = self._cfg
+    return (cfg.d_steps, cfg.batch_size, jax.process_index(),
+            jax.process_count())
+
+  def _read(self, first: int, n: int):
+    spl = self._cfg.steps_per_loop
+    if n == spl and all(hasattr(ds, "iterator") for ds in self._streams):
+      if self._iters is None or first != self._next:
+        self.close()
+        self._iters = [ds.iterator(first, spl, *self._args(),
+                                   prefetch=self._prefetch)
+                       for ds in self._streams]
+      self._next = first + spl
+      return [next(it) for it in self._iters]
+    return [ds.batches(first, n, *self._args()) for ds in self._streams]
+
+  def __call__(self, first: int, n: int):
+    """Steps ``[first, first + n)`` as global arrays (steps, [replicas,]
+    d_steps, batch, ...)."""
+    if not self._streams:
+      return None
+    parts = self._read(first, n)
+    if len(parts) > 1:  # --num_seeds: (steps, replicas, k, B, ...)
+      local = {k: np.stack([p[k] for p in parts], 1) for k in parts[0]}
+    else:
+      local = parts[0]
+    return {k: jax.make_array_from_process_local_data(self._sharding, v)
+            for k, v in local.items()}
+
+  def close(self):
+    for it in self._iters or ():
+      it.close()
+    self._iters = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
 def grid_inputs(gan, rng, n: int = 64):
   """The fixed noise of the sample grid (one row per class if conditional)."""
   key = jax.random.fold_in(rng, _GRID_KEY)
@@ -183,6 +248,25 @@ def grid_inputs(gan, rng, n: int = 64):
   return gan.sample_z(key, (n,)), None, None
 
 
+def interpolation_inputs(gan, rng, pairs: int, points: int):
+  """Fixed noise of the interpolation strips: ``(z, y)`` with rows pair 0
+  linear, pair 0 spherical, pair 1 linear, ... of ``points`` each.
+
+  The same pairs (z0, z1) at every log interval, so the strips show how the
+  latent space evolves; conditional models keep one label (pair i: class
+  i mod classes) along both strips of a pair.
+  """
+  key = jax.random.fold_in(rng, _INTERP_KEY)
+  z0 = gan.sample_z(jax.random.fold_in(key, 0), (pairs,))
+  z1 = gan.sample_z(jax.random.fold_in(key, 1), (pairs,))
+  linear, spherical = interp_lib.strips(z0, z1, points)
+  z = jnp.stack([linear, spherical], 1).reshape(2 * pairs * points, -1)
+  y = None
+  if gan.num_classes:
+    y = jnp.repeat(jnp.arange(pairs) % gan.num_classes, 2 * points)
+  return z, y
+
+
 def visualize(gan, sampler, state, step, workdir, writer, real_toy=None,
               tag: str = ""):
   """Writes the step's picture; returns toy metrics when they apply.
@@ -191,7 +275,8 @@ def visualize(gan, sampler, state, step, workdir, writer, real_toy=None,
   pictures go to samples/<tag>/ and the image summary samples/<tag>.
   """
   out_dir = os.path.join(workdir, "samples", tag)
-  os.makedirs(out_dir, exist_ok=True)
+  if writer.enabled:  # only process 0 writes (multi-host)
+    os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, f"step_{step:07d}.png")
   image_name = f"samples/{tag}" if tag else "samples"
   ds = gan.dataset
@@ -216,6 +301,17 @@ def visualize(gan, sampler, state, step, workdir, writer, real_toy=None,
   if writer.enabled:
     plots.save_png(path, image)
     writer.write_image(step, image_name, image)
+  pairs, points = gan.cfg.interp_pairs, gan.cfg.interp_points
+  if pairs > 0:
+    # Every process samples (one SPMD program over all devices); process 0
+    # writes.
+    z, y = interpolation_inputs(gan, state.rng, pairs, points)
+    image = plots.grid(sampler(state, z, y), rows=2 * pairs)
+    if writer.enabled:
+      plots.save_png(os.path.join(out_dir, f"interp_step_{step:07d}.png"),
+                     image)
+      writer.write_image(step, f"interpolation/{tag}" if tag
+                         else "interpolation", image)
   return {}
 
 
@@ -309,24 +405,12 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
     return step_fns[n]
 
   host_sharding = NamedSharding(mesh, P(None, None, steps_lib.AXIS))
+  streams = [] if dataset.kind == "toy" else [dataset]
   if cfg.num_seeds > 1 and dataset.kind != "toy":
     # Replica i reads the stream of seed + i: (steps, replicas, k, B, ...).
     host_sharding = NamedSharding(mesh, P(None, None, None, steps_lib.AXIS))
     streams = [dataset.with_seed(cfg.seed + i) for i in range(cfg.num_seeds)]
-
-  def host_batches(first, n):
-    if dataset.kind == "toy":
-      return None
-    if cfg.num_seeds > 1:
-      parts = [ds.batches(first, n, cfg.d_steps, cfg.batch_size,
-                          jax.process_index(), jax.process_count())
-               for ds in streams]
-      local = {k: np.stack([p[k] for p in parts], 1) for k in parts[0]}
-    else:
-      local = dataset.batches(first, n, cfg.d_steps, cfg.batch_size,
-                              jax.process_index(), jax.process_count())
-    return {k: jax.make_array_from_process_local_data(host_sharding, v)
-            for k, v in local.items()}
+  host_batches = HostInput(streams, cfg, host_sharding)
 
   # ---------------------------------------------------------- evaluators
   sampler = Sampler(gan, mesh)
@@ -421,6 +505,7 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
         if debug_signal and cfg.debug_signal == "KILL":
           os.kill(os.getpid(), signal.SIGKILL)
   finally:
+    host_batches.close()
     if progress is not None:
       progress.close()
     ckpts.close()

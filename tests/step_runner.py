@@ -24,9 +24,9 @@ def toy_config(**overrides):
 class Runner:
   """A built GAN, a mesh over ``n_devices`` and its initial state."""
 
-  def __init__(self, cfg, n_devices=1):
+  def __init__(self, cfg, n_devices=1, dataset=None):
     self.cfg = cfg
-    self.gan = gan_lib.build(cfg)
+    self.gan = gan_lib.build(cfg, dataset=dataset)
     self.mesh = jax.make_mesh((n_devices,), ("data",),
                               devices=jax.devices()[:n_devices])
     self.replicated = NamedSharding(self.mesh, P())

@@ -89,3 +89,21 @@ def test_registry_is_extensible_from_outside():
                                          f.mean() * 0),
                          g=lambda f: f.mean() * 0)
   assert float(get(name).g(FAKE)) == 0.0
+
+
+@pytest.mark.parametrize("name", ["minimax", "ns", "lsgan", "wgan", "hinge"])
+def test_d_loss_is_the_sum_of_its_real_and_fake_parts(name):
+  d, dr, df = get(name).d(REAL, FAKE)
+  np.testing.assert_allclose(d, dr + df, rtol=1e-6)
+
+
+def test_wgan_parts_and_lsgan_default_targets():
+  _, dr, df = get("wgan").d(REAL, FAKE)
+  np.testing.assert_allclose(dr, -REAL.mean(), rtol=1e-6)
+  np.testing.assert_allclose(df, FAKE.mean(), rtol=1e-6)
+  # Defaults: the 0-1 coding a=0, b=1, c=1 (Mao et al. 2017, eq. 9).
+  _, dr, df = get("lsgan").d(REAL, FAKE)
+  np.testing.assert_allclose(dr, 0.5 * np.mean((REAL - 1) ** 2), rtol=1e-6)
+  np.testing.assert_allclose(df, 0.5 * np.mean(FAKE ** 2), rtol=1e-6)
+  np.testing.assert_allclose(get("lsgan").g(FAKE),
+                             0.5 * np.mean((FAKE - 1) ** 2), rtol=1e-6)

@@ -185,7 +185,10 @@ def prepare(name: str, data_dir: Optional[str],
             manual_dir: Optional[str]) -> MnistIdx:
   """The builder of ``name``, prepared from ``manual_dir`` if needed."""
   b = builder(name, data_dir)
-  if not b.is_prepared():
+  # is_prepared() logs a warning for a folder without dataset_info.json,
+  # which would be a second stderr line before the one-line error.
+  info = os.path.join(os.fspath(b.data_dir), "dataset_info.json")
+  if not (os.path.isfile(info) and b.is_prepared()):
     check_manual_dir(name, manual_dir)
     b.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=manual_dir, try_download_gcs=False))

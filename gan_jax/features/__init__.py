@@ -16,7 +16,9 @@ classifier, never with published Inception FIDs.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
 
 CLASSIFIER_DATASETS = ("mnist", "fashion_mnist")
 
@@ -55,3 +57,20 @@ def extractor(name: str, inception_weights: Optional[str] = None
     return inception.cached(inception_weights)
   from gan_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   raise UserError(f"unknown feature extractor {name!r}")
+
+
+def compute(name: str, images, inception_weights: Optional[str] = None,
+            batch_size: int = 500) -> Dict[str, np.ndarray]:
+  """The arrays the metrics read, for images in [-1, 1] (NHWC).
+
+  ``{"features", "logits"}`` for a feature network, ``{"digits"}`` (N, 3)
+  for ``mnist_channels`` (Stacked MNIST).
+  """
+  from gan_jax.features import classifier  # pylint: disable=g-import-not-at-top
+  if name == "mnist_channels":
+    from gan_jax.metrics import stacked_mnist  # pylint: disable=g-import-not-at-top
+    return {"digits": stacked_mnist.classify_channels(
+        images, extractor(name), batch_size)}
+  feats, logits = classifier.batched(extractor(name, inception_weights),
+                                     images, batch_size)
+  return {"features": feats, "logits": logits}

@@ -90,8 +90,15 @@ def load_variables(name_or_path: str):
                     f"{', '.join(available) or 'none'}; train them with "
                     "python -m gan_jax.features.train_classifier")
   with open(path, "rb") as f:
-    data = f.read()
-  return flax.serialization.from_bytes(init_variables(), data)
+    variables = flax.serialization.msgpack_restore(f.read())
+  expected = jax.eval_shape(init_variables)
+  if jax.tree.structure(variables) != jax.tree.structure(expected) or any(
+      a.shape != b.shape for a, b in zip(jax.tree.leaves(variables),
+                                         jax.tree.leaves(expected))):
+    raise UserError(f"{path} does not hold weights of the current "
+                    "classifier architecture; retrain with "
+                    "python -m gan_jax.features.train_classifier")
+  return jax.tree.map(jnp.asarray, variables)
 
 
 def load(name: str) -> Callable[[jnp.ndarray], Tuple[jnp.ndarray, jnp.ndarray]]:
@@ -100,13 +107,14 @@ def load(name: str) -> Callable[[jnp.ndarray], Tuple[jnp.ndarray, jnp.ndarray]]:
   model = Classifier()
 
   @jax.jit
-  def apply(x):
+  def apply_jit(v, x):
     x = jnp.asarray(x, jnp.float32)
     if x.ndim == 3:
       x = x[..., None]
-    return model.apply(variables, x, train=False)
+    return model.apply(v, x, train=False)
 
-  return apply
+  # Weights are an argument, not constants baked into the compiled program.
+  return lambda x: apply_jit(variables, x)
 
 
 def batched(apply_fn, x, batch_size: int = 1000):

@@ -471,13 +471,9 @@ def load_variables(path: Optional[str]):
 
 def make_apply(variables, resize_input: bool = True) -> Callable:
   """A jitted ``apply(images in [-1, 1], NHWC) -> (pool3, logits)``."""
-  model = InceptionV3(resize_input=resize_input)
-
-  @jax.jit
-  def apply(x):
-    return model.apply(variables, x)
-
-  return apply
+  apply_jit = jax.jit(InceptionV3(resize_input=resize_input).apply)
+  # Weights are an argument, not constants baked into the compiled program.
+  return lambda x: apply_jit(variables, x)
 
 
 def load(path: Optional[str]) -> Callable:

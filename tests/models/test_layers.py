@@ -318,23 +318,30 @@ def test_bfloat16_activations_with_float32_params():
 def test_cross_replica_batch_norm_uses_data_axis():
   cfg = flags.defaults(cross_replica_bn=True, g_channels=4, z_dim=3)
   g = GENERATORS("dcgan", cfg, (28, 28, 1), 0)
-  z = jax.random.normal(_key(0), (4, 3))
-  v = g.init(_key(0), z, train=False)
+  n = min(len(jax.devices()), 4)
+  z = jax.random.normal(_key(0), (2 * n, 3))
+  v = jax.jit(lambda k: g.init(k, z, train=False))(_key(1))
   # With train=True BatchNorm reduces over the 'data' axis: unbound outside a
-  # mapped context, and equal to the plain result on a 1-device mesh.
+  # mapped context; inside shard_map over n devices, the statistics of the
+  # global batch (so the result equals plain BatchNorm on one device).
   with pytest.raises(NameError):
     g.apply(v, z, train=True, mutable=["batch_stats"])
-  mesh = jax.make_mesh((1,), ("data",))
+  mesh = jax.make_mesh((n,), ("data",), devices=jax.devices()[:n])
   P = jax.sharding.PartitionSpec
 
   def step(z):
-    return g.apply(v, z, train=True, mutable=["batch_stats"])[0]
+    x, upd = g.apply(v, z, train=True, mutable=["batch_stats"])
+    return x, upd["batch_stats"]
 
   with jax.set_mesh(mesh):
     zs = jax.device_put(z, P("data"))
-    got = jax.jit(jax.shard_map(step, in_specs=P("data"),
-                                out_specs=P("data")))(zs)
+    got, stats = jax.jit(jax.shard_map(step, in_specs=P("data"),
+                                       out_specs=(P("data"), P())))(zs)
   plain = GENERATORS("dcgan", cfg.replace(cross_replica_bn=False),
                      (28, 28, 1), 0)
-  want = plain.apply(v, z, train=True, mutable=["batch_stats"])[0]
+  want, upd = jax.jit(lambda v, z: plain.apply(
+      v, z, train=True, mutable=["batch_stats"]))(v, z)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+  jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+      jax.device_get(stats), jax.device_get(upd["batch_stats"]))

@@ -1,0 +1,311 @@
+"""Benchmark of gan_jax's compiled train step against a PyTorch reference.
+
+One step = one D update + one G update (``--d_steps=1``), as
+``gan_jax.steps.make_train_step`` compiles it: ``--steps`` steps fused in one
+jitted ``lax.scan`` with the state donated, timed warm; the rate is the
+median over ``--repeats`` calls. The PyTorch reference
+(``torch_reference.py``, same architectures and update) is timed in the same
+run, interleaved call by call, so the ratio holds on a loaded machine.
+
+Cases (``--cases``):
+  dcgan64, dcgan256  DCGAN on 28x28x1 images (experiments/dcgan_mnist.flags)
+                     at batch 64 and 256; synthetic image batches resident on
+                     the device, so no dataset is needed.
+  toy                the PacGAN toy MLP pair (experiments/gan_ring.flags) at
+                     batch 100, 2-D ring data sampled on device.
+
+Each case prints one JSON line (``{"case": ..., "steps_per_sec": ...}``)
+and a table at the end. FLOPs per step come from XLA's cost analysis of the
+compiled one-step program (``jit(...).lower(...).compile().cost_analysis()``);
+``matmul_fraction`` is the achieved FLOP rate over a float32 4096x4096 matrix
+product timed in the same run (or ``--matmul_gflops``).
+
+  python benchmarks/train_step.py                      # all cases, torch if installed
+  python benchmarks/train_step.py --cases=toy --steps=2 --no-torch
+  python benchmarks/train_step.py --compute_dtype=float32,bfloat16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from gan_jax import flags as flags_lib  # noqa: E402
+from gan_jax import gan as gan_lib  # noqa: E402
+from gan_jax import state as state_lib  # noqa: E402
+from gan_jax import steps as steps_lib  # noqa: E402
+from gan_jax.data import images as images_lib  # noqa: E402
+
+CASES = {
+    "dcgan64": dict(flagfile="experiments/dcgan_mnist.flags", batch_size=64),
+    "dcgan256": dict(flagfile="experiments/dcgan_mnist.flags",
+                     batch_size=256),
+    "toy": dict(flagfile="experiments/gan_ring.flags", batch_size=100),
+}
+IMAGE_SHAPE = (28, 28, 1)
+
+
+def config_from_flagfile(path: str, **overrides) -> flags_lib.Config:
+  """The config a flagfile describes (flag defaults plus its lines)."""
+  values: Dict[str, Any] = {}
+  with open(os.path.join(REPO, path)) as f:
+    for line in f:
+      line = line.strip()
+      if not line.startswith("--"):
+        continue
+      name, eq, value = line[2:].partition("=")
+      if not eq:
+        if name not in flags_lib.SAFE and name.startswith("no"):
+          values[name[2:]] = False
+        else:
+          values[name] = True
+      else:
+        values[name] = flags_lib.FLAGS[name].parser.parse(value)
+  values.update(overrides)
+  return flags_lib.defaults(**values)
+
+
+def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
+  """Measured float32 n x n matrix product rate (GFLOP/s), best of repeats."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+  f = jax.jit(jnp.matmul)
+  f(a, b).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n ** 3 / best / 1e9
+
+
+def _flops(compiled) -> Optional[float]:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  if not cost or "flops" not in cost:
+    return None
+  return float(cost["flops"])
+
+
+class JaxCase:
+  """gan_jax's compiled multi-step call for one config."""
+
+  def __init__(self, cfg, steps: int):
+    self.cfg = cfg
+    self.steps = steps
+    devices = jax.local_devices()[:1]
+    self.mesh = jax.make_mesh((1,), (steps_lib.AXIS,), devices=devices)
+    toy = cfg.dataset in ("ring", "grid")
+    dataset = None
+    if not toy:
+      dataset = images_lib.ImageDataset(
+          np.zeros((8,) + IMAGE_SHAPE, np.uint8), None, 10, cfg.seed,
+          "synthetic")
+    self.gan = gan_lib.build(cfg, dataset)
+    with jax.set_mesh(self.mesh):
+      self.state = jax.jit(lambda: state_lib.create(self.gan, cfg.seed))()
+      self.host = None
+      if not toy:
+        x = np.random.default_rng(0).uniform(
+            -1, 1, (steps, cfg.d_steps, cfg.batch_size) + IMAGE_SHAPE
+        ).astype(np.float32)
+        sharding = NamedSharding(self.mesh, P(None, None, steps_lib.AXIS))
+        self.host = {"image": jax.device_put(x, sharding),
+                     "label": jax.device_put(
+                         np.zeros(x.shape[:3], np.int32), sharding)}
+      self.fn = steps_lib.make_train_step(self.gan, self.mesh, steps)
+
+  def param_count(self) -> int:
+    return sum(x.size for x in jax.tree.leaves(
+        (self.state.g_params, self.state.d_params)))
+
+  def flops_per_step(self) -> Optional[float]:
+    """XLA's cost analysis of the one-step program."""
+    one = steps_lib.make_train_step(self.gan, self.mesh, 1)
+    host = None
+    if self.host is not None:
+      host = jax.tree.map(lambda x: x[:1], self.host)
+    with jax.set_mesh(self.mesh):
+      return _flops(one.lower(self.state, host).compile())
+
+  def run(self) -> float:
+    """Runs one call of ``steps`` steps; returns its wall time."""
+    with jax.set_mesh(self.mesh):
+      t = time.perf_counter()
+      self.state, metrics = self.fn(self.state, self.host)
+      jax.block_until_ready((self.state, metrics))
+      dt = time.perf_counter() - t
+    self.last_metrics = metrics
+    return dt
+
+
+class TorchCase:
+  """The PyTorch reference for the same config."""
+
+  def __init__(self, cfg, steps: int):
+    import torch  # pylint: disable=g-import-not-at-top
+    import torch_reference  # pylint: disable=g-import-not-at-top
+    self.steps = steps
+    toy = cfg.dataset in ("ring", "grid")
+    real = None
+    shape = (2,)
+    if not toy:
+      shape = IMAGE_SHAPE
+      h, w, c = IMAGE_SHAPE
+      real = torch.rand(steps, cfg.batch_size, c, h, w) * 2 - 1
+    self.ref = torch_reference.TrainStep(cfg, shape, real)
+    self.params = (torch_reference.num_params(self.ref.g)
+                   + torch_reference.num_params(self.ref.d))
+
+  def run(self) -> float:
+    t = time.perf_counter()
+    self.ref.run(self.steps)
+    return time.perf_counter() - t
+
+
+def _torch_available() -> bool:
+  try:
+    import torch  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    return False
+  return True
+
+
+def bench_case(name: str, dtype: str, args, peak: float,
+               use_torch: bool) -> Dict[str, Any]:
+  spec = dict(CASES[name])
+  flagfile = spec.pop("flagfile")
+  cfg = config_from_flagfile(flagfile, compute_dtype=dtype,
+                             steps_per_loop=args.steps, **spec)
+  t0 = time.perf_counter()
+  jc = JaxCase(cfg, args.steps)
+  jc.run()  # compile and first call
+  compile_s = time.perf_counter() - t0
+  flops = jc.flops_per_step() if args.flops else None
+  tc = TorchCase(cfg, args.steps) if use_torch else None
+  if tc is not None:
+    tc.run()  # warm-up
+  jax_times, torch_times = [], []
+  for _ in range(args.repeats):
+    jax_times.append(jc.run())
+    if tc is not None:
+      torch_times.append(tc.run())
+  m = jax.device_get(jc.last_metrics)
+  finite = all(np.all(np.isfinite(v)) for v in m.values())
+  sps = args.steps / statistics.median(jax_times)
+  out: Dict[str, Any] = {
+      "case": name, "compute_dtype": dtype, "batch_size": cfg.batch_size,
+      "steps": args.steps, "repeats": args.repeats,
+      "steps_per_sec": round(sps, 3),
+      "images_per_sec": round(sps * cfg.batch_size, 1),
+      "flops_per_step": flops, "flops_source": "xla_cost_analysis",
+      "gflops_per_sec": None if flops is None else round(sps * flops / 1e9,
+                                                         2),
+      "matmul_gflops": round(peak, 1),
+      "matmul_fraction": (None if flops is None
+                          else round(sps * flops / 1e9 / peak, 3)),
+      "compile_s": round(compile_s, 1), "finite": bool(finite),
+      "params": jc.param_count(),
+  }
+  if tc is not None:
+    tsps = args.steps / statistics.median(torch_times)
+    out.update(torch_steps_per_sec=round(tsps, 3),
+               torch_params=tc.params,
+               ratio_vs_torch=round(sps / tsps, 3))
+  else:
+    out.update(torch_steps_per_sec=None, ratio_vs_torch=None)
+  return out
+
+
+def _table(rows: List[Dict[str, Any]]) -> str:
+  head = ("case", "dtype", "batch", "jax steps/s", "images/s",
+          "GFLOP/step", "GFLOP/s", "of matmul", "torch steps/s", "jax/torch")
+  lines = ["| " + " | ".join(head) + " |",
+           "|" + "---|" * len(head)]
+
+  def f(v, fmt):
+    return "-" if v is None else format(v, fmt)
+
+  for r in rows:
+    gf = None if r["flops_per_step"] is None else r["flops_per_step"] / 1e9
+    lines.append("| " + " | ".join([
+        r["case"], r["compute_dtype"], str(r["batch_size"]),
+        f(r["steps_per_sec"], ".2f"), f(r["images_per_sec"], ".0f"),
+        f(gf, ".3f"), f(r["gflops_per_sec"], ".1f"),
+        f(r["matmul_fraction"], ".0%"), f(r["torch_steps_per_sec"], ".2f"),
+        f(r["ratio_vs_torch"], ".2f")]) + " |")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--cases", default="dcgan64,dcgan256,toy",
+                      help=f"comma-separated subset of {','.join(CASES)}")
+  parser.add_argument("--steps", type=int, default=20,
+                      help="steps per timed call (fused with lax.scan)")
+  parser.add_argument("--repeats", type=int, default=5,
+                      help="timed calls per case; the median is reported")
+  parser.add_argument("--compute_dtype", default="float32",
+                      help="comma-separated: float32, bfloat16")
+  parser.add_argument("--torch", action=argparse.BooleanOptionalAction,
+                      default=None, help="time the PyTorch reference "
+                      "(default: when torch is installed)")
+  parser.add_argument("--matmul_gflops", type=float, default=0.0,
+                      help="the machine's float32 matmul rate; 0 = measure")
+  parser.add_argument("--flops", action=argparse.BooleanOptionalAction,
+                      default=True, help="count FLOPs with XLA's cost "
+                      "analysis (compiles the step once more)")
+  args = parser.parse_args(argv)
+  cases = [c for c in args.cases.split(",") if c]
+  dtypes = [d for d in args.compute_dtype.split(",") if d]
+  for c in cases:
+    if c not in CASES:
+      parser.error(f"unknown case {c!r}; valid: {', '.join(CASES)}")
+  for d in dtypes:
+    if d not in ("float32", "bfloat16"):
+      parser.error(f"unknown --compute_dtype {d!r}; valid: float32, "
+                   "bfloat16")
+  if args.steps < 1 or args.repeats < 1:
+    parser.error("--steps and --repeats must be >= 1")
+  have_torch = _torch_available()
+  use_torch = have_torch if args.torch is None else args.torch
+  if use_torch and not have_torch:
+    parser.error("--torch needs PyTorch: pip install -e '.[torch]'")
+  if not use_torch:
+    print("note: PyTorch reference skipped (" + (
+        "--no-torch" if have_torch else "torch not installed; pip install "
+        "-e '.[torch]'") + ")", file=sys.stderr)
+  peak = args.matmul_gflops or matmul_gflops()
+  load = os.getloadavg()
+  print(f"# jax {jax.__version__} on {jax.devices()[0].device_kind}, "
+        f"{os.cpu_count()} cpus, load average {load[0]:.1f} {load[1]:.1f} "
+        f"{load[2]:.1f}; float32 matmul {peak:.1f} GFLOP/s", flush=True)
+  rows = []
+  for c in cases:
+    for d in dtypes:
+      row = bench_case(c, d, args, peak, use_torch)
+      rows.append(row)
+      print(json.dumps(row), flush=True)
+  print(_table(rows))
+  load = os.getloadavg()
+  print(f"# load average at the end {load[0]:.1f} {load[1]:.1f} "
+        f"{load[2]:.1f}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,80 @@
+"""Mean +- standard error over replicas of PacGAN Table 1 style runs.
+
+Usage: python experiments/pacgan/summarize.py RUNS_DIR [RUN ...]
+
+Reads the last record of RUNS_DIR/<run>/metrics.jsonl of each run (default:
+every subdirectory), takes the per-replica toy metrics (``modes/seed_S``,
+``high_quality/seed_S``, ``reverse_kl/seed_S``, written by --num_seeds runs)
+and prints one markdown row per run: modes / high-quality % / reverse KL as
+mean +- s.e. (sample standard deviation / sqrt(n), as PacGAN's tables), with
+the paper's Table 1 cell beside it when the run is one of its cells.
+"""
+
+import json
+import math
+import os
+import re
+import sys
+
+import numpy as np
+
+# PacGAN (Lin et al. 2018) Table 1: modes / high-quality % / reverse KL.
+PAPER = {
+    "gan_ring": "6.3±0.5 / 98.2±0.2% / 0.45±0.09",
+    "pacgan2_ring": "7.9±0.1 / 95.6±2.0% / 0.07±0.03",
+    "pacgan3_ring": "7.8±0.1 / 97.7±0.3% / 0.10±0.02",
+    "pacgan4_ring": "7.8±0.1 / 95.9±1.4% / 0.07±0.02",
+    "gan_grid": "17.3±0.8 / 94.8±0.7% / 0.70±0.07",
+    "pacgan2_grid": "23.8±0.7 / 91.3±0.8% / 0.13±0.04",
+    "pacgan3_grid": "24.6±0.4 / 94.2±0.4% / 0.06±0.02",
+    "pacgan4_grid": "24.8±0.2 / 93.6±0.6% / 0.04±0.01",
+}
+
+
+def per_replica(record, name):
+  """Values of ``name/seed_S`` in seed order (or ``name`` for one run)."""
+  pat = re.compile(re.escape(name) + r"/seed_(\d+)$")
+  found = sorted((int(m.group(1)), v) for k, v in record.items()
+                 if (m := pat.match(k)))
+  if not found and name in record:
+    return [float(record[name])]
+  return [float(v) for _, v in found]
+
+
+def mean_se(values, scale=1.0, digits=2):
+  x = np.asarray(values, np.float64) * scale
+  finite = x[np.isfinite(x)]
+  if len(finite) == 0:
+    return "inf"
+  se = finite.std(ddof=1) / math.sqrt(len(finite)) if len(finite) > 1 else 0.
+  text = f"{finite.mean():.{digits}f}±{se:.{digits}f}"
+  if len(finite) < len(x):
+    text += f" ({len(x) - len(finite)} inf)"
+  return text
+
+
+def summarize(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    record = json.loads(f.readlines()[-1])
+  modes = per_replica(record, "modes")
+  hq = per_replica(record, "high_quality")
+  kl = per_replica(record, "reverse_kl")
+  cell = (f"{mean_se(modes, digits=1)} / {mean_se(hq, 100, 1)}% / "
+          f"{mean_se(kl)}")
+  return record["step"], len(modes), cell
+
+
+def main(argv):
+  root = argv[1]
+  runs = argv[2:] or sorted(
+      d for d in os.listdir(root)
+      if os.path.exists(os.path.join(root, d, "metrics.jsonl")))
+  print("| run | steps | trials | ours: modes / HQ / reverse KL | paper |")
+  print("|---|---|---|---|---|")
+  for run in runs:
+    step, n, cell = summarize(os.path.join(root, run))
+    print(f"| {run} | {step} | {n} | {cell} | {PAPER.get(run, '')} |")
+
+
+if __name__ == "__main__":
+  main(sys.argv)

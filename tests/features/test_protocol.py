@@ -1,0 +1,50 @@
+"""Which feature network and metrics fit each dataset; compute()."""
+
+import numpy as np
+import pytest
+
+from gan_jax import features
+from gan_jax import metrics
+from gan_jax.errors import UserError
+
+
+@pytest.mark.parametrize("dataset,extractor", [
+    ("mnist", "mnist"), ("fashion_mnist", "fashion_mnist"),
+    ("stacked_mnist", "mnist_channels"), ("cifar10", "inception")])
+def test_protocol(dataset, extractor):
+  p = features.protocol(dataset)
+  assert p.extractor == extractor
+  for name in p.metrics:
+    assert name in metrics.METRICS
+
+
+def test_inception_without_weights_is_one_line_error():
+  with pytest.raises(UserError, match="--inception_weights=PATH"):
+    features.extractor("inception", None)
+
+
+def test_compute_shapes():
+  x = np.random.default_rng(0).uniform(-1, 1, (5, 28, 28, 1))
+  out = features.compute("mnist", x, batch_size=4)
+  assert out["features"].shape == (5, 128) and out["logits"].shape == (5, 10)
+  x3 = np.random.default_rng(1).uniform(-1, 1, (5, 28, 28, 3))
+  digits = features.compute("mnist_channels", x3)["digits"]
+  assert digits.shape == (5, 3) and digits.min() >= 0 and digits.max() <= 9
+
+
+def test_registry_end_to_end():
+  rng = np.random.default_rng(0)
+  real = {"features": rng.normal(size=(60, 4)),
+          "logits": rng.normal(size=(60, 10))}
+  fake = {"features": rng.normal(size=(60, 4)) + 0.5,
+          "logits": rng.normal(size=(60, 10)),
+          "digits": rng.integers(0, 10, (60, 3))}
+  out = {}
+  for name in ("fid", "kid", "inception_score", "precision_recall",
+               "stacked_mnist_modes"):
+    m = metrics.METRICS.get(name)
+    out.update(m(real if m.needs_real else None, fake, None))
+  assert set(out) == {"fid", "kid", "kid_std", "inception_score",
+                      "inception_score_std", "precision", "recall", "modes",
+                      "kl"}
+  assert all(np.isfinite(v) for v in out.values())

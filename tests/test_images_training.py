@@ -1,0 +1,188 @@
+"""Image GANs through the trainer (issue 3): the flagfiles build, DCGAN trains
+on the real MNIST files offline and writes its sample grid and interpolation
+strips, conditional grids have one row per class, and bad data setups end in
+one line."""
+
+import copy
+import importlib.util
+import json
+import os
+import time
+
+import jax
+import numpy as np
+import pytest
+from absl import flags
+from PIL import Image
+
+from gan_jax import flags as flags_lib
+from gan_jax import gan as gan_lib
+from gan_jax import state as state_lib
+from gan_jax import train
+from gan_jax.data import images
+from helpers import REPO, assert_one_line_error, run_module
+
+MNIST_DIR = images.default_manual_dir("mnist")
+needs_mnist = pytest.mark.skipif(MNIST_DIR is None,
+                                 reason="../shared/data/mnist absent")
+TINY = ("--g_channels=8", "--d_channels=8", "--batch_size=16",
+        "--num_steps=4", "--log_every=2", "--steps_per_loop=2",
+        "--checkpoint_every=0", "--noprogress")
+
+
+def parse(monkeypatch, name, *overrides):
+  """``experiments/NAME.flags`` plus overrides as a Config, parsed in a
+  private copy of the flags."""
+  monkeypatch.chdir(REPO)  # nested --flagfile paths are relative to the repo
+  fv = flags.FlagValues()
+  for flag in flags_lib.SAFE:
+    fv[flag] = copy.deepcopy(flags_lib.FLAGS[flag])
+  fv(["prog", f"--flagfile=experiments/{name}.flags", *overrides])
+  return flags_lib.Config({n: fv[n].value for n in flags_lib.SAFE})
+
+
+class FakeImages:
+  """Stands in for an image dataset where only its shape matters."""
+  kind = "image"
+  name = "fake"
+
+  def __init__(self, shape, num_classes=10):
+    self.shape, self.num_classes = shape, num_classes
+
+
+FLAGFILES = {  # name -> (dataset, shape of G's samples)
+    "goodfellow2014": ("ring", (2,)),  # the base of goodfellow2014_mnist
+    "goodfellow2014_mnist": ("mnist", (28, 28, 1)),
+    "dcgan_mnist": ("mnist", (28, 28, 1)),
+    "dcgan_fashion_mnist": ("fashion_mnist", (28, 28, 1)),
+    "dcgan_cifar10": ("cifar10", (32, 32, 3)),
+    "dcgan_mnist_64": ("mnist", (64, 64, 1)),
+    "cgan_mnist": ("mnist", (28, 28, 1)),
+    "cdcgan_mnist": ("mnist", (28, 28, 1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLAGFILES))
+def test_flagfile_parses_and_builds(monkeypatch, name):
+  """Full-size models, abstractly: jax.eval_shape allocates nothing."""
+  dataset, shape = FLAGFILES[name]
+  cfg = parse(monkeypatch, name)
+  assert cfg.dataset == dataset
+  if name.startswith("dcgan") or name == "cdcgan_mnist":
+    # Radford et al. 2015, Sec. 4: Adam, lr 2e-4, beta1 0.5.
+    assert (cfg.g_optimizer, cfg.g_lr, cfg.g_beta1) == ("adam", 2e-4, 0.5)
+    assert (cfg.d_optimizer, cfg.d_lr, cfg.d_beta1) == ("adam", 2e-4, 0.5)
+  gan = gan_lib.build(cfg, None if dataset == "ring" else FakeImages(shape))
+  state = jax.eval_shape(lambda: state_lib.create(gan, 0))
+  z = jax.ShapeDtypeStruct((2, cfg.z_dim), np.float32)
+  y = (jax.ShapeDtypeStruct((2,), np.int32) if cfg.conditional else None)
+  x = jax.eval_shape(lambda s, z, y: gan.generate(
+      s.g_params, s.g_state, z, y, train=False)[0], state, z, y)
+  assert x.shape == (2,) + shape
+
+
+@pytest.fixture(scope="module", name="mnist_data_dir")
+def fixture_mnist_data_dir(tmp_path_factory):
+  """A tfds data dir with MNIST prepared offline from ../shared/data."""
+  if MNIST_DIR is None:
+    pytest.skip("../shared/data/mnist absent")
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  images._load.cache_clear()
+  try:
+    images.load_arrays("mnist", "train", data_dir=data_dir)
+  finally:
+    images._load.cache_clear()
+  return data_dir
+
+
+def png(path):
+  return np.asarray(Image.open(path).convert("RGB"))
+
+
+def cells(image, size, rows, cols, pad=2):
+  """The (rows, cols, size, size, 3) tiles of a plots.grid image."""
+  assert image.shape == (rows * (size + pad) + pad, cols * (size + pad) + pad,
+                         3)
+  return np.stack([np.stack([
+      image[pad + r * (size + pad): pad + r * (size + pad) + size,
+            pad + c * (size + pad): pad + c * (size + pad) + size]
+      for c in range(cols)]) for r in range(rows)])
+
+
+@needs_mnist
+def test_dcgan_mnist_trains_through_the_cli(mnist_data_dir, tmp_path):
+  workdir = tmp_path / "run"
+  r = run_module("gan_jax.main", "--flagfile=experiments/dcgan_mnist.flags",
+                 f"--workdir={workdir}", f"--tfds_data_dir={mnist_data_dir}",
+                 *TINY)
+  assert r.returncode == 0, r.stderr[-3000:]
+  records = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+  assert [rec["step"] for rec in records] == [2, 4]
+  for rec in records:
+    for key in ("d_loss", "g_loss", "d_loss_real", "d_loss_fake"):
+      assert np.isfinite(rec[key]), (key, rec)
+  samples = workdir / "samples"
+  for step in (2, 4):
+    grid = png(samples / f"step_{step:07d}.png")
+    cells(grid, 28, 8, 8)  # 64 samples, 8 x 8
+    strips = png(samples / f"interp_step_{step:07d}.png")
+    tiles = cells(strips, 28, 8, 10)  # 4 pairs x (linear, spherical) x 10
+    # Linear and spherical paths share their endpoints.
+    np.testing.assert_array_equal(tiles[0::2, [0, -1]], tiles[1::2, [0, -1]])
+  # The grid's noise is fixed: steps 2 and 4 differ only through training.
+  assert not np.array_equal(png(samples / "step_0000002.png"),
+                            png(samples / "step_0000004.png"))
+  events = os.listdir(workdir / "tensorboard")
+  assert any(e.startswith("events.out.tfevents") for e in events)
+
+
+@needs_mnist
+def test_conditional_grid_has_one_row_per_class(mnist_data_dir, tmp_path,
+                                                monkeypatch):
+  cfg = parse(monkeypatch, "cdcgan_mnist", *TINY,
+              f"--tfds_data_dir={mnist_data_dir}", "--num_steps=2")
+  scalars = train.train_and_evaluate(cfg, str(tmp_path))
+  assert np.isfinite(scalars["d_loss"]) and np.isfinite(scalars["g_loss"])
+  tiles = cells(png(tmp_path / "samples" / "step_0000002.png"), 28, 10, 6)
+  # Row r is class r for the same six z's: rows differ, and within a row
+  # the samples differ.
+  for r in range(1, 10):
+    assert not np.array_equal(tiles[0], tiles[r])
+  assert not np.array_equal(tiles[0, 0], tiles[0, 1])
+  cells(png(tmp_path / "samples" / "interp_step_0000002.png"), 28, 8, 10)
+
+
+def test_interpolation_inputs_are_fixed_paths(monkeypatch):
+  cfg = parse(monkeypatch, "cgan_mnist")
+  gan = gan_lib.build(cfg, FakeImages((28, 28, 1)))
+  rng = jax.random.PRNGKey(0)
+  z, y = train.interpolation_inputs(gan, rng, 3, 5)
+  z2, _ = train.interpolation_inputs(gan, rng, 3, 5)
+  np.testing.assert_array_equal(z, z2)
+  z = np.asarray(z).reshape(3, 2, 5, -1)
+  np.testing.assert_allclose(z[:, 0, [0, -1]], z[:, 1, [0, -1]], atol=1e-6)
+  # Linear: equal steps along the chord; spherical: on the arc between.
+  np.testing.assert_allclose(np.diff(z[:, 0], 2, axis=1), 0, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(y).reshape(3, 10),
+                                np.repeat([[0], [1], [2]], 10, axis=1))
+
+
+def test_missing_mnist_files_end_in_one_line(tmp_path):
+  start = time.monotonic()
+  r = run_module("gan_jax.main", "--dataset=mnist", "--generator=dcgan",
+                 "--discriminator=dcgan", f"--workdir={tmp_path / 'run'}",
+                 "--tfds_manual_dir=/nonexistent",
+                 f"--tfds_data_dir={tmp_path / 'tfds'}", timeout=120)
+  line = assert_one_line_error(r)
+  assert "/nonexistent" in line and "idx" in line, line
+  assert time.monotonic() - start < 60  # ~20 s on an idle machine
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is not None,
+                    reason="with TensorFlow the stock builder may prepare")
+def test_cifar10_without_tensorflow_ends_in_one_line(tmp_path):
+  r = run_module("gan_jax.main", "--flagfile=experiments/dcgan_cifar10.flags",
+                 f"--workdir={tmp_path / 'run'}",
+                 f"--tfds_data_dir={tmp_path / 'tfds'}", timeout=120)
+  line = assert_one_line_error(r)
+  assert "TensorFlow" in line, line

@@ -1,0 +1,355 @@
+"""Mode-collapse toolkit (issue 7): packing, minibatch features in the toy
+discriminators, unrolled GAN, MAD-GAN and vectorized seeds."""
+
+import functools
+import json
+import os
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from gan_jax import checkpoint as ckpt_lib
+from gan_jax import gan as gan_lib
+from gan_jax import losses
+from gan_jax import state as state_lib
+from gan_jax import steps
+from gan_jax.errors import UserError
+from helpers import run_module, tiny_config
+
+
+def leaves(tree):
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def assert_trees_equal(a, b):
+  for x, y in zip(leaves(a), leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+
+def mesh_of(n):
+  return jax.make_mesh((n,), ("data",), devices=jax.devices()[:n])
+
+
+def init(gan, mesh):
+  cfg = gan.cfg
+  return jax.jit(lambda: state_lib.create_replicas(gan, cfg.seed,
+                                                   cfg.num_seeds),
+                 out_shardings=NamedSharding(mesh, P()))()
+
+
+def train(cfg, n_devices=1, steps_per_call=2, gan=None):
+  gan = gan or gan_lib.build(cfg)
+  mesh = mesh_of(n_devices)
+  with jax.set_mesh(mesh):
+    st = init(gan, mesh)
+    st, metrics = steps.make_train_step(gan, mesh, steps_per_call)(st, None)
+  return jax.device_get(st), jax.device_get(metrics)
+
+
+# ------------------------------------------------------------------ packing
+
+
+def test_pack_joins_consecutive_vectors():
+  gan = gan_lib.build(tiny_config(pack=3, batch_size=12))
+  x = np.arange(12 * 2, dtype=np.float32).reshape(12, 2)
+  packed = np.asarray(gan.pack(jnp.asarray(x)))
+  assert packed.shape == (4, 6)
+  for i in range(4):
+    np.testing.assert_array_equal(packed[i], x[3 * i:3 * i + 3].reshape(-1))
+
+
+def test_pack_stacks_image_channels():
+  gan = gan_lib.build(tiny_config(pack=2, batch_size=4))
+  x = np.random.default_rng(0).normal(size=(4, 5, 5, 3)).astype(np.float32)
+  packed = np.asarray(gan.pack(jnp.asarray(x)))
+  assert packed.shape == (2, 5, 5, 6)
+  for i in range(2):
+    for j in range(2):
+      np.testing.assert_array_equal(packed[i, ..., 3 * j:3 * j + 3],
+                                    x[2 * i + j])
+
+
+@pytest.mark.parametrize("m", [1, 2, 4])
+def test_toy_discriminator_sees_packed_input(m):
+  gan = gan_lib.build(tiny_config(pack=m, batch_size=8 * m))
+  st = jax.eval_shape(lambda: state_lib.create(gan, 0))
+  first = st.d_params["Maxout_0"]["Dense_0"]["kernel"]
+  assert first.shape[0] == 2 * m  # (b, 2) -> (b / m, 2m)
+  logits, _ = jax.eval_shape(
+      lambda p, s: gan.discriminate(p, s, jnp.zeros((8 * m, 2)), None,
+                                    train=True), st.d_params, st.d_state)
+  assert logits.shape == (8,)
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "resnet"])
+def test_conv_discriminator_sees_stacked_channels(arch):
+  cfg = tiny_config(pack=3, batch_size=6, discriminator=arch, generator=arch,
+                    z_dim=8, g_channels=4, d_channels=4, image_size=0)
+  dataset = types.SimpleNamespace(shape=(16, 16, 1), num_classes=0,
+                                  kind="image")
+  gan = gan_lib.build(cfg, dataset=dataset)
+  st = jax.eval_shape(lambda: state_lib.create(gan, 0))
+  in_channels = {leaf.shape[-2] for path, leaf in
+                 jax.tree_util.tree_leaves_with_path(st.d_params)
+                 if leaf.ndim == 4}
+  assert 3 in in_channels  # the first convolution reads 3 x 1 channels
+  logits, _ = jax.eval_shape(
+      lambda p, s: gan.discriminate(p, s, jnp.zeros((6, 16, 16, 1)), None,
+                                    train=True), st.d_params, st.d_state)
+  assert logits.shape == (2,)
+
+
+class _NeverPacks(gan_lib.GAN):
+  """The same GAN with packing removed from the code path."""
+
+  def pack(self, x):
+    return x
+
+
+def test_pack_1_is_no_packing_bitwise():
+  cfg = tiny_config(pack=1)
+  gan = gan_lib.build(cfg)
+  plain = _NeverPacks(**{f: getattr(gan, f) for f in
+                         gan.__dataclass_fields__})
+  a, _ = train(cfg, gan=gan)
+  b, _ = train(cfg, gan=plain)
+  assert_trees_equal(a, b)
+
+
+def test_pack_must_divide_the_batch():
+  from gan_jax import train as train_lib
+  with pytest.raises(UserError, match="multiple of 3"):
+    train_lib.check_config(tiny_config(pack=3, batch_size=16), 1)
+
+
+# ---------------------------------------------------- minibatch features
+
+
+@pytest.mark.parametrize("kind", ["salimans", "stddev"])
+def test_toy_discriminator_minibatch_features_see_diversity(kind):
+  gan = gan_lib.build(tiny_config(minibatch_disc=kind, mbd_kernels=6,
+                                  mbd_kernel_dim=3, mbstd_group_size=4))
+  st = state_lib.create(gan, 0)
+  x0 = jnp.array([[0.3, -0.2]])
+  same = jnp.tile(x0, (8, 1))
+  diverse = jnp.concatenate(
+      [x0, jax.random.normal(jax.random.PRNGKey(1), (7, 2))])
+
+  def logit0(x):
+    return gan.discriminate(st.d_params, st.d_state, x, None,
+                            train=False)[0][0]
+
+  # Sample 0 is the same; only its batch-mates change.
+  assert abs(float(logit0(same)) - float(logit0(diverse))) > 1e-4
+
+
+def test_toy_discriminator_without_minibatch_features_is_per_sample():
+  gan = gan_lib.build(tiny_config())
+  st = state_lib.create(gan, 0)
+  x0 = jnp.array([[0.3, -0.2]])
+  same = jnp.tile(x0, (8, 1))
+  diverse = jnp.concatenate(
+      [x0, jax.random.normal(jax.random.PRNGKey(1), (7, 2))])
+  a = gan.discriminate(st.d_params, st.d_state, same, None, train=False)[0]
+  b = gan.discriminate(st.d_params, st.d_state, diverse, None, train=False)[0]
+  np.testing.assert_allclose(a[0], b[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["salimans", "stddev"])
+def test_minibatch_training_is_finite(kind):
+  _, metrics = train(tiny_config(minibatch_disc=kind, mbd_kernels=4,
+                                 mbd_kernel_dim=3))
+  assert np.all(np.isfinite(metrics["d_loss"]))
+  assert np.all(np.isfinite(metrics["g_loss"]))
+
+
+# --------------------------------------------------------------- unrolling
+
+
+def _g_grad(cfg, loss_name):
+  """G's gradient on the first step's G batch, through ``loss_name``."""
+  gan = gan_lib.build(cfg)
+  mesh = mesh_of(1)
+  with jax.set_mesh(mesh):
+    st = init(gan, mesh)
+
+    def fn(st):
+      inputs = steps.sample_inputs(gan, jax.random.fold_in(st.rng, 0), None)
+      d_keys = jax.random.split(jax.random.fold_in(inputs["key"], 0),
+                                cfg.d_steps)
+      unroll = {"d": inputs["d"], "keys": d_keys, "first": 0}
+      batch = {**inputs["g"], "key": jax.random.fold_in(inputs["key"], 1)}
+      if loss_name == "plain":
+        loss = functools.partial(steps.g_loss_and_state, gan, state=st,
+                                 batch=batch)
+      else:
+        loss = functools.partial(steps.unrolled_g_loss, gan, state=st,
+                                 batch=batch, unroll=unroll)
+
+      def local(st):
+        g = jax.grad(lambda p: loss(p)[0])(steps._varying(st.g_params))
+        return steps._pmean(g)
+      return jax.shard_map(local, mesh=mesh, in_specs=P(), out_specs=P())(st)
+
+    return jax.device_get(jax.jit(fn)(st))
+
+
+def test_unroll_0_gives_the_plain_gradient_bitwise():
+  cfg = tiny_config(unroll_steps=0)
+  assert_trees_equal(_g_grad(cfg, "plain"), _g_grad(cfg, "unrolled"))
+
+
+def test_unrolled_gradient_differs():
+  plain = _g_grad(tiny_config(), "plain")
+  unrolled = _g_grad(tiny_config(unroll_steps=3, d_lr=1e-2), "unrolled")
+  diffs = [np.abs(a - b).max() for a, b in zip(leaves(plain),
+                                               leaves(unrolled))]
+  assert max(diffs) > 1e-6
+  assert all(np.all(np.isfinite(x)) for x in leaves(unrolled))
+
+
+def test_unrolled_updates_with_zero_learning_rate_change_nothing():
+  # D updates of size 0 leave D where it is, so the unrolled gradient is the
+  # plain one (a check that the unrolled D is d_update's, lr included).
+  cfg = tiny_config(unroll_steps=2, d_lr=0.0)
+  for a, b in zip(leaves(_g_grad(cfg, "plain")),
+                  leaves(_g_grad(cfg, "unrolled"))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_unrolled_step_keeps_the_non_unrolled_discriminator():
+  plain, _ = train(tiny_config(d_steps=2), steps_per_call=1)
+  unrolled, m = train(tiny_config(d_steps=2, unroll_steps=3),
+                      steps_per_call=1)
+  assert_trees_equal((plain.d_params, plain.d_state, plain.d_opt_state),
+                     (unrolled.d_params, unrolled.d_state,
+                      unrolled.d_opt_state))
+  assert any(not np.array_equal(a, b) for a, b in
+             zip(leaves(plain.g_params), leaves(unrolled.g_params)))
+  assert np.all(np.isfinite(m["g_loss"]))
+
+
+# ------------------------------------------------------------------ MAD-GAN
+
+
+def test_madgan_labels_each_generator_block_with_its_index():
+  k, n = 4, 12
+  labels = np.asarray(losses.madgan_labels(n, k))
+  np.testing.assert_array_equal(labels, np.repeat(np.arange(k), n // k))
+  loss = losses.LOSSES("madgan", tiny_config(num_generators=k,
+                                             loss="madgan"))
+  rng = np.random.default_rng(0)
+  real = rng.normal(size=(n, k + 1)).astype(np.float32)
+  fake = rng.normal(size=(n, k + 1)).astype(np.float32)
+
+  def ce(logits, y):  # an independent numpy softmax cross-entropy
+    z = logits - logits.max(1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    return -logp[np.arange(len(y)), y].mean()
+
+  d, lr, lf = (float(v) for v in loss.d(jnp.asarray(real),
+                                        jnp.asarray(fake)))
+  np.testing.assert_allclose(lr, ce(real, np.full(n, k)), rtol=1e-5)
+  np.testing.assert_allclose(lf, ce(fake, labels), rtol=1e-5)
+  np.testing.assert_allclose(d, lr + lf, rtol=1e-6)
+  np.testing.assert_allclose(float(loss.g(jnp.asarray(fake))),
+                             ce(fake, np.full(n, k)), rtol=1e-5)
+  # A D that names each block's generator has a small fake loss.
+  right = 20.0 * np.eye(k + 1, dtype=np.float32)[labels]
+  wrong = 20.0 * np.eye(k + 1, dtype=np.float32)[(labels + 1) % k]
+  assert float(loss.d(jnp.asarray(real), jnp.asarray(right))[2]) < 1e-6
+  assert float(loss.d(jnp.asarray(real), jnp.asarray(wrong))[2]) > 10
+
+
+def test_madgan_generate_splits_the_batch_between_generators():
+  cfg = tiny_config(num_generators=2, loss="madgan", batch_size=8)
+  gan = gan_lib.build(cfg)
+  st = state_lib.create(gan, 0)
+  assert jax.tree.leaves(st.g_params)[0].shape[0] == 2
+  z = jax.random.normal(jax.random.PRNGKey(3), (8, 2))
+  x, _ = gan.generate(st.g_params, st.g_state, z, None, train=False)
+  for i in range(2):
+    p_i = jax.tree.map(lambda a, i=i: a[i], st.g_params)
+    s_i = jax.tree.map(lambda a, i=i: a[i], st.g_state)
+    x_i, _ = gan._generate_one(p_i, s_i, z[4 * i:4 * i + 4], None,
+                               train=False)
+    np.testing.assert_allclose(x[4 * i:4 * i + 4], x_i, rtol=1e-6)
+  # Odd sample counts (evaluation) are padded and trimmed.
+  x5, _ = gan.generate(st.g_params, st.g_state, z[:5], None, train=False)
+  assert x5.shape == (5, 2)
+  logits, _ = gan.discriminate(st.d_params, st.d_state, x, None, train=False)
+  assert logits.shape == (8, 3)
+
+
+def test_madgan_training_is_finite_and_moves_every_generator():
+  cfg = tiny_config(num_generators=2, loss="madgan", batch_size=16)
+  gan = gan_lib.build(cfg)
+  st0 = state_lib.create(gan, 0)
+  st, m = train(cfg, n_devices=2)
+  assert np.all(np.isfinite(m["d_loss"])) and np.all(np.isfinite(m["g_loss"]))
+  for a, b in zip(leaves(st0.g_params), leaves(st.g_params)):
+    assert all(not np.array_equal(a[i], b[i]) for i in range(2))
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(num_generators=2),                          # loss not madgan
+    dict(loss="madgan"),                             # one generator
+    dict(num_generators=2, loss="madgan", pack=2),
+    dict(num_generators=2, loss="madgan", discriminator="dcgan"),
+])
+def test_madgan_bad_flag_combinations(overrides):
+  with pytest.raises(UserError):
+    gan_lib.build(tiny_config(**overrides))
+
+
+# ------------------------------------------------------ vectorized seeds
+
+
+@pytest.mark.parametrize("n_devices", [1, 2])
+def test_replica_i_equals_the_run_with_seed_i(n_devices):
+  cfg = tiny_config(num_seeds=3, seed=5, d_steps=2, minibatch_disc="stddev")
+  many, metrics = train(cfg, n_devices)
+  assert metrics["d_loss"].shape == (2, 3)
+  assert int(many.step[1]) == 2
+  for i in range(3):
+    one, m1 = train(cfg.replace(num_seeds=1, seed=5 + i), n_devices)
+    rep = state_lib.replica(many, i)
+    for a, b in zip(leaves(one), leaves(rep), strict=True):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m1["g_loss"], metrics["g_loss"][:, i],
+                               rtol=1e-5)
+
+
+def test_replica_states_checkpoint_and_restore(tmp_path):
+  cfg = tiny_config(num_seeds=2)
+  st, _ = train(cfg, steps_per_call=1)
+  ckpts = ckpt_lib.Checkpoints(str(tmp_path / "ck"), save_every=1,
+                               async_save=False)
+  ckpts.save(1, st, cfg.to_dict(), force=True)
+  back, _, step = ckpts.restore(ckpt_lib.abstract(st))
+  ckpts.close()
+  assert step == 1
+  assert_trees_equal(st, back)
+
+
+def test_num_seeds_cli_writes_per_replica_metrics_and_plots(tmp_path):
+  workdir = str(tmp_path / "run")
+  result = run_module(
+      "gan_jax.main", "--dataset=ring", "--g_hidden=16", "--d_hidden=8",
+      "--g_layers=2", "--d_layers=2", "--maxout_pieces=2", "--batch_size=16",
+      "--num_steps=4", "--log_every=4", "--steps_per_loop=2",
+      "--checkpoint_every=0", "--eval_samples=200", "--noprogress",
+      "--num_seeds=2", "--seed=3", f"--workdir={workdir}")
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    record = json.loads(f.readlines()[-1])
+  for key in ("modes", "modes/seed_3", "modes/seed_4", "g_loss/seed_4"):
+    assert key in record
+  assert record["modes"] == pytest.approx(
+      (record["modes/seed_3"] + record["modes/seed_4"]) / 2)
+  for tag in ("seed_3", "seed_4"):
+    assert os.listdir(os.path.join(workdir, "samples", tag))

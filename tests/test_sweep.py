@@ -1,0 +1,193 @@
+"""gan_jax.sweep: spec parsing, running, skipping, resuming, aggregation."""
+
+import csv
+import json
+import math
+import os
+import time
+
+import numpy as np
+import pytest
+
+from helpers import assert_one_line_error, run_module
+
+TINY_SET = ["num_steps=4", "log_every=2", "steps_per_loop=2",
+            "checkpoint_every=2", "g_hidden=16", "g_layers=2", "d_hidden=8",
+            "d_layers=2", "maxout_pieces=2", "batch_size=16",
+            "eval_samples=200", "g_batchnorm=false"]
+
+
+def _env(tmp_path):
+  # One cache for every run of the module: runs that differ only in --seed
+  # (and the eager ops of all of them) compile once.
+  return {"JAX_COMPILATION_CACHE_DIR": str(tmp_path.parent / "jax_cache"),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+          "JAX_PLATFORMS": "cpu"}
+
+
+def _flagfile(path, sweep_dir, *lines):
+  text = ["# A 2x2 learning-rate grid, 2 seeds, tiny nets (test).",
+          "--sweep_base=experiments/quickstart.flags",
+          f"--sweep_dir={sweep_dir}", "--sweep_workers=2",
+          "--sweep_metric=d_loss"]
+  text += [f"--sweep_set={s}" for s in TINY_SET] + list(lines)
+  path.write_text("\n".join(text) + "\n")
+  return f"--flagfile={path}"
+
+
+GRID = ["--sweep_grid=g_lr:1e-4,1e-3", "--sweep_grid=d_lr:1e-4,1e-3",
+        "--sweep_seeds=0,1"]
+
+
+def test_sweep_runs_aggregates_skips_and_resumes(tmp_path):
+  sweep_dir = tmp_path / "sweep"
+  flagfile = _flagfile(tmp_path / "lr.flags", sweep_dir, *GRID)
+
+  # Print-only: one command per run, nothing run.
+  r = run_module("gan_jax.sweep", flagfile, "--sweep_print_only")
+  assert r.returncode == 0, r.stderr[-2000:]
+  commands = r.stdout.strip().splitlines()
+  assert len(commands) == 8
+  assert all(c.startswith("python -m gan_jax.main --flagfile=experiments/"
+                          "quickstart.flags") for c in commands)
+  assert any("--g_lr=1e-3" in c and "--d_lr=1e-4" in c and "--seed=1" in c
+             and "g_lr=1e-3,d_lr=1e-4,seed=1" in c for c in commands)
+  assert not sweep_dir.exists()
+
+  r = run_module("gan_jax.sweep", flagfile, env=_env(tmp_path))
+  assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+  runs = sorted(p.name for p in sweep_dir.iterdir()
+                if not p.name.startswith(".") and p.is_dir())
+  assert len(runs) == 8 and "g_lr=1e-4,d_lr=1e-3,seed=0" in runs
+
+  with open(sweep_dir / "results.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 8
+  assert all(row["status"] == "finished" and row["step"] == "4"
+             for row in rows)
+  assert {"g_lr", "d_lr", "seed", "reverse_kl", "modes", "d_loss"} <= set(
+      rows[0])
+  # The table: 4 groups of 2 seeds, mean ± s.e. computed independently.
+  md = (sweep_dir / "results.md").read_text()
+  table = [l for l in md.splitlines() if l.startswith("| 1e-")]
+  assert len(table) == 4
+  group = [float(row["d_loss"]) for row in rows
+           if row["g_lr"] == "1e-3" and row["d_lr"] == "1e-4"]
+  mean = np.mean(group)
+  se = np.std(group, ddof=1) / math.sqrt(2)
+  line = next(l for l in table if l.startswith("| 1e-3 | 1e-4 | 2/2 |"))
+  cell = line.split("|")[4].strip()  # d_loss is the first metric
+  if se > 0:
+    assert cell == f"{mean:.4g} ± {se:.2g}", (cell, group)
+  else:
+    assert cell.startswith(f"{mean:.4g}"), (cell, group)
+  assert (sweep_dir / "d_loss_vs_g_lr.png").stat().st_size > 1000
+
+  # Rerun: everything is finished, nothing is launched.
+  logs = {n: os.path.getmtime(sweep_dir / n / "train.log") for n in runs}
+  t0 = time.time()
+  r = run_module("gan_jax.sweep", flagfile, env=_env(tmp_path))
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "8 of 8 runs already finished" in r.stdout
+  assert time.time() - t0 < 30
+  assert logs == {n: os.path.getmtime(sweep_dir / n / "train.log")
+                  for n in runs}
+
+  # An interrupted run (killed after its step-2 checkpoint) resumes.
+  victim = sweep_dir / "g_lr=1e-3,d_lr=1e-3,seed=1"
+  before = json.loads((victim / "metrics.jsonl").read_text().splitlines()[-1])
+  _rewind(victim, to_step=2)
+  r = run_module("gan_jax.sweep", flagfile, env=_env(tmp_path))
+  assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+  assert "7 of 8 runs already finished" in r.stdout
+  assert "g_lr=1e-3,d_lr=1e-3,seed=1: finished" in r.stdout
+  assert "resumed from step 2" in (victim / "train.log").read_text()
+  after = json.loads((victim / "metrics.jsonl").read_text().splitlines()[-1])
+  assert after["step"] == 4
+  np.testing.assert_allclose(after["d_loss"], before["d_loss"], rtol=1e-5)
+  others = [n for n in runs if n != victim.name]
+  assert all(logs[n] == os.path.getmtime(sweep_dir / n / "train.log")
+             for n in others)
+
+
+def _rewind(workdir, to_step):
+  """Makes ``workdir`` look like a run killed just after ``to_step``."""
+  import shutil
+  ckpt = workdir / "checkpoints"
+  for d in ckpt.iterdir():
+    if d.name.isdigit() and int(d.name) > to_step:
+      shutil.rmtree(d)
+  lines = (workdir / "metrics.jsonl").read_text().splitlines()
+  kept = [l for l in lines if json.loads(l)["step"] <= to_step]
+  (workdir / "metrics.jsonl").write_text("\n".join(kept) + "\n")
+
+
+def test_failed_run_is_reported_and_others_finish(tmp_path):
+  sweep_dir = tmp_path / "sweep"
+  flagfile = _flagfile(tmp_path / "loss.flags", sweep_dir,
+                       "--sweep_grid=loss:nope,ns", "--sweep_seeds=0")
+  r = run_module("gan_jax.sweep", flagfile, env=_env(tmp_path))
+  assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+  line = assert_one_line_error(r)
+  assert "1 of 2 runs failed" in line and "nope" in line
+  with open(sweep_dir / "results.csv") as f:
+    status = {row["loss"]: row["status"] for row in csv.DictReader(f)}
+  assert status["ns"] == "finished"
+  assert status["nope"].startswith("failed: error: unknown loss 'nope'")
+  assert "loss=nope,seed=0" in (sweep_dir / "results.md").read_text()
+
+
+@pytest.mark.parametrize("axis, expected", [
+    ("--sweep_grid=g_lrr:1e-4,1e-3", "--g_lrr"),
+    ("--sweep_random=nope:uniform:0:1", "--nope"),
+    ("--sweep_grid=g_lr:fast", "--g_lr=fast"),
+    ("--sweep_set=workdir=/tmp/x", "--workdir"),
+])
+def test_bad_axis_fails_before_anything_runs(tmp_path, axis, expected):
+  sweep_dir = tmp_path / "sweep"
+  r = run_module("gan_jax.sweep", "--sweep_base=experiments/quickstart.flags",
+                 f"--sweep_dir={sweep_dir}", axis, "--sweep_seeds=0,1")
+  line = assert_one_line_error(r)
+  assert expected in line, line
+  assert not sweep_dir.exists()
+
+
+def test_vectorized_seeds_launch_one_run(tmp_path):
+  r = run_module("gan_jax.sweep", "--sweep_base=experiments/quickstart.flags",
+                 f"--sweep_dir={tmp_path}", "--sweep_seeds=0-9",
+                 "--sweep_vectorize_seeds", "--sweep_print_only")
+  assert r.returncode == 0, r.stderr
+  commands = r.stdout.strip().splitlines()
+  assert len(commands) == 1
+  assert "--seed=0 --num_seeds=10" in commands[0]
+  assert f"--workdir={tmp_path}/seed=0-9" in commands[0]
+
+
+# ----------------------------------------------------------- in-process units
+def test_spec_parsing():
+  from gan_jax import sweep
+  assert sweep.parse_seeds(["0", "3-5"]) == ["0", "3", "4", "5"]
+  assert sweep.parse_grid("g_lr:1e-4, 1e-3") == ("g_lr", ["1e-4", "1e-3"])
+  names, a = sweep.parse_random(["d_lr:loguniform:1e-5:1e-3",
+                                 "pack:int:1:4"], 5, seed=3)
+  _, b = sweep.parse_random(["d_lr:loguniform:1e-5:1e-3",
+                             "pack:int:1:4"], 5, seed=3)
+  assert names == ["d_lr", "pack"] and a == b and len(a) == 5
+  assert all(1e-5 <= float(lr) <= 1e-3 and 1 <= int(p) <= 4 for lr, p in a)
+  assert sweep.run_name([("dataset", "a/b c"), ("seed", "1")]) == (
+      "dataset=a_b_c,seed=1")
+  assert len(sweep.run_name([("x" * 300, "1")])) <= 120
+  mean, se = sweep.mean_se([1.0, 2.0, 3.0])
+  assert mean == 2.0 and se == pytest.approx(1.0 / math.sqrt(3))
+
+
+def test_vectorized_run_records_split_per_seed(tmp_path):
+  from gan_jax import sweep
+  run = sweep.Run(name="seed=3-4", settings=(("seed", "3-4"),),
+                  workdir=str(tmp_path), args=(), num_steps=4, seeds=(3, 4))
+  (tmp_path / "metrics.jsonl").write_text(json.dumps(
+      {"step": 4, "modes": 5.5, "modes/seed_3": 5.0, "modes/seed_4": 6.0})
+      + "\n")
+  rows = sweep.run_records(run)
+  assert [(s["seed"], m["modes"], m["step"]) for s, m in rows] == [
+      ("3", 5.0, 4), ("4", 6.0, 4)]
