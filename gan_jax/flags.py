@@ -162,9 +162,9 @@ enum("nan_policy", "stop", ["stop", "warn"], "When a training metric is "
 integer("debug_nan_at_step", -1, "Testing: make D's loss NaN in training "
         "step N (inside the compiled step); -1 = off.", safe=True)
 integer("debug_signal_at_step", -1, "Testing: the process sends itself "
-        "--debug_signal after step N (TERM/INT right after the update, KILL "
-        "after that step's logging and checkpoint save started); -1 = off.",
-        safe=True)
+        "--debug_signal after step N (TERM/INT right after the update; KILL "
+        "after that step's logging, with earlier checkpoints committed and "
+        "the step's own save, if any, in flight); -1 = off.", safe=True)
 enum("debug_signal", "KILL", ["KILL", "TERM", "INT"], "Testing: the signal "
      "of --debug_signal_at_step.", safe=True)
 

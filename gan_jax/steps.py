@@ -84,16 +84,24 @@ def d_update(gan, state: TrainState, batch: Batch, update_index,
   every = cfg.penalty_every
   apply_penalty = (update_index % every) == 0
 
+  # BatchNorm in D: real and fake go in separate calls too, as in the DCGAN
+  # reference code. On a mixed batch D normalizes with statistics G's update
+  # never sees (G's D call gets a fake-only batch), and G then trains
+  # against a different function than the one D fit: D wins at once while
+  # g_loss reports G fooling it.
+  together = cfg.minibatch_disc == "none" and "batch_stats" not in state.d_state
+
   def loss_fn(d_params):
-    if cfg.minibatch_disc == "none":
+    if together:
       x = jnp.concatenate([real, fake])
       y = None if y_real is None else jnp.concatenate([y_real, y_fake])
       logits, d_state = gan.discriminate(d_params, state.d_state, x, y,
                                          train=True, rng=_device_key(k_d))
     else:
-      # Minibatch features compare samples within the batch D sees: real and
-      # fake go in separate calls, or each batch would mix both (as in
-      # Salimans et al.'s code, where D sees real and fake batches apart).
+      # Minibatch features (and BatchNorm statistics) are computed over the
+      # batch D sees: real and fake go in separate calls, or each batch would
+      # mix both (as in Salimans et al.'s code, where D sees real and fake
+      # batches apart).
       l_real, d_state = gan.discriminate(d_params, state.d_state, real,
                                          y_real, train=True,
                                          rng=_device_key(k_d))
@@ -282,7 +290,11 @@ def make_train_step(gan, mesh, steps_per_call: int):
 
   ``host_batches`` is None for toy data, else arrays with a leading
   ``steps_per_call`` axis. Metrics come back stacked, one row per step. The
-  state's buffers are donated.
+  state's buffers are donated. With ``--num_seeds`` N > 1 the state (and each
+  step's host batch, after the steps axis) has a leading replica axis and
+  ``jax.vmap`` maps the whole step over it, outside the ``shard_map``: each
+  replica's collectives (``pmean`` over ``data``) stay within the replica.
+  Metrics are then (steps, N).
   """
   def one(st, host):
     return train_step(gan, mesh, st, host)

@@ -429,7 +429,8 @@ def mean_se(values: Sequence[float]) -> Tuple[float, float]:
   x = np.asarray(values, np.float64)
   if x.size < 2:
     return float(x.mean()), float("nan")
-  return float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size))
+  with np.errstate(invalid="ignore"):  # inf (e.g. reverse KL, no mode hit)
+    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size))
 
 
 def _fmt(x: float) -> str:

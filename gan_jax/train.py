@@ -503,6 +503,8 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
                           else "could not save a checkpoint", step)
           break
         if debug_signal and cfg.debug_signal == "KILL":
+          if not save_now:  # earlier saves committed; this step's in flight
+            ckpts.wait()
           os.kill(os.getpid(), signal.SIGKILL)
   finally:
     host_batches.close()

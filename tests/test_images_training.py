@@ -140,7 +140,8 @@ def test_dcgan_mnist_trains_through_the_cli(mnist_data_dir, tmp_path):
 def test_conditional_grid_has_one_row_per_class(mnist_data_dir, tmp_path,
                                                 monkeypatch):
   cfg = parse(monkeypatch, "cdcgan_mnist", *TINY,
-              f"--tfds_data_dir={mnist_data_dir}", "--num_steps=2")
+              f"--tfds_data_dir={mnist_data_dir}", "--num_steps=2",
+              "--num_devices=1")
   scalars = train.train_and_evaluate(cfg, str(tmp_path))
   assert np.isfinite(scalars["d_loss"]) and np.isfinite(scalars["g_loss"])
   tiles = cells(png(tmp_path / "samples" / "step_0000002.png"), 28, 10, 6)
@@ -165,6 +166,30 @@ def test_interpolation_inputs_are_fixed_paths(monkeypatch):
   np.testing.assert_allclose(np.diff(z[:, 0], 2, axis=1), 0, atol=1e-5)
   np.testing.assert_array_equal(np.asarray(y).reshape(3, 10),
                                 np.repeat([[0], [1], [2]], 10, axis=1))
+
+
+def test_host_input_prefetches_the_same_batches_and_resumes(monkeypatch):
+  """Prefetched full chunks and in-place partial ones equal
+  dataset.batches; a resume mid-chunk and a jump restart the iterator."""
+  import threading
+  import tiny_image_data
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  cfg = flags_lib.defaults(dataset="tiny_digits", batch_size=8, d_steps=2,
+                           steps_per_loop=3)
+  ds = tiny_image_data.make(cfg)
+  mesh = jax.make_mesh((2,), ("data",), devices=jax.devices()[:2])
+  host = train.HostInput([ds], cfg, NamedSharding(mesh, P(None, None,
+                                                           "data")))
+  calls = [(1, 2), (3, 3), (6, 3), (9, 3), (12, 1), (20, 3), (23, 3)]
+  with host:
+    for first, n in calls:
+      got = jax.device_get(host(first, n))
+      want = ds.batches(first, n, 2, 8)
+      for k in ("image", "label"):
+        np.testing.assert_array_equal(got[k], want[k], err_msg=str(first))
+    assert any(t.name == "gan_jax-prefetch" for t in threading.enumerate())
+  assert host._iters is None  # pylint: disable=protected-access
+  assert train.HostInput([], cfg, None)(0, 3) is None
 
 
 def test_missing_mnist_files_end_in_one_line(tmp_path):

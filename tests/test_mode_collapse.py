@@ -177,8 +177,7 @@ def _g_grad(cfg, loss_name):
   with jax.set_mesh(mesh):
     st = init(gan, mesh)
 
-    def fn(st):
-      inputs = steps.sample_inputs(gan, jax.random.fold_in(st.rng, 0), None)
+    def local(st, inputs):
       d_keys = jax.random.split(jax.random.fold_in(inputs["key"], 0),
                                 cfg.d_steps)
       unroll = {"d": inputs["d"], "keys": d_keys, "first": 0}
@@ -189,11 +188,13 @@ def _g_grad(cfg, loss_name):
       else:
         loss = functools.partial(steps.unrolled_g_loss, gan, state=st,
                                  batch=batch, unroll=unroll)
+      g = jax.grad(lambda p: loss(p)[0])(steps._varying(st.g_params))
+      return steps._pmean(g)
 
-      def local(st):
-        g = jax.grad(lambda p: loss(p)[0])(steps._varying(st.g_params))
-        return steps._pmean(g)
-      return jax.shard_map(local, mesh=mesh, in_specs=P(), out_specs=P())(st)
+    def fn(st):
+      inputs = steps.sample_inputs(gan, jax.random.fold_in(st.rng, 0), None)
+      return jax.shard_map(local, mesh=mesh, in_specs=(P(), P()),
+                           out_specs=P())(st, inputs)
 
     return jax.device_get(jax.jit(fn)(st))
 

@@ -53,7 +53,7 @@ def test_gp_norm_is_per_example_not_over_the_batch():
 def test_gp_interpolates_are_drawn_per_example_from_their_keys():
   # D(x) = sum(x^2)/2 with real = 1 and fake = 0: x_hat_i = eps_i 1, so
   # ||grad D(x_hat_i)|| = eps_i sqrt(d).
-  d, n = 4, 64
+  d, n = 4, 16
   real, fake = np.ones((n, d), np.float32), np.zeros((n, d), np.float32)
   f = lambda x: 0.5 * jnp.sum(x ** 2, axis=1)
   k = keys(n)
@@ -61,12 +61,13 @@ def test_gp_interpolates_are_drawn_per_example_from_their_keys():
   # Reassemble eps from the per-example keys alone: example i uses key i.
   eps = np.array([float(jax.random.uniform(k[i], ())) for i in range(n)])
   assert eps.std() > 0.1 and eps.min() >= 0 and eps.max() <= 1
+  assert len(set(eps.tolist())) == n
   want = LAM * np.mean((eps * np.sqrt(d) - 1.0) ** 2)
   np.testing.assert_allclose(got, want, rtol=1e-5)
   # The first half of the batch does not depend on the second half's keys.
-  half = penalty("gp")(f, real[:32], fake[:32], k[:32])
+  half = penalty("gp")(f, real[:8], fake[:8], k[:8])
   np.testing.assert_allclose(
-      half, LAM * np.mean((eps[:32] * np.sqrt(d) - 1.0) ** 2), rtol=1e-5)
+      half, LAM * np.mean((eps[:8] * np.sqrt(d) - 1.0) ** 2), rtol=1e-5)
 
 
 def test_per_example_norm_groups_packed_samples():
@@ -109,36 +110,44 @@ def _r1_at_initial_state(run):
   return 0.5 * run.cfg.r1_gamma * np.mean(np.sum(g ** 2, axis=1))
 
 
-def test_r1_in_the_train_step_is_lazy_every_n_updates_scaled_by_n():
+@pytest.fixture(name="lazy_runs", scope="module")
+def fixture_lazy_runs():
+  """6 steps of a WGAN-GP + R1 critic with --penalty_every=3 on 1 and 2
+  devices, and the R1 of step 0 computed independently."""
+  cfg = toy_config(loss="wgan", penalties=["gp", "r1"], gp_weight=10.0,
+                   r1_gamma=2.0, penalty_every=3)
+  one = Runner(cfg, 1)
+  r1 = _r1_at_initial_state(one)
+  return one.steps(6), Runner(cfg, 2).steps(6), r1
+
+
+def test_r1_in_the_train_step_is_lazy_every_n_updates_scaled_by_n(lazy_runs):
   # The step's R1 on its real batch equals an independent per-example
   # computation; with --penalty_every=3 it is applied at D updates 0, 3, ...
   # (d_steps 1: one per step) multiplied by 3, and is 0 in between.
-  run = Runner(toy_config(penalties=["r1"], r1_gamma=2.0, penalty_every=3))
-  want = _r1_at_initial_state(run)
-  m = run.steps(6)["penalty/r1"]
-  np.testing.assert_allclose(m[0], 3 * want, rtol=1e-4)
-  assert m[3] > 0
-  np.testing.assert_array_equal(m[[1, 2, 4, 5]], 0.0)
+  m, _, want = lazy_runs
+  for name in ("penalty/r1", "penalty/gp"):
+    assert np.all(m[name][[0, 3]] > 0)
+    np.testing.assert_array_equal(m[name][[1, 2, 4, 5]], 0.0)
+  np.testing.assert_allclose(m["penalty/r1"][0], 3 * want, rtol=1e-4)
 
 
-def test_step_metrics_and_gp_do_not_depend_on_the_device_count():
+def test_step_metrics_and_gp_do_not_depend_on_the_device_count(lazy_runs):
   # Every update reports the loss, its parts, each penalty and both
   # gradient norms; WGAN-GP's per-example draws come from per-example keys,
   # so 1 and 2 devices agree.
-  cfg = toy_config(loss="wgan", penalties=["gp", "r1"], gp_weight=10.0,
-                   d_steps=2)
-  one = Runner(cfg, 1).steps(2)
-  two = Runner(cfg, 2).steps(2)
+  one, two, _ = lazy_runs
   for name in ("d_loss", "d_loss_real", "d_loss_fake", "g_loss",
                "penalty/gp", "penalty/r1", "d_grad_norm", "g_grad_norm"):
-    assert one[name].shape == (2,), name
+    assert one[name].shape == (6,), name
     assert np.all(np.isfinite(one[name])), name
-    np.testing.assert_allclose(one[name], two[name], rtol=1e-4, atol=1e-6,
+    np.testing.assert_allclose(one[name][0], two[name][0], rtol=1e-4,
                                err_msg=name)
+    np.testing.assert_allclose(one[name], two[name], rtol=2e-3, atol=1e-5,
+                               err_msg=name)  # float sums in other orders
   np.testing.assert_allclose(one["d_loss"],
                              one["d_loss_real"] + one["d_loss_fake"],
                              rtol=1e-5, atol=1e-6)
-  assert np.all(one["penalty/gp"] > 0)
   assert np.all(one["d_grad_norm"] > 0) and np.all(one["g_grad_norm"] > 0)
 
 

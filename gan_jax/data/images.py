@@ -151,7 +151,10 @@ def _load_stock(name, split, data_dir, manual_dir, image_size):
     source = builder.as_data_source(split=split)
   except (NotImplementedError, AssertionError, FileNotFoundError, KeyError,
           ValueError) as e:
-    if builder.is_prepared():
+    # is_prepared() logs a warning for a folder without dataset_info.json,
+    # which would be a second stderr line before the one-line error.
+    info = os.path.join(os.fspath(builder.data_dir), "dataset_info.json")
+    if os.path.isfile(info) and builder.is_prepared():
       raise UserError(
           f"{name} in {builder.data_dir} can't be read without TensorFlow "
           f"({_first_line(e)}); prepare it with file_format=array_record"

@@ -20,6 +20,8 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from gan_jax.errors import UserError
+
 CLASSIFIER_DATASETS = ("mnist", "fashion_mnist")
 
 
@@ -46,16 +48,15 @@ def extractor(name: str, inception_weights: Optional[str] = None
 
   Raises ``UserError`` (one line) when weights are missing.
   """
+  # pylint: disable=g-import-not-at-top
   if name in ("mnist", "mnist_channels", "fashion_mnist"):
-    from gan_jax.features import classifier  # pylint: disable=g-import-not-at-top
+    from gan_jax.features import classifier
     return classifier.cached("mnist" if name == "mnist_channels" else name)
   if name == "inception":
-    from gan_jax.features import inception  # pylint: disable=g-import-not-at-top
+    from gan_jax.features import inception
     if not inception_weights:
-      from gan_jax.errors import UserError  # pylint: disable=g-import-not-at-top
       raise UserError(inception.missing_weights_message(inception_weights))
     return inception.cached(inception_weights)
-  from gan_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   raise UserError(f"unknown feature extractor {name!r}")
 
 
@@ -66,9 +67,10 @@ def compute(name: str, images, inception_weights: Optional[str] = None,
   ``{"features", "logits"}`` for a feature network, ``{"digits"}`` (N, 3)
   for ``mnist_channels`` (Stacked MNIST).
   """
-  from gan_jax.features import classifier  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from gan_jax.features import classifier
   if name == "mnist_channels":
-    from gan_jax.metrics import stacked_mnist  # pylint: disable=g-import-not-at-top
+    from gan_jax.metrics import stacked_mnist
     return {"digits": stacked_mnist.classify_channels(
         images, extractor(name), batch_size)}
   feats, logits = classifier.batched(extractor(name, inception_weights),

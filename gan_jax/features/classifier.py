@@ -127,11 +127,11 @@ def batched(apply_fn, x, batch_size: int = 1000):
   outs = []
   for start in range(0, n, batch_size):
     chunk = x[start:start + batch_size]
-    pad = batch_size - chunk.shape[0]
-    if pad and n > batch_size:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)], 0)
+    m = chunk.shape[0]
+    if m < batch_size and n > batch_size:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - m, 0)])
     res = jax.device_get(apply_fn(chunk))
-    outs.append(jax.tree.map(lambda a, m=chunk.shape[0] - pad: a[:m], res))
+    outs.append(jax.tree.map(lambda a, m=m: np.asarray(a)[:m], res))
   return jax.tree.map(lambda *a: np.concatenate(a, 0), *outs)
 
 

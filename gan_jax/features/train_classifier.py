@@ -73,10 +73,14 @@ def make_step(model, tx, shift: bool, flip: bool):
   return step
 
 
+@jax.jit
+def _logits(variables, x):
+  return classifier.Classifier().apply(variables, x, train=False)[1]
+
+
 def accuracy(variables, x, y, batch_size: int = 1000) -> float:
-  model = classifier.Classifier()
-  apply = jax.jit(lambda v, b: model.apply(v, b, train=False)[1])
-  preds = classifier.batched(lambda b: apply(variables, b),
+  """Top-1 accuracy on uint8 images ``x`` with labels ``y``."""
+  preds = classifier.batched(lambda b: _logits(variables, b),
                              classifier.to_model_input(x), batch_size)
   return float(np.mean(np.argmax(preds, -1) == y))
 
@@ -112,9 +116,10 @@ def train(name: str, epochs: int, batch_size: int, lr: float, seed: int = 0,
       accs.append(acc)
     variables = {"params": params, "batch_stats": batch_stats}
     test_acc = accuracy(variables, x_test, y_test)
-    log(f"epoch {epoch + 1}/{epochs}: loss {np.mean(jax.device_get(losses)):.4f}"
-        f" train acc {np.mean(jax.device_get(accs)):.4f} test acc "
-        f"{test_acc:.4f} ({time.time() - start:.0f} s)")
+    loss = np.mean(jax.device_get(losses))
+    log(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f} train acc "
+        f"{np.mean(jax.device_get(accs)):.4f} test acc {test_acc:.4f} "
+        f"({time.time() - start:.0f} s)")
   return variables, test_acc
 
 

@@ -6,14 +6,14 @@ the fraction of fake samples inside the real manifold, recall the fraction of
 real samples inside the fake manifold.
 
 Pairwise distances are computed blockwise with jit (memory O(block^2)), the
-row blocks spread round-robin over the local devices, so tens of thousands of
-samples per set work.
+row blocks spread round-robin over the local accelerators, so tens of
+thousands of samples per set work.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -58,17 +58,21 @@ def _blocks(x: np.ndarray, block: int):
 
 
 def _devices() -> Sequence[jax.Device]:
-  return jax.local_devices()
+  """Accelerators to spread row blocks over. Host "devices" share the same
+  cores and memory, so on CPU one device does the work (no copies)."""
+  devs = jax.local_devices()
+  return devs[:1] if devs[0].platform == "cpu" else devs
 
 
-def knn_radii2(x: np.ndarray, k: int, block: int = BLOCK) -> np.ndarray:
+def knn_radii2(x: np.ndarray, k: int, block: int = BLOCK,
+               devices: Optional[Sequence[jax.Device]] = None) -> np.ndarray:
   """Squared distance of each row of ``x`` to its k-th nearest other row."""
   x = np.asarray(x, np.float32)
   n = x.shape[0]
   if n <= k:
     raise ValueError(f"need more than k={k} samples, got {n}")
   block = min(block, n)
-  devs = _devices()
+  devs = list(devices or _devices())
   col_blocks = list(_blocks(x, block))
   cols_on = [[(jax.device_put(c, d), jax.device_put(v, d))
               for _, c, v in col_blocks] for d in devs]
@@ -87,12 +91,13 @@ def knn_radii2(x: np.ndarray, k: int, block: int = BLOCK) -> np.ndarray:
 
 
 def coverage(queries: np.ndarray, refs: np.ndarray, ref_radii2: np.ndarray,
-             block: int = BLOCK) -> np.ndarray:
+             block: int = BLOCK,
+             devices: Optional[Sequence[jax.Device]] = None) -> np.ndarray:
   """Whether each query lies within ``sqrt(ref_radii2)`` of some ref."""
   q = np.asarray(queries, np.float32)
   r = np.asarray(refs, np.float32)
   block = min(block, max(q.shape[0], r.shape[0]))
-  devs = _devices()
+  devs = list(devices or _devices())
   # Padded refs get radius -1 so nothing falls into their balls.
   radii = np.full(-(-r.shape[0] // block) * block, -1.0, np.float32)
   radii[:r.shape[0]] = ref_radii2
@@ -111,15 +116,21 @@ def coverage(queries: np.ndarray, refs: np.ndarray, ref_radii2: np.ndarray,
 
 
 def precision_recall(real_features, fake_features, k: int = 3,
-                     block: int = BLOCK) -> Tuple[float, float]:
-  """(precision, recall) of fake features against real ones."""
+                     block: int = BLOCK,
+                     devices: Optional[Sequence[jax.Device]] = None
+                     ) -> Tuple[float, float]:
+  """(precision, recall) of fake features against real ones.
+
+  ``devices``: where to spread the row blocks (default: the local
+  accelerators, or one CPU device).
+  """
   real = np.asarray(real_features, np.float32)
   fake = np.asarray(fake_features, np.float32)
   if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
     raise ValueError(f"features must be (N, D) with equal D: {real.shape}, "
                      f"{fake.shape}")
-  real_r2 = knn_radii2(real, k, block)
-  fake_r2 = knn_radii2(fake, k, block)
-  precision = coverage(fake, real, real_r2, block).mean()
-  recall = coverage(real, fake, fake_r2, block).mean()
+  real_r2 = knn_radii2(real, k, block, devices)
+  fake_r2 = knn_radii2(fake, k, block, devices)
+  precision = coverage(fake, real, real_r2, block, devices).mean()
+  recall = coverage(real, fake, fake_r2, block, devices).mean()
   return float(precision), float(recall)

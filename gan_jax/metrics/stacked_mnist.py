@@ -26,7 +26,10 @@ def modes_of(digit_predictions) -> np.ndarray:
 
 def mode_stats(digit_predictions) -> Dict[str, float]:
   """dict(modes=covered modes, kl=KL(generated histogram || uniform))."""
-  counts = np.bincount(modes_of(digit_predictions), minlength=NUM_MODES)
+  modes = modes_of(digit_predictions)
+  if modes.size == 0:
+    raise ValueError("no samples to count modes of")
+  counts = np.bincount(modes, minlength=NUM_MODES)
   p = counts / counts.sum()
   nz = p > 0
   # KL(p || u) = sum p log(p / (1/1000)); empty modes contribute 0.

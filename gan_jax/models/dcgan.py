@@ -77,6 +77,7 @@ class DCGANDiscriminator(nn.Module):
   mbd_kernel_dim: int = 5
   mbstd_group_size: int = 4
   bn_axis_name: Optional[str] = None
+  conv: str = "patches"  # layers.DownConv mode: patches (fast on CPU), conv
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -89,9 +90,10 @@ class DCGANDiscriminator(nn.Module):
     for i in range(downs):
       norm = "none" if i == 0 else self.norm  # no normalization on the input
       h = layers.spectral_norm(
-          nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME",
-                  use_bias=norm in ("none", "spectral"), dtype=self.dtype,
-                  kernel_init=layers.dcgan_init), sn, train)(h)
+          layers.DownConv(width, use_bias=norm in ("none", "spectral"),
+                          mode=self.conv, dtype=self.dtype,
+                          kernel_init=layers.dcgan_init, name=f"Conv_{i}"),
+          sn, train)(h)
       h = layers.normalize(h, norm, train, axis_name=self.bn_axis_name,
                            dtype=self.dtype)
       h = nn.leaky_relu(h, 0.2)

@@ -1,7 +1,6 @@
 """FID Inception-v3: shapes with random weights, .pth loading without torch."""
 
 import collections
-import os
 import pickle
 import struct
 import zipfile
@@ -212,7 +211,8 @@ def test_conv_layout_matches_numpy():
 def test_avg_pool_excludes_padding():
   x = jnp.ones((1, 4, 4, 1))
   # With padding excluded every window of ones averages to exactly 1.
-  np.testing.assert_allclose(inception._avg_pool_same(x), 1.0)  # pylint: disable=protected-access
+  pooled = inception._avg_pool_same(x)  # pylint: disable=protected-access
+  np.testing.assert_allclose(pooled, 1.0)
 
 
 MALICIOUS = b"\x80\x02cos\nsystem\nX\x06\x00\x00\x00exit 7\x85R."

@@ -44,6 +44,17 @@ def test_matches_brute_force_with_padded_blocks():
   assert got == pytest.approx(want, abs=1e-12)
 
 
+def test_explicit_devices_round_robin():
+  """Row blocks spread over all local devices give the same answer (run
+  with XLA_FLAGS=--xla_force_host_platform_device_count=N for N > 1)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  real, fake = rng.normal(size=(70, 3)), rng.normal(0.2, 1, size=(50, 3))
+  got = pr_lib.precision_recall(real, fake, block=16,
+                                devices=jax.local_devices())
+  assert got == pytest.approx(brute_force(real, fake, 3), abs=1e-12)
+
+
 def test_knn_radii():
   x = np.arange(10, dtype=np.float32)[:, None]
   r2 = pr_lib.knn_radii2(x, k=2, block=4)
