@@ -228,4 +228,4 @@ class TrainStep:
   def run(self, n: int):
     for _ in range(n):
       out = self.step()
-    return [float(v) for v in out]
+    return [float(v.detach()) for v in out]

@@ -16,11 +16,12 @@ Cases (``--cases``):
 
 Each case prints one JSON line (``{"case": ..., "steps_per_sec": ...}``)
 and a table at the end. FLOPs per step come from XLA's cost analysis of the
-compiled one-step program (``jit(...).lower(...).compile().cost_analysis()``);
+compiled program (``jit(...).lower(...).compile().cost_analysis()``, which
+counts the scan's body, one step, once);
 ``matmul_fraction`` is the achieved FLOP rate over a float32 4096x4096 matrix
 product timed in the same run (or ``--matmul_gflops``).
 
-  python benchmarks/train_step.py                      # all cases, torch if installed
+  python benchmarks/train_step.py            # all cases; torch if installed
   python benchmarks/train_step.py --cases=toy --steps=2 --no-torch
   python benchmarks/train_step.py --compute_dtype=float32,bfloat16
 """
@@ -51,10 +52,12 @@ from gan_jax import steps as steps_lib  # noqa: E402
 from gan_jax.data import images as images_lib  # noqa: E402
 
 CASES = {
-    "dcgan64": dict(flagfile="experiments/dcgan_mnist.flags", batch_size=64),
+    "dcgan64": dict(flagfile="experiments/dcgan_mnist.flags", batch_size=64,
+                    steps=10),
     "dcgan256": dict(flagfile="experiments/dcgan_mnist.flags",
-                     batch_size=256),
-    "toy": dict(flagfile="experiments/gan_ring.flags", batch_size=100),
+                     batch_size=256, steps=5),
+    "toy": dict(flagfile="experiments/gan_ring.flags", batch_size=100,
+                steps=100),
 }
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -135,22 +138,23 @@ class JaxCase:
         (self.state.g_params, self.state.d_params)))
 
   def flops_per_step(self) -> Optional[float]:
-    """XLA's cost analysis of the one-step program."""
-    one = steps_lib.make_train_step(self.gan, self.mesh, 1)
-    host = None
-    if self.host is not None:
-      host = jax.tree.map(lambda x: x[:1], self.host)
+    """XLA's cost analysis of the timed program: it counts a while loop's
+    body once, so the scan over ``steps`` steps reports one step's FLOPs.
+    ``lower(...).compile()`` reuses the compiled executable."""
     with jax.set_mesh(self.mesh):
-      return _flops(one.lower(self.state, host).compile())
+      return _flops(self.fn.lower(self.state, self.host).compile())
 
   def run(self) -> float:
     """Runs one call of ``steps`` steps; returns its wall time."""
+    old = self.state
     with jax.set_mesh(self.mesh):
       t = time.perf_counter()
       self.state, metrics = self.fn(self.state, self.host)
       jax.block_until_ready((self.state, metrics))
       dt = time.perf_counter() - t
     self.last_metrics = metrics
+    # The call donates the state: its input buffers are reused, not copied.
+    self.donated = all(x.is_deleted() for x in jax.tree.leaves(old))
     return dt
 
 
@@ -180,56 +184,66 @@ class TorchCase:
 
 def _torch_available() -> bool:
   try:
-    import torch  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    import torch  # noqa: F401  pylint: disable=unused-import
   except ImportError:
     return False
   return True
 
 
-def bench_case(name: str, dtype: str, args, peak: float,
-               use_torch: bool) -> Dict[str, Any]:
+def bench_case(name: str, dtypes: List[str], args, peak: float,
+               use_torch: bool) -> List[Dict[str, Any]]:
+  """One row per compute dtype; every dtype's calls and the PyTorch
+  reference's are interleaved, so their ratios see the same machine load."""
   spec = dict(CASES[name])
   flagfile = spec.pop("flagfile")
-  cfg = config_from_flagfile(flagfile, compute_dtype=dtype,
-                             steps_per_loop=args.steps, **spec)
-  t0 = time.perf_counter()
-  jc = JaxCase(cfg, args.steps)
-  jc.run()  # compile and first call
-  compile_s = time.perf_counter() - t0
-  flops = jc.flops_per_step() if args.flops else None
-  tc = TorchCase(cfg, args.steps) if use_torch else None
+  steps = args.steps or spec.pop("steps")
+  spec.pop("steps", None)
+  jax_cases, compile_s, flops = {}, {}, {}
+  for dtype in dtypes:
+    cfg = config_from_flagfile(flagfile, compute_dtype=dtype,
+                               steps_per_loop=steps, **spec)
+    t0 = time.perf_counter()
+    jax_cases[dtype] = JaxCase(cfg, steps)
+    jax_cases[dtype].run()  # compile and first call
+    compile_s[dtype] = time.perf_counter() - t0
+    flops[dtype] = jax_cases[dtype].flops_per_step() if args.flops else None
+  tc = TorchCase(cfg, steps) if use_torch else None
   if tc is not None:
     tc.run()  # warm-up
-  jax_times, torch_times = [], []
+  times: Dict[str, List[float]] = {d: [] for d in dtypes}
+  torch_times: List[float] = []
   for _ in range(args.repeats):
-    jax_times.append(jc.run())
+    for dtype, jc in jax_cases.items():
+      times[dtype].append(jc.run())
     if tc is not None:
       torch_times.append(tc.run())
-  m = jax.device_get(jc.last_metrics)
-  finite = all(np.all(np.isfinite(v)) for v in m.values())
-  sps = args.steps / statistics.median(jax_times)
-  out: Dict[str, Any] = {
-      "case": name, "compute_dtype": dtype, "batch_size": cfg.batch_size,
-      "steps": args.steps, "repeats": args.repeats,
-      "steps_per_sec": round(sps, 3),
-      "images_per_sec": round(sps * cfg.batch_size, 1),
-      "flops_per_step": flops, "flops_source": "xla_cost_analysis",
-      "gflops_per_sec": None if flops is None else round(sps * flops / 1e9,
-                                                         2),
-      "matmul_gflops": round(peak, 1),
-      "matmul_fraction": (None if flops is None
-                          else round(sps * flops / 1e9 / peak, 3)),
-      "compile_s": round(compile_s, 1), "finite": bool(finite),
-      "params": jc.param_count(),
-  }
-  if tc is not None:
-    tsps = args.steps / statistics.median(torch_times)
-    out.update(torch_steps_per_sec=round(tsps, 3),
-               torch_params=tc.params,
-               ratio_vs_torch=round(sps / tsps, 3))
-  else:
-    out.update(torch_steps_per_sec=None, ratio_vs_torch=None)
-  return out
+  tsps = steps / statistics.median(torch_times) if tc is not None else None
+  rows = []
+  for dtype, jc in jax_cases.items():
+    m = jax.device_get(jc.last_metrics)
+    finite = all(np.all(np.isfinite(v)) for v in m.values())
+    sps = steps / statistics.median(times[dtype])
+    f = flops[dtype]
+    rows.append({
+        "case": name, "compute_dtype": dtype,
+        "batch_size": jc.cfg.batch_size, "steps": steps,
+        "repeats": args.repeats,
+        "steps_per_sec": round(sps, 3),
+        "images_per_sec": round(sps * jc.cfg.batch_size, 1),
+        "flops_per_step": f, "flops_source": "xla_cost_analysis",
+        "gflops_per_sec": None if f is None else round(sps * f / 1e9, 2),
+        "matmul_gflops": round(peak, 1),
+        "matmul_fraction": (None if f is None
+                            else round(sps * f / 1e9 / peak, 3)),
+        "compile_s": round(compile_s[dtype], 1), "finite": bool(finite),
+        "state_donated": jc.donated,
+        "params": jc.param_count(),
+        "torch_steps_per_sec": None if tsps is None else round(tsps, 3),
+        "torch_params": None if tc is None else tc.params,
+        "ratio_vs_torch": None if tsps is None else round(sps / tsps, 3),
+        "load_average": round(os.getloadavg()[0], 1),
+    })
+  return rows
 
 
 def _table(rows: List[Dict[str, Any]]) -> str:
@@ -256,8 +270,10 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--cases", default="dcgan64,dcgan256,toy",
                       help=f"comma-separated subset of {','.join(CASES)}")
-  parser.add_argument("--steps", type=int, default=20,
-                      help="steps per timed call (fused with lax.scan)")
+  parser.add_argument("--steps", type=int, default=0,
+                      help="steps per timed call (fused with lax.scan); "
+                      "0 = the case's default (dcgan64 10, dcgan256 5, "
+                      "toy 100)")
   parser.add_argument("--repeats", type=int, default=5,
                       help="timed calls per case; the median is reported")
   parser.add_argument("--compute_dtype", default="float32",
@@ -280,8 +296,8 @@ def main(argv=None):
     if d not in ("float32", "bfloat16"):
       parser.error(f"unknown --compute_dtype {d!r}; valid: float32, "
                    "bfloat16")
-  if args.steps < 1 or args.repeats < 1:
-    parser.error("--steps and --repeats must be >= 1")
+  if args.steps < 0 or args.repeats < 1:
+    parser.error("--steps must be >= 0 and --repeats >= 1")
   have_torch = _torch_available()
   use_torch = have_torch if args.torch is None else args.torch
   if use_torch and not have_torch:
@@ -297,8 +313,7 @@ def main(argv=None):
         f"{load[2]:.1f}; float32 matmul {peak:.1f} GFLOP/s", flush=True)
   rows = []
   for c in cases:
-    for d in dtypes:
-      row = bench_case(c, d, args, peak, use_torch)
+    for row in bench_case(c, dtypes, args, peak, use_torch):
       rows.append(row)
       print(json.dumps(row), flush=True)
   print(_table(rows))

@@ -38,6 +38,8 @@ class GAN:
   penalties: Tuple[Tuple[str, Callable], ...]
   g_tx: optax.GradientTransformation
   d_tx: optax.GradientTransformation
+  # D's optimizer as unrolled GAN differentiates through it (optim.py).
+  d_tx_unrolled: Optional[optax.GradientTransformation] = None
 
   @property
   def num_classes(self) -> int:
@@ -162,4 +164,5 @@ def build(cfg: Config, dataset=None) -> GAN:
                     for name in cfg.penalties)
   return GAN(cfg=cfg, dataset=dataset, generator=generator,
              discriminator=discriminator, loss=loss, penalties=penalties,
-             g_tx=optim.generator(cfg), d_tx=optim.discriminator(cfg))
+             g_tx=optim.generator(cfg), d_tx=optim.discriminator(cfg),
+             d_tx_unrolled=optim.discriminator(cfg, differentiable=True))

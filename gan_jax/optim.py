@@ -20,10 +20,11 @@ def schedule(kind: str, lr: float, num_updates: int) -> optax.Schedule:
 
 
 def make(kind: str, lr: float, beta1: float, beta2: float, sched: str,
-         num_updates: int) -> optax.GradientTransformation:
+         num_updates: int, eps_root: float = 0.0
+         ) -> optax.GradientTransformation:
   rate = schedule(sched, lr, num_updates)
   if kind == "adam":
-    return optax.adam(rate, b1=beta1, b2=beta2)
+    return optax.adam(rate, b1=beta1, b2=beta2, eps_root=eps_root)
   if kind == "rmsprop":
     # WGAN (Arjovsky et al. 2017) uses plain RMSProp; these are the authors'
     # PyTorch defaults: alpha 0.99, eps 1e-8 added outside the square root
@@ -39,6 +40,14 @@ def generator(cfg) -> optax.GradientTransformation:
               cfg.lr_schedule, cfg.num_steps)
 
 
-def discriminator(cfg) -> optax.GradientTransformation:
+def discriminator(cfg, differentiable: bool = False
+                  ) -> optax.GradientTransformation:
+  """D's optimizer. ``differentiable``: the variant that unrolled GAN
+  differentiates through: Adam with eps_root=1e-16 (optax's advice for
+  differentiating through the update), so sqrt(v + eps_root) has a finite
+  derivative where a gradient, hence v, is exactly 0 (a dead maxout piece);
+  otherwise the values are the same up to float rounding. The optimizer
+  state is the same pytree."""
   return make(cfg.d_optimizer, cfg.d_lr, cfg.d_beta1, cfg.d_beta2,
-              cfg.lr_schedule, cfg.num_steps * cfg.d_steps)
+              cfg.lr_schedule, cfg.num_steps * cfg.d_steps,
+              eps_root=1e-16 if differentiable else 0.0)

@@ -61,6 +61,14 @@ def _param_norm(tree):
   return optax.tree.norm(tree)
 
 
+def _has_batchnorm(variables) -> bool:
+  """Whether ``variables`` hold BatchNorm statistics (flax's ``mean``; the
+  spectral-norm vectors that share the collection don't count)."""
+  stats = variables.get("batch_stats", {})
+  return any(getattr(path[-1], "key", None) == "mean"
+             for path, _ in jax.tree_util.tree_flatten_with_path(stats)[0])
+
+
 def d_update(gan, state: TrainState, batch: Batch, update_index,
              differentiable: bool = False):
   """One discriminator update on this device's shard.
@@ -89,7 +97,8 @@ def d_update(gan, state: TrainState, batch: Batch, update_index,
   # never sees (G's D call gets a fake-only batch), and G then trains
   # against a different function than the one D fit: D wins at once while
   # g_loss reports G fooling it.
-  together = cfg.minibatch_disc == "none" and "batch_stats" not in state.d_state
+  together = cfg.minibatch_disc == "none" and not _has_batchnorm(
+      state.d_state)
 
   def loss_fn(d_params):
     if together:
@@ -134,8 +143,10 @@ def d_update(gan, state: TrainState, batch: Batch, update_index,
   grads, (aux, d_state) = jax.grad(loss_fn, has_aux=True)(
       _varying(state.d_params))
   grads, aux, d_state = _pmean((grads, aux, d_state))
-  updates, d_opt_state = gan.d_tx.update(grads, state.d_opt_state,
-                                         state.d_params)
+  tx = gan.d_tx
+  if differentiable and gan.d_tx_unrolled is not None:
+    tx = gan.d_tx_unrolled
+  updates, d_opt_state = tx.update(grads, state.d_opt_state, state.d_params)
   d_params = optax.apply_updates(state.d_params, updates)
   if cfg.d_clip > 0:  # WGAN (Arjovsky et al. 2017), Algorithm 1 line 7.
     d_params = jax.tree.map(lambda p: jnp.clip(p, -cfg.d_clip, cfg.d_clip),

@@ -7,9 +7,11 @@ each with BatchNorm and ReLU -> an upsampling layer to the image channels and
 tanh (no BatchNorm on the output). 28: 7->14->28; 32: 4->8->16->32;
 64: 4->...->64. Upsampling is sub-pixel by default (``--g_upsample``).
 
-D: 4x4 stride-2 convolutions doubling ``d_channels`` down to 7x7 or 4x4, each
-followed by LeakyReLU 0.2, normalized (``--d_norm``, BatchNorm by default)
-except the input layer; optional minibatch features; a linear output.
+D: 4x4 stride-2 convolutions doubling ``d_channels`` down to 7x7 or 4x4
+(computed as patches x matrix, ``layers.DownConv``: far faster gradients on
+CPU than XLA's convolution), each followed by LeakyReLU 0.2, normalized
+(``--d_norm``, BatchNorm by default) except the input layer; optional
+minibatch features; a linear output.
 
 Weights from N(0, 0.02). Conditioning (``num_classes > 0``): G joins a one-hot
 label to z, so its first layer adds a learned per-class embedding

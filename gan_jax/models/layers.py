@@ -6,6 +6,8 @@
   convolution is pathologically slow (7x7x128 -> 14x14x64 at batch 64: 251 ms
   forward+backward against 20 ms for a sub-pixel form), so sub-pixel is the
   default.
+* Downsampling for discriminators (``DownConv``): a 4x4 stride-2 convolution
+  written as patches times a matrix, for the same reason.
 * Maxout dense layer (Goodfellow et al. 2013).
 * Injected normalization (compare_gan style): architectures call
   ``normalize`` on activations and ``spectral_norm`` on their weight layers,

@@ -1,0 +1,42 @@
+"""The train-step benchmark runs and prints one valid JSON line per case."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO
+
+FIELDS = ("case", "compute_dtype", "batch_size", "steps_per_sec",
+          "images_per_sec", "flops_per_step", "flops_source",
+          "matmul_gflops", "matmul_fraction", "torch_steps_per_sec",
+          "ratio_vs_torch")
+
+
+def test_benchmark_prints_json_lines():
+  env = dict(os.environ, XLA_FLAGS="")
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "benchmarks", "train_step.py"),
+       "--cases=toy", "--steps=2", "--repeats=1", "--no-torch",
+       "--matmul_gflops=100"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  rows = [json.loads(line) for line in result.stdout.splitlines()
+          if line.startswith("{")]
+  assert len(rows) == 1, result.stdout
+  row = rows[0]
+  for field in FIELDS:
+    assert field in row, field
+  assert row["case"] == "toy" and row["batch_size"] == 100
+  assert row["steps_per_sec"] > 0
+  assert row["images_per_sec"] == pytest.approx(row["steps_per_sec"] * 100,
+                                                rel=1e-2)
+  assert row["flops_per_step"] > 0
+  assert row["matmul_gflops"] == 100
+  assert abs(row["matmul_fraction"] - row["steps_per_sec"]
+             * row["flops_per_step"] / 1e11) < 1e-2
+  assert row["finite"] and row["state_donated"]
+  assert row["ratio_vs_torch"] is None  # --no-torch
+  assert "| toy |" in result.stdout  # the table
+
