@@ -69,6 +69,18 @@ def _has_batchnorm(variables) -> bool:
              for path, _ in jax.tree_util.tree_flatten_with_path(stats)[0])
 
 
+def _spectral_from(new, old):
+  """``new`` with the spectral-norm vectors (``.../u``, ``.../sigma``) of
+  ``old``: a second D pass in one update then normalizes with the same sigma
+  and the update advances the power iteration once (Miyato et al. 2018,
+  Algorithm 1), while BatchNorm statistics keep chaining."""
+  def pick(path, n, o):
+    key = getattr(path[-1], "key", "")
+    spectral = isinstance(key, str) and key.endswith(("/u", "/sigma"))
+    return o if spectral else n
+  return jax.tree_util.tree_map_with_path(pick, new, old)
+
+
 def d_update(gan, state: TrainState, batch: Batch, update_index,
              differentiable: bool = False):
   """One discriminator update on this device's shard.
@@ -115,8 +127,8 @@ def d_update(gan, state: TrainState, batch: Batch, update_index,
                                          y_real, train=True,
                                          rng=_device_key(k_d))
       l_fake, d_state = gan.discriminate(
-          d_params, d_state, fake, y_fake, train=True,
-          rng=_device_key(jax.random.fold_in(k_d, 1)))
+          d_params, _spectral_from(d_state, state.d_state), fake, y_fake,
+          train=True, rng=_device_key(jax.random.fold_in(k_d, 1)))
       logits = jnp.concatenate([l_real, l_fake])
     n = logits.shape[0] // 2
     d_loss, d_real, d_fake = gan.loss.d(logits[:n], logits[n:])

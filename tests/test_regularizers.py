@@ -91,6 +91,21 @@ def test_spectral_norm_advances_once_per_d_update_and_converges(tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
+def test_spectral_norm_advances_once_when_d_sees_real_and_fake_apart():
+  # With minibatch features (or BatchNorm) D scores real and fake in two
+  # calls per update; the second must reuse the first's u, not iterate again.
+  k = 2
+  run = Runner(toy_config(loss="hinge", d_norm="spectral", d_lr=0.0,
+                          d_steps=k, minibatch_disc="stddev"))
+  before = _sn(run.host())
+  run.steps(1)
+  after = _sn(run.host())
+  for layer, b in before.items():
+    np.testing.assert_allclose(after[layer]["u"],
+                               _power_iteration(b["u"], b["kernel"], k),
+                               rtol=1e-5, atol=1e-6)
+
+
 # ------------------------------------------------------------------------ EMA
 
 
