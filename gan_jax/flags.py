@@ -245,6 +245,15 @@ float_("d_clip", 0.0, "WGAN weight clipping: clip every critic parameter "
        "to [-c, c] after each update; 0 disables.")
 
 # --------------------------------------------------- evaluation (issue 5)
+integer("eval_every", 0, "Evaluate the dataset's metrics (gan_jax.evaluate) "
+        "every N steps into metrics.jsonl and TensorBoard; 0 = off. Toy sets "
+        "get the mode metrics at every log step regardless.", safe=True)
+integer("eval_num_samples", 10000, "Generated samples per periodic "
+        "evaluation of an image run (also the real test images used).",
+        safe=True)
+integer("num_samples", None, "Evaluate CLI: generated samples (default: "
+        "--eval_samples of the run for toy data, --eval_num_samples for "
+        "images).", in_config=False)
 string("inception_weights", None, "Path to pytorch-fid's "
        "pt_inception-2015-12-05-6726825d.pth (Inception-v3 FID weights, read "
        "without PyTorch); needed for Inception FID/KID/IS/PR.", safe=True)

@@ -66,6 +66,9 @@ def check_config(cfg, n_devices: int):
     raise UserError(f"--num_steps must be >= 0, got {cfg.num_steps}")
   if cfg.interp_pairs and cfg.interp_points < 2:
     raise UserError(f"--interp_points must be >= 2, got {cfg.interp_points}")
+  if cfg.eval_every and cfg.eval_every % cfg.steps_per_loop:
+    raise UserError(f"--eval_every={cfg.eval_every} must be a multiple of "
+                    f"--steps_per_loop={cfg.steps_per_loop}")
   every = cfg.checkpoint_every
   if every and every % cfg.steps_per_loop:
     raise UserError(f"--checkpoint_every={every} must be a multiple of "
@@ -339,6 +342,14 @@ def visualize_replicas(gan, sampler, state, step, workdir, writer,
   return replica_scalars(cfg, per) if per[0] else {}
 
 
+def evaluate_replicas(evaluator, cfg, state) -> Dict[str, float]:
+  """The evaluator's metrics (per replica and mean with --num_seeds)."""
+  if cfg.num_seeds == 1:
+    return evaluator(state)
+  return replica_scalars(cfg, [evaluator(state_lib.replica(state, i))
+                               for i in range(cfg.num_seeds)])
+
+
 def last_scalars(cfg, metrics) -> Dict[str, float]:
   """The last step's metrics; per replica and mean with --num_seeds."""
   metrics = jax.device_get(metrics)
@@ -414,6 +425,10 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
 
   # ---------------------------------------------------------- evaluators
   sampler = Sampler(gan, mesh)
+  evaluator = None
+  if cfg.eval_every and dataset.kind != "toy":
+    from gan_jax import evaluate  # pylint: disable=g-import-not-at-top
+    evaluator = evaluate.Evaluator(gan, sampler, cfg.eval_num_samples)
   real_toy = None
   if dataset.kind == "toy":
     real_toy = np.asarray(dataset.sample(jax.random.PRNGKey(0), 20000)[0])
@@ -451,7 +466,10 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
         if debug_signal and cfg.debug_signal != "KILL":
           os.kill(os.getpid(), getattr(signal, "SIG" + cfg.debug_signal))
         stop = preempt.signal is not None
-        log_now = step % cfg.log_every == 0 or step == total
+        eval_now = evaluator is not None and (
+            step % cfg.eval_every == 0 or step == total)
+        # An evaluation step is also a log step: one record per step.
+        log_now = step % cfg.log_every == 0 or step == total or eval_now
         save_now = (stop or step == total or bool(
             cfg.checkpoint_every and step % cfg.checkpoint_every == 0))
         if log_now or save_now:
@@ -481,6 +499,8 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
           t_last, step_last = now, step
           scalars.update(visualize_replicas(gan, sampler, state, step,
                                             workdir, writer, real_toy))
+          if eval_now:
+            scalars.update(evaluate_replicas(evaluator, cfg, state))
           scalars["steps_per_sec"] = rate
           writer.write_scalars(step, scalars)
           last = {"step": step, **scalars}

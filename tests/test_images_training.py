@@ -114,13 +114,27 @@ def test_dcgan_mnist_trains_through_the_cli(mnist_data_dir, tmp_path):
   workdir = tmp_path / "run"
   r = run_module("gan_jax.main", "--flagfile=experiments/dcgan_mnist.flags",
                  f"--workdir={workdir}", f"--tfds_data_dir={mnist_data_dir}",
-                 *TINY)
+                 *TINY, "--eval_every=4", "--eval_num_samples=64")
   assert r.returncode == 0, r.stderr[-3000:]
   records = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
   assert [rec["step"] for rec in records] == [2, 4]
   for rec in records:
     for key in ("d_loss", "g_loss", "d_loss_real", "d_loss_fake"):
       assert np.isfinite(rec[key]), (key, rec)
+  # Periodic evaluation (--eval_every) on the MNIST classifier's features.
+  assert "fid" not in records[0]
+  for key in ("fid", "kid", "inception_score", "precision", "recall"):
+    assert np.isfinite(records[1][key]), (key, records[1])
+  assert 1.0 <= records[1]["inception_score"] <= 10.0
+  # The evaluate CLI on the final checkpoint: a table and eval.json, with the
+  # same metrics as the in-training evaluation of that step.
+  r = run_module("gan_jax.evaluate", f"--workdir={workdir}",
+                 "--num_samples=64", f"--tfds_data_dir={mnist_data_dir}")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "fid" in r.stdout and "eval.json" in r.stdout
+  result = json.load(open(workdir / "eval.json"))
+  assert result["step"] == 4 and result["num_samples"] == 64
+  np.testing.assert_allclose(result["fid"], records[1]["fid"], rtol=1e-4)
   samples = workdir / "samples"
   for step in (2, 4):
     grid = png(samples / f"step_{step:07d}.png")

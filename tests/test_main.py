@@ -25,11 +25,24 @@ def test_quickstart_end_to_end_writes_every_artifact(tmp_path):
     assert key in records[-1], key
   assert os.listdir(workdir / "tensorboard")
   assert (workdir / "samples" / "step_0000040.png").stat().st_size > 1000
+  # The evaluate CLI on the final checkpoint writes the toy metrics.
+  r3 = run_module("gan_jax.evaluate", f"--workdir={workdir}")
+  assert r3.returncode == 0, r3.stderr[-2000:]
+  result = json.loads((workdir / "eval.json").read_text())
+  assert result["step"] == 40 and result["num_samples"] == 500
+  for key in ("modes", "high_quality", "reverse_kl"):
+    assert key in result and key in r3.stdout
   # Replaying flags.txt in a fresh workdir is accepted (checked quickly by
   # asking for zero steps).
   r2 = run_module("gan_jax.main", f"--flagfile={workdir / 'flags.txt'}",
                   f"--workdir={tmp_path / 'replay'}", "--num_steps=0")
   assert r2.returncode == 0, r2.stderr[-2000:]
+
+
+def test_evaluate_without_checkpoint_is_one_line(tmp_path):
+  r = run_module("gan_jax.evaluate", f"--workdir={tmp_path}")
+  line = assert_one_line_error(r)
+  assert "no checkpoint" in line
 
 
 def test_unknown_flag_value_is_one_line(tmp_path):
