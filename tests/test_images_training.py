@@ -59,6 +59,7 @@ FLAGFILES = {  # name -> (dataset, shape of G's samples)
     "dcgan_mnist_64": ("mnist", (64, 64, 1)),
     "cgan_mnist": ("mnist", (28, 28, 1)),
     "cdcgan_mnist": ("mnist", (28, 28, 1)),
+    "dcgan_stacked_mnist": ("stacked_mnist", (28, 28, 3)),
 }
 
 
