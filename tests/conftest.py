@@ -1,6 +1,7 @@
 """Test setup: 8 host CPU devices for data-parallel tests."""
 
 import os
+import tempfile
 
 # Must happen before jax is imported anywhere.
 _flag = "--xla_force_host_platform_device_count=8"
@@ -8,3 +9,11 @@ if _flag not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag
                              ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# A persistent compilation cache shared by the test processes and the CLI
+# subprocesses they start: identical programs (the same tiny config trained
+# twice, a resumed run) compile once. Keyed by the program, so it is safe to
+# keep between runs.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(),
+                                   "gan_jax_test_jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
