@@ -3,7 +3,10 @@
 import os
 import tempfile
 
-# Must happen before jax is imported anywhere.
+# Must happen before jax is imported anywhere. In-process tests compile with
+# XLA's default optimizations (the unrolled-GAN gradient turned NaN at
+# --xla_backend_optimization_level=0); CLI subprocesses use
+# helpers.FAST_COMPILE.
 _flag = "--xla_force_host_platform_device_count=8"
 if _flag not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag

@@ -4,6 +4,11 @@ import os
 import subprocess
 import sys
 
+# Tests train tiny models for a few steps: compile time dominates, so XLA's
+# slow LLVM optimizations are turned off (numerics stay deterministic).
+FAST_COMPILE = ("--xla_backend_optimization_level=0 "
+                "--xla_llvm_disable_expensive_passes=true")
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 
@@ -26,7 +31,7 @@ def run_module(module, *args, env=None, timeout=600):
   The subprocess sees one CPU device unless ``env`` sets XLA_FLAGS.
   """
   full_env = dict(os.environ)
-  full_env["XLA_FLAGS"] = ""
+  full_env["XLA_FLAGS"] = FAST_COMPILE
   full_env.update(env or {})
   return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
                         env=full_env, capture_output=True, text=True,

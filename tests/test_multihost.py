@@ -14,7 +14,7 @@ import sys
 import jax
 import numpy as np
 
-from helpers import REPO, assert_one_line_error, run_module
+from helpers import FAST_COMPILE, REPO, assert_one_line_error, run_module
 
 # A BatchNorm-free toy pair, so nothing depends on how the batch is split.
 TINY = ["--flagfile=experiments/quickstart.flags", "--num_steps=6",
@@ -32,7 +32,8 @@ def _free_port():
 
 def _launch(args, devices):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
+             f"{FAST_COMPILE}")
   return subprocess.Popen([sys.executable, "-m", "gan_jax.main", *args],
                           cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
