@@ -27,29 +27,12 @@ from gan_jax.models import DISCRIMINATORS, GENERATORS
 from gan_jax.models import layers as mb_layers
 
 
-def dtype_of(cfg) -> Any:
-  return jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
-
-
 def join_label(x, y, num_classes: int, dtype):
   """Concatenates a one-hot label to flat features (Mirza & Osindero 2014)."""
   if num_classes <= 0 or y is None:
     return x
   return jnp.concatenate([x, jax.nn.one_hot(y, num_classes, dtype=dtype)],
                          axis=-1)
-
-
-class Maxout(nn.Module):
-  """Dense layer with ``pieces`` linear pieces per unit, max over pieces."""
-  features: int
-  pieces: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    h = nn.Dense(self.features * self.pieces, dtype=self.dtype)(x)
-    h = h.reshape(h.shape[:-1] + (self.features, self.pieces))
-    return jnp.max(h, axis=-1)
 
 
 class MLPGenerator(nn.Module):
@@ -108,9 +91,12 @@ class MLPDiscriminator(nn.Module):
     sn = self.norm == "spectral"
     h = x.reshape(x.shape[0], -1).astype(self.dtype)
     h = join_label(h, y, self.num_classes, self.dtype)
-    for _ in range(self.layers):
+    for i in range(self.layers):
       if self.pieces > 1:
-        layer = Maxout(self.hidden, self.pieces, dtype=self.dtype)
+        # Named as before the shared layer existed: same parameter paths,
+        # same initialization from a seed.
+        layer = mb_layers.MaxoutDense(self.hidden, self.pieces,
+                                      dtype=self.dtype, name=f"Maxout_{i}")
       else:
         layer = nn.Dense(self.hidden, dtype=self.dtype)
       h = mb_layers.spectral_norm(layer, sn, train)(h)
@@ -128,24 +114,17 @@ class MLPDiscriminator(nn.Module):
     return logits[:, 0] if self.outputs == 1 else logits
 
 
-def _bn_axis(cfg):
-  return "data" if cfg.cross_replica_bn else None
-
-
 @GENERATORS.register("pacgan_mlp")
-def pacgan_generator(cfg, shape, num_classes):
-  return MLPGenerator(out_shape=tuple(shape), hidden=cfg.g_hidden,
-                      layers=cfg.g_layers, batchnorm=cfg.g_batchnorm,
-                      num_classes=num_classes, bn_axis_name=_bn_axis(cfg),
-                      dtype=dtype_of(cfg))
-
-
-@GENERATORS.register("mlp")
 def mlp_generator(cfg, shape, num_classes):
   return MLPGenerator(out_shape=tuple(shape), hidden=cfg.g_hidden,
                       layers=cfg.g_layers, batchnorm=cfg.g_batchnorm,
-                      num_classes=num_classes, bn_axis_name=_bn_axis(cfg),
-                      dtype=dtype_of(cfg))
+                      num_classes=num_classes,
+                      bn_axis_name=mb_layers.bn_axis_name(cfg),
+                      dtype=mb_layers.model_dtype(cfg))
+
+
+# The same network; the name reads better in non-PacGAN flagfiles.
+GENERATORS.register("mlp", mlp_generator)
 
 
 def _d_options(cfg):
@@ -156,7 +135,7 @@ def _d_options(cfg):
               mbstd_group_size=cfg.mbstd_group_size,
               outputs=k + 1 if k > 1 else 1,
               norm=mb_layers.resolve_norm(cfg.d_norm, "none"),
-              bn_axis_name=_bn_axis(cfg))
+              bn_axis_name=mb_layers.bn_axis_name(cfg))
 
 
 @DISCRIMINATORS.register("pacgan_maxout")
@@ -164,12 +143,12 @@ def pacgan_discriminator(cfg, shape, num_classes):
   del shape
   return MLPDiscriminator(hidden=cfg.d_hidden, layers=cfg.d_layers,
                           pieces=cfg.maxout_pieces, num_classes=num_classes,
-                          dtype=dtype_of(cfg), **_d_options(cfg))
+                          dtype=mb_layers.model_dtype(cfg), **_d_options(cfg))
 
 
 @DISCRIMINATORS.register("mlp")
 def mlp_discriminator(cfg, shape, num_classes):
   del shape
   return MLPDiscriminator(hidden=cfg.d_hidden, layers=cfg.d_layers, pieces=0,
-                          num_classes=num_classes, dtype=dtype_of(cfg),
+                          num_classes=num_classes, dtype=mb_layers.model_dtype(cfg),
                           **_d_options(cfg))
