@@ -19,12 +19,11 @@ from typing import Dict, Optional
 
 import jax
 import numpy as np
-from absl import app
 
 from gan_jax import features as features_lib
 from gan_jax import flags as flags_lib
 from gan_jax import metrics as metrics_lib
-from gan_jax.errors import UserError, die
+from gan_jax.errors import UserError
 from gan_jax.metrics import toy as toy_metrics
 
 FLAGS = flags_lib.FLAGS
@@ -129,14 +128,6 @@ def main(argv):
   print(f"wrote {os.path.join(FLAGS.workdir, 'eval.json')}")
 
 
-def _guarded(argv):
-  try:
-    main(argv)
-  except UserError as e:
-    die(str(e))
-
-
 if __name__ == "__main__":
   from gan_jax import main as main_lib  # pylint: disable=g-import-not-at-top
-  main_lib.setup_logging()
-  app.run(_guarded, flags_parser=main_lib.parse_flags)
+  main_lib.run_cli(main)

@@ -67,13 +67,6 @@ def main(argv):
     print_summary(scalars)
 
 
-def _guarded(argv):
-  try:
-    main(argv)
-  except UserError as e:
-    die(str(e))
-
-
 class _QuietLibraries(std_logging.Filter):
   """Keeps orbax's per-save INFO chatter off the console (warnings pass)."""
 
@@ -87,9 +80,21 @@ def setup_logging():
   logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
-def run():
+def run_cli(main_fn):
+  """Runs an absl ``main_fn(argv)``: parse errors and UserError end in one
+  line on stderr and exit code 2."""
+  def guarded(argv):
+    try:
+      main_fn(argv)
+    except UserError as e:
+      die(str(e))
+
   setup_logging()
-  app.run(_guarded, flags_parser=parse_flags)
+  app.run(guarded, flags_parser=parse_flags)
+
+
+def run():
+  run_cli(main)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from typing import Any, Dict, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from gan_jax import checkpoint as ckpt_lib
@@ -32,7 +31,7 @@ from gan_jax import main as main_lib
 from gan_jax import plots
 from gan_jax import state as state_lib
 from gan_jax import steps as steps_lib
-from gan_jax.errors import UserError, die
+from gan_jax.errors import UserError
 
 FLAGS = flags_lib.FLAGS
 _EXTENSIONS = (".png", ".npz")
@@ -203,13 +202,5 @@ def main(argv):
   print(f"wrote {FLAGS.out} from step {step}: {shapes}")
 
 
-def _guarded(argv):
-  try:
-    main(argv)
-  except UserError as e:
-    die(str(e))
-
-
 if __name__ == "__main__":
-  main_lib.setup_logging()
-  app.run(_guarded, flags_parser=main_lib.parse_flags)
+  main_lib.run_cli(main)
