@@ -32,13 +32,19 @@ def scatter_png(path: str, samples: np.ndarray, real: np.ndarray,
   ax.set_aspect("equal")
   ax.set_title(title, fontsize=9)
   ax.legend(loc="upper right", fontsize=7)
+  return _save_figure(fig, path)
+
+
+def _save_figure(fig, path: str) -> np.ndarray:
+  """Writes a matplotlib figure to ``path`` as PNG; returns it as uint8 RGB."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
   fig.tight_layout()
   buf = io.BytesIO()
   fig.savefig(buf, format="png")
   plt.close(fig)
   with open(path, "wb") as f:
     f.write(buf.getvalue())
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   buf.seek(0)
   return np.asarray(Image.open(buf).convert("RGB"))
 
@@ -89,12 +95,4 @@ def paths_png(path: str, linear: np.ndarray, spherical: np.ndarray,
     ax.plot(sph[:, 0], sph[:, 1], "--o", ms=2, lw=1, c=c)
   ax.set_aspect("equal")
   ax.set_title(title or "linear (solid) / spherical (dashed)", fontsize=9)
-  fig.tight_layout()
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png")
-  plt.close(fig)
-  with open(path, "wb") as f:
-    f.write(buf.getvalue())
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  buf.seek(0)
-  return np.asarray(Image.open(buf).convert("RGB"))
+  return _save_figure(fig, path)
