@@ -88,6 +88,29 @@ def test_maxout_dense_matches_numpy():
   np.testing.assert_allclose(m.apply(v, x), want, rtol=1e-5, atol=1e-6)
 
 
+def test_maxout_derivatives_match_jnp_max():
+  """The hand-written JVP gives jnp.max's gradient (distinct pieces), a
+  first-winner gradient on ties, and second derivatives (gradient penalties
+  and unrolled GANs differentiate through it)."""
+  h = jax.random.normal(_key(1), (4, 12))
+  w = jax.random.normal(_key(2), (4, 3))
+  ref = lambda h: h.reshape(4, 3, 4).max(-1)
+  ours = lambda h: layers.maxout(h, 4)
+  np.testing.assert_array_equal(ours(h), ref(h))
+  grad = lambda f: jax.grad(lambda h: (f(h) * w).sum())(h)
+  np.testing.assert_allclose(grad(ours), grad(ref), rtol=1e-6)
+  # Each unit's gradient goes to exactly one piece, the argmax.
+  g = np.asarray(grad(ours)).reshape(4, 3, 4)
+  np.testing.assert_array_equal((g != 0).sum(-1), np.ones((4, 3)))
+  # Ties: the first piece takes the whole gradient (as in PyTorch).
+  tie = jax.grad(lambda h: layers.maxout(h, 3).sum())(jnp.zeros((1, 6)))
+  np.testing.assert_array_equal(tie, [[1, 0, 0, 1, 0, 0]])
+  # Second order: gradient of a gradient norm (WGAN-GP / R1 style).
+  gg = lambda f: jax.grad(lambda h: (jax.grad(
+      lambda h: (jnp.tanh(f(h)) * w).sum())(h) ** 2).sum())(h)
+  np.testing.assert_allclose(gg(ours), gg(ref), rtol=1e-5, atol=1e-7)
+
+
 # ------------------------------------------------------------ spectral norm
 
 
