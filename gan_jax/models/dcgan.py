@@ -79,7 +79,7 @@ class DCGANDiscriminator(nn.Module):
   mbd_kernel_dim: int = 5
   mbstd_group_size: int = 4
   bn_axis_name: Optional[str] = None
-  conv: str = "patches"  # layers.DownConv mode: patches (fast on CPU), conv
+  conv: str = "auto"  # layers.DownConv mode: auto, conv, patches, xla
   dtype: Any = jnp.float32
 
   @nn.compact

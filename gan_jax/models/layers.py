@@ -175,6 +175,148 @@ def depth_to_space(x, scale: int):
   return x.reshape(n, h * scale, w * scale, out_c)
 
 
+# ------------------------------------------- strided convolutions (4x4, s2)
+#
+# DCGAN's layers are 4x4 stride-2 convolutions (D) and their transposes (G).
+# On XLA:CPU the forward convolution is fast, but the gradients of a strided
+# convolution with respect to its input (an lhs-dilated convolution) are
+# slow, and so is im2col (patches x matrix) for wide layers, which spends
+# most of its time building the patch matrix. Measured on the 2-core machine
+# at batch 256, D's 14x14x64 -> 7x7x128 layer, forward + both gradients:
+# im2col 139 ms, XLA's own gradients 124 ms, the pair below 95 ms
+# (forward 29, input gradient 25); G's 7x7x128 ->
+# 14x14x64 sub-pixel layer: forward 55 ms as im2col, 26 ms as a convolution.
+#
+# ``down_conv`` and ``down_conv_transpose`` are mutually adjoint in x, and
+# each one's custom VJP takes the input gradient from the other's *forward*
+# form: the transpose of a stride-2 4x4 convolution is a stride-1 2x2
+# convolution to 4x the channels followed by depth-to-space (sub-pixel,
+# Shi et al. 2016), and the transpose of that is the stride-2 convolution.
+# The kernel gradient is patches^T x cotangent (``_kernel_grad``). Both rules are written with differentiable
+# ops, so gradients of gradients (WGAN-GP, R1) work.
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv(x, kernel, stride: int, padding):
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding,
+                                      dimension_numbers=_DN)
+
+
+def _patches(x, pads, out_hw):
+  """im2col for a 4x4 stride-2 convolution: (N, oh, ow, 16 * cin), taps
+  ordered (row, column, channel) like an HWIO kernel's first three axes."""
+  oh, ow = out_hw
+  xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+  return jnp.concatenate([xp[:, i:i + 2 * oh - 1:2, j:j + 2 * ow - 1:2]
+                          for i in range(4) for j in range(4)], axis=-1)
+
+
+def _kernel_grad(x, g, pads):
+  """Kernel gradient of ``down_conv(x, ., pads)`` at cotangent ``g``:
+  patches(x)^T g. Not XLA's own: inside a ``lax.scan`` (the fused training
+  loop) XLA:CPU ran that kernel-gradient convolution about 50x slower than
+  outside one (459 ms against 9 ms for D's 14x14x64 -> 7x7x128 layer at
+  batch 64)."""
+  cin, cout = x.shape[-1], g.shape[-1]
+  p = _patches(x, pads, g.shape[1:3]).reshape(-1, 16 * cin)
+  dk = jnp.matmul(p.T, g.reshape(-1, cout),
+                  preferred_element_type=jnp.float32)
+  return dk.reshape(4, 4, cin, cout).astype(g.dtype)
+
+
+def _varying_axes(x) -> set:
+  t = jax.typeof(x)
+  mat = getattr(t, "manual_axis_type", None)  # JAX 0.10
+  if mat is not None:
+    return set(mat.varying)
+  return set(getattr(t, "vma", ()) or ())
+
+
+def _like(ct, primal):
+  """A cotangent with ``primal``'s varying-manual-axes type. Inside
+  ``shard_map`` a replicated input (a parameter G's update does not
+  train) gets the cotangent summed over the axes along which the cotangent
+  varies, as JAX's own rules do."""
+  extra = tuple(sorted(_varying_axes(ct) - _varying_axes(primal)))
+  return jax.lax.psum(ct, extra) if extra else ct
+
+
+def down_conv_geometry(h: int, w: int):
+  """Output size and 'SAME' padding of a 4x4 stride-2 convolution."""
+  oh, ow = -(-h // 2), -(-w // 2)
+  pads = []
+  for size, out in ((h, oh), (w, ow)):
+    total = max((out - 1) * 2 + 4 - size, 0)
+    pads.append((total // 2, total - total // 2))
+  return (oh, ow), tuple(pads)
+
+
+def subpixel_kernel(kernel):
+  """[4, 4, cin, cout] stride-2 kernel -> [2, 2, cout, 4 * cin] kernel of the
+  stride-1 convolution whose depth-to-space is the stride-2 convolution's
+  transpose: K[r, c, o, (a, b, i)] = W[a + 2(1 - r), b + 2(1 - c), i, o]."""
+  cin, cout = kernel.shape[2], kernel.shape[3]
+  k = kernel.reshape(2, 2, 2, 2, cin, cout)[::-1, :, ::-1]  # (r, a, c, b)
+  return k.transpose(0, 2, 5, 1, 3, 4).reshape(2, 2, cout, 4 * cin)
+
+
+def strided_kernel(kernel):
+  """Inverse of ``subpixel_kernel``: [2, 2, cin, 4 * f] -> [4, 4, f, cin]."""
+  cin, f = kernel.shape[2], kernel.shape[3] // 4
+  k = kernel.reshape(2, 2, cin, 2, 2, f).transpose(0, 3, 1, 4, 5, 2)
+  return k[::-1, :, ::-1].reshape(4, 4, f, cin)
+
+
+def _down_conv_transpose(y, kernel, pads, hw):
+  yp = jnp.pad(y, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  z = depth_to_space(_conv(yp, subpixel_kernel(kernel), 1, "VALID"), 2)
+  (p0, _), (q0, _) = pads
+  return z[:, p0:p0 + hw[0], q0:q0 + hw[1]]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def down_conv(x, kernel, pads):
+  """4x4 stride-2 convolution of NHWC ``x`` with an HWIO ``kernel``."""
+  return _conv(x, kernel, 2, pads)
+
+
+def _down_conv_fwd(x, kernel, pads):
+  return _conv(x, kernel, 2, pads), (x, kernel)
+
+
+def _down_conv_bwd(pads, res, g):
+  x, kernel = res
+  dx = down_conv_transpose(g, kernel, pads, x.shape[1:3])
+  return _like(dx, x), _like(_kernel_grad(x, g, pads), kernel)
+
+
+down_conv.defvjp(_down_conv_fwd, _down_conv_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def down_conv_transpose(y, kernel, pads, hw):
+  """Transpose (in x) of ``down_conv(x, kernel, pads)`` for x of spatial size
+  ``hw``: a 4x4 stride-2 transposed convolution, computed sub-pixel."""
+  return _down_conv_transpose(y, kernel, pads, hw)
+
+
+def _down_conv_transpose_fwd(y, kernel, pads, hw):
+  return _down_conv_transpose(y, kernel, pads, hw), (y, kernel)
+
+
+def _down_conv_transpose_bwd(pads, hw, res, g):
+  del hw
+  y, kernel = res
+  # <g, D^T y> = <D g, y>: the input gradient is D g, the kernel gradient
+  # that of <D_k g, y>.
+  return (_like(down_conv(g, kernel, pads), y),
+          _like(_kernel_grad(g, y, pads), kernel))
+
+
+down_conv_transpose.defvjp(_down_conv_transpose_fwd, _down_conv_transpose_bwd)
+
+
 class Upsample(nn.Module):
   """Doubles the spatial size while mapping to ``features`` channels.
 
@@ -186,10 +328,9 @@ class Upsample(nn.Module):
   for a=0 and {m, m+1} for a=1; so a 2x2 convolution of the 1-padded input
   to 4*features channels (one group per phase (a, b)), depth-to-space and a
   one-pixel crop express exactly the transposed convolutions, with the same
-  parameter count. The convolution is written as patches times a matrix:
-  on CPU XLA's convolution gradients are slow (251 ms forward+backward for
-  the transposed 7x7x128 -> 14x14x64 layer at batch 64), matrix products
-  are not.
+  parameter count. Its gradients come from ``down_conv_transpose`` (above):
+  on CPU XLA's gradients of a transposed convolution are slow (251 ms
+  forward+backward for 7x7x128 -> 14x14x64 at batch 64).
   """
   features: int
   mode: str = "subpixel"
@@ -212,11 +353,8 @@ class Upsample(nn.Module):
                         (2, 2, cin, 4 * self.features))
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
     n, h, w, _ = x.shape
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    patches = jnp.concatenate([xp[:, i:i + h + 1, j:j + w + 1]
-                               for i in range(2) for j in range(2)], axis=-1)
-    y = patches.reshape(-1, 4 * cin) @ kernel.reshape(4 * cin, -1)
-    y = depth_to_space(y.reshape(n, h + 1, w + 1, -1), 2)[:, 1:-1, 1:-1]
+    y = down_conv_transpose(x, strided_kernel(kernel), ((1, 1), (1, 1)),
+                            (2 * h, 2 * w))
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,))
       y = y + bias.astype(y.dtype)
@@ -227,15 +365,21 @@ class DownConv(nn.Module):
   """A 4x4 stride-2 'SAME' convolution (DCGAN's downsampling layer).
 
   Same parameters and function as ``nn.Conv(features, (4, 4), (2, 2),
-  'SAME')``. ``mode='patches'`` computes it as patches times a matrix
-  (im2col): on CPU XLA's convolution gradients are slow, above all for few
-  input channels (D's input layer: 28x28x1 -> 14x14x64 at batch 128, about
-  20x slower forward+backward than the patches form), while matrix products
-  run near the machine's peak. ``mode='conv'``: ``lax.conv_general_dilated``.
+  'SAME')``, computed by ``mode``:
+
+  * ``conv``: ``down_conv`` (XLA's convolution forward, the custom input
+    gradient above);
+  * ``patches``: patches times a matrix (im2col): fastest for few input
+    channels, where XLA's kernel gradient is slow (D's 28x28x1 input layer
+    at batch 256: 4 ms forward and both gradients, 35 ms with XLA's
+    convolution gradients);
+  * ``xla``: ``lax.conv_general_dilated`` with XLA's own gradients;
+  * ``auto`` (default): ``patches`` for at most 4 input channels, else
+    ``conv``.
   """
   features: int
   use_bias: bool = True
-  mode: str = "patches"
+  mode: str = "auto"
   dtype: Any = jnp.float32
   kernel_init: Callable = dcgan_init
 
@@ -246,24 +390,21 @@ class DownConv(nn.Module):
                                                      self.features))
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
     n, h, w, _ = x.shape
-    oh, ow = -(-h // 2), -(-w // 2)
-    pads = []
-    for size, out in ((h, oh), (w, ow)):
-      total = max((out - 1) * 2 + 4 - size, 0)
-      pads.append((total // 2, total - total // 2))
-    if self.mode == "conv":
-      y = jax.lax.conv_general_dilated(
-          x, kernel, (2, 2), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    elif self.mode == "patches":
-      xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-      patches = jnp.concatenate(
-          [xp[:, i:i + 2 * oh - 1:2, j:j + 2 * ow - 1:2]
-           for i in range(4) for j in range(4)], axis=-1)
+    (oh, ow), pads = down_conv_geometry(h, w)
+    mode = self.mode
+    if mode == "auto":
+      mode = "patches" if cin <= 4 else "conv"
+    if mode == "conv":
+      y = down_conv(x, kernel, pads)
+    elif mode == "xla":
+      y = _conv(x, kernel, 2, pads)
+    elif mode == "patches":
+      patches = _patches(x, pads, (oh, ow))
       y = patches.reshape(-1, 16 * cin) @ kernel.reshape(16 * cin, -1)
       y = y.reshape(n, oh, ow, self.features)
     else:
       raise UserError(f"unknown convolution mode {self.mode!r}; valid: "
-                      "patches, conv")
+                      "auto, conv, patches, xla")
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,))
       y = y + bias.astype(y.dtype)

@@ -72,6 +72,58 @@ def test_subpixel_equals_the_transposed_convolution():
   np.testing.assert_allclose(sp.apply(vs, x), tr.apply(vt, x), atol=1e-5)
 
 
+@pytest.mark.parametrize("h,w", [(14, 14), (7, 7), (9, 6)])
+def test_strided_conv_gradients_match_xla(h, w):
+  """down_conv / down_conv_transpose: XLA's values, and custom VJPs equal to
+  XLA's own derivatives, to first and second order (gradient penalties
+  differentiate D's input gradient)."""
+  cin, cout = 3, 5
+  x = jax.random.normal(_key(0), (2, h, w, cin))
+  k = jax.random.normal(_key(1), (4, 4, cin, cout))
+  (oh, ow), pads = layers.down_conv_geometry(h, w)
+  xla = lambda x, k: jax.lax.conv_general_dilated(
+      x, k, (2, 2), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  ours = lambda x, k: layers.down_conv(x, k, pads)
+  y = xla(x, k)
+  assert y.shape == (2, oh, ow, cout)
+  np.testing.assert_allclose(ours(x, k), y, rtol=1e-5, atol=1e-5)
+  g = jax.random.normal(_key(2), y.shape)
+  first = lambda f: jax.grad(lambda x, k: (f(x, k) * g).sum(), (0, 1))(x, k)
+  for a, b in zip(first(ours), first(xla)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  # The transpose: <g, D x> = <D^T g, x>, and its gradients.
+  t = lambda g, k: layers.down_conv_transpose(g, k, pads, (h, w))
+  np.testing.assert_allclose(
+      (y * g).sum(), (t(g, k) * x).sum(), rtol=1e-4, atol=1e-3)
+  xla_t = lambda g, k: jax.vjp(lambda x: xla(x, k), x)[1](g)[0]
+  c = jax.random.normal(_key(3), x.shape)
+  gt = lambda f: jax.grad(lambda g, k: (f(g, k) * c).sum(), (0, 1))(g, k)
+  for a, b in zip(gt(t), gt(xla_t)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  second = lambda f: jax.grad(lambda k: (jax.grad(
+      lambda x: jnp.tanh(f(x, k)).sum())(x) ** 2).sum())(k)
+  np.testing.assert_allclose(second(ours), second(xla), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["conv", "patches", "xla", "auto"])
+def test_down_conv_modes_agree(mode):
+  x = jax.random.normal(_key(0), (2, 7, 7, 6))
+  ref = nn.Conv(4, (4, 4), (2, 2), "SAME")
+  v = ref.init(_key(1), x)
+  m = layers.DownConv(4, mode=mode)
+  np.testing.assert_allclose(m.apply(v, x), ref.apply(v, x), rtol=1e-5,
+                             atol=1e-5)
+  loss = lambda mod, v: (jnp.sin(mod.apply(v, x))).sum()
+  for a, b in zip(jax.tree.leaves(jax.grad(lambda v: loss(m, v))(v)),
+                  jax.tree.leaves(jax.grad(lambda v: loss(ref, v))(v))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_down_conv_rejects_unknown_mode():
+  with pytest.raises(UserError):
+    layers.DownConv(4, mode="fft").init(_key(0), jnp.ones((1, 4, 4, 1)))
+
+
 def test_upsample_rejects_unknown_mode():
   up = layers.Upsample(4, "bilinear")
   with pytest.raises(UserError):
