@@ -8,8 +8,9 @@ tanh (no BatchNorm on the output). 28: 7->14->28; 32: 4->8->16->32;
 64: 4->...->64. Upsampling is sub-pixel by default (``--g_upsample``).
 
 D: 4x4 stride-2 convolutions doubling ``d_channels`` down to 7x7 or 4x4
-(computed as patches x matrix, ``layers.DownConv``: far faster gradients on
-CPU than XLA's convolution), each followed by LeakyReLU 0.2, normalized
+(``layers.DownConv``: XLA's convolution with hand-written gradients, im2col
+for the 1-channel input layer; far faster on CPU than XLA's own convolution
+gradients), each followed by LeakyReLU 0.2, normalized
 (``--d_norm``, BatchNorm by default) except the input layer; optional
 minibatch features; a linear output.
 
