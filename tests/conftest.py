@@ -4,9 +4,11 @@ import os
 import tempfile
 
 # Must happen before jax is imported anywhere. In-process tests compile with
-# XLA's default optimizations (the unrolled-GAN gradient turned NaN at
-# --xla_backend_optimization_level=0); CLI subprocesses use
-# helpers.FAST_COMPILE.
+# XLA's default optimizations, as users run; CLI subprocesses use
+# helpers.FAST_COMPILE. (The unrolled-GAN gradient once turned NaN at
+# --xla_backend_optimization_level=0: jnp.max's tie-count division in the
+# maxout layers, fixed by layers.maxout and covered by
+# test_unrolled_gradient_is_finite_without_xla_optimizations.)
 _flag = "--xla_force_host_platform_device_count=8"
 if _flag not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag
