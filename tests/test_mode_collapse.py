@@ -369,3 +369,31 @@ def test_num_seeds_cli_writes_per_replica_metrics_plots_and_resumes(
       (record["modes/seed_3"] + record["modes/seed_4"]) / 2)
   for tag in ("seed_3", "seed_4"):
     assert os.listdir(os.path.join(workdir, "samples", tag))
+
+
+def test_table1_summary_mean_and_standard_error(tmp_path):
+  """experiments/pacgan/summarize.py: mean ± s.e. over the replicas of the
+  chosen (or last) record, with the paper's cell beside ours."""
+  run = tmp_path / "gan_ring"
+  run.mkdir()
+  records = [{"step": 500, "modes/seed_0": 2.0, "modes/seed_1": 4.0,
+              "high_quality/seed_0": 0.1, "high_quality/seed_1": 0.3,
+              "reverse_kl/seed_0": 1.0, "reverse_kl/seed_1": 2.0},
+             {"step": 1000, "modes/seed_0": 8.0, "modes/seed_1": 8.0,
+              "high_quality/seed_0": 0.5, "high_quality/seed_1": 0.5,
+              "reverse_kl/seed_0": 0.1, "reverse_kl/seed_1": 0.1}]
+  (run / "metrics.jsonl").write_text(
+      "".join(json.dumps(r) + "\n" for r in records))
+  script = os.path.join(os.path.dirname(__file__), "..", "experiments",
+                        "pacgan", "summarize.py")
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  out = lambda *a: subprocess.run([sys.executable, script, *a],
+                                  capture_output=True, text=True,
+                                  check=True).stdout
+  last = out(str(tmp_path)).strip().splitlines()[-1]
+  assert last == ("| gan_ring | 1000 | 2 | 8.0±0.0 / 50.0±0.0% / "
+                  "0.10±0.00 | 6.3±0.5 / 98.2±0.2% / 0.45±0.09 |")
+  # step 500: modes 3 ± 1 (sample std sqrt(2) / sqrt(2)), HQ 20 ± 10%.
+  first = out("--step=500", str(tmp_path)).strip().splitlines()[-1]
+  assert "| 500 | 2 | 3.0±1.0 / 20.0±10.0% / 1.50±0.50 |" in first
+  assert len(out("--step=7", str(tmp_path)).strip().splitlines()) == 2

@@ -1,9 +1,9 @@
 """Mean +- standard error over replicas of PacGAN Table 1 style runs.
 
-Usage: python experiments/pacgan/summarize.py RUNS_DIR [RUN ...]
+Usage: python experiments/pacgan/summarize.py [--step=N] RUNS_DIR [RUN ...]
 
-Reads the last record of RUNS_DIR/<run>/metrics.jsonl of each run (default:
-every subdirectory), takes the per-replica toy metrics (``modes/seed_S``,
+Reads the last record (or the record of step N) of
+RUNS_DIR/<run>/metrics.jsonl of each run (default: every subdirectory), takes the per-replica toy metrics (``modes/seed_S``,
 ``high_quality/seed_S``, ``reverse_kl/seed_S``, written by --num_seeds runs)
 and prints one markdown row per run: modes / high-quality % / reverse KL as
 mean +- s.e. (sample standard deviation / sqrt(n), as PacGAN's tables), with
@@ -53,9 +53,14 @@ def mean_se(values, scale=1.0, digits=2):
   return text
 
 
-def summarize(workdir):
+def summarize(workdir, step=None):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    record = json.loads(f.readlines()[-1])
+    records = [json.loads(line) for line in f if line.strip()]
+  if step is not None:
+    records = [r for r in records if r["step"] == step]
+    if not records:
+      return None
+  record = records[-1]
   modes = per_replica(record, "modes")
   hq = per_replica(record, "high_quality")
   kl = per_replica(record, "reverse_kl")
@@ -65,15 +70,27 @@ def summarize(workdir):
 
 
 def main(argv):
-  root = argv[1]
-  runs = argv[2:] or sorted(
+  step = None
+  args = []
+  for a in argv[1:]:
+    if a.startswith("--step="):
+      step = int(a.split("=", 1)[1])
+    else:
+      args.append(a)
+  if not args:
+    sys.exit("usage: summarize.py [--step=N] RUNS_DIR [RUN ...]")
+  root = args[0]
+  runs = args[1:] or sorted(
       d for d in os.listdir(root)
       if os.path.exists(os.path.join(root, d, "metrics.jsonl")))
   print("| run | steps | trials | ours: modes / HQ / reverse KL | paper |")
   print("|---|---|---|---|---|")
   for run in runs:
-    step, n, cell = summarize(os.path.join(root, run))
-    print(f"| {run} | {step} | {n} | {cell} | {PAPER.get(run, '')} |")
+    row = summarize(os.path.join(root, run), step)
+    if row is None:
+      continue  # no record at that step (yet)
+    at, n, cell = row
+    print(f"| {run} | {at} | {n} | {cell} | {PAPER.get(run, '')} |")
 
 
 if __name__ == "__main__":
