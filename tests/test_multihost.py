@@ -137,3 +137,46 @@ def test_cluster_detection_needs_more_than_one_process():
   assert distributed.cluster_environment({}) is None
   # auto without a cluster does nothing (and touches no backend).
   assert not distributed.initialize("auto", env={})
+
+
+def test_two_processes_with_image_data_match_one_process(tmp_path):
+  """Image data across hosts: each process feeds its devices' part of the
+  global MNIST batch (HostInput), and a BatchNorm DCGAN trained by 2
+  processes x 2 devices equals 1 process x 4 devices."""
+  import pytest  # pylint: disable=g-import-not-at-top
+  from gan_jax.data import images  # pylint: disable=g-import-not-at-top
+  if images.default_manual_dir("mnist") is None:
+    pytest.skip("../shared/data/mnist absent")
+  data_dir = str(tmp_path / "tfds")
+  images._load.cache_clear()  # pylint: disable=protected-access
+  try:
+    images.load_arrays("mnist", "train", data_dir=data_dir)
+  finally:
+    images._load.cache_clear()  # pylint: disable=protected-access
+  args = ["--flagfile=experiments/dcgan_mnist.flags", "--g_channels=4",
+          "--d_channels=4", "--batch_size=16", "--num_steps=4",
+          "--log_every=2", "--steps_per_loop=2", "--checkpoint_every=2",
+          "--noprogress", f"--tfds_data_dir={data_dir}"]
+  two, one = tmp_path / "two", tmp_path / "one"
+  port = _free_port()
+  procs = [_launch(args + [f"--workdir={two}",
+                           f"--coordinator_address=127.0.0.1:{port}",
+                           "--num_processes=2", f"--process_id={i}"], 2)
+           for i in range(2)]
+  procs.append(_launch(args + [f"--workdir={one}"], 4))
+  outs = []
+  for p in procs:
+    try:
+      outs.append(p.communicate(timeout=300)[0])
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      raise
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+  from gan_jax import writers  # pylint: disable=g-import-not-at-top
+  rec2, rec1 = writers.read_metrics(two), writers.read_metrics(one)
+  assert [r["step"] for r in rec2] == [r["step"] for r in rec1] == [2, 4]
+  for a, b in zip(rec2, rec1):
+    for key in ("d_loss", "g_loss", "d_loss_real", "d_loss_fake"):
+      np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5)
