@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from absl import logging
 from jax import lax
 
@@ -170,7 +171,8 @@ class Checkpoints:
     the structure). A newest checkpoint that cannot be read or fails its
     checksum is skipped with a warning and the previous one is used; with
     ``quarantine`` the bad ones are moved to ``<directory>.corrupt/`` so new
-    saves can take their step. With an explicit ``step`` a failure is an
+    saves can take their step (in a multi-process run every process must
+    pass ``quarantine``: process 0 moves, all re-read the step list). With an explicit ``step`` a failure is an
     error.
     """
     available = self.steps()
@@ -195,6 +197,8 @@ class Checkpoints:
           sums, _ = fingerprint(state)
           if sums != list(meta["fingerprint"]):
             raise ValueError("checksum mismatch")
+          if quarantine and bad:
+            self._quarantine(bad)
           return state, config, s
         except Exception as e:  # pylint: disable=broad-except
           error = e
@@ -204,8 +208,8 @@ class Checkpoints:
       logging.warning("checkpoint at step %d is unreadable (%s)%s", s,
                       errors[-1], "" if step is not None else
                       "; falling back to the previous one")
-      if quarantine:
-        self._quarantine(s)
+    if quarantine and bad:
+      self._quarantine(bad)
     raise UserError(f"no readable checkpoint in {self.directory} "
                     f"({'; '.join(errors)})")
 
@@ -215,16 +219,25 @@ class Checkpoints:
         meta=ocp.args.JsonRestore()))
     return out["state"], dict(out["meta"])
 
-  def _quarantine(self, step: int):
-    """Moves a bad step out of the manager's directory (kept for autopsy)."""
-    src = os.path.join(self.directory, str(step))
-    dst_dir = self.directory + ".corrupt"
-    os.makedirs(dst_dir, exist_ok=True)
-    dst = os.path.join(dst_dir, str(step))
-    if os.path.exists(dst):
-      shutil.rmtree(dst)
-    if os.path.exists(src):
-      shutil.move(src, dst)
+  def _quarantine(self, steps):
+    """Moves bad steps out of the manager's directory (kept for autopsy).
+
+    Every process calls this: process 0 moves the directories, then all
+    processes wait for each other and re-read the step list, so no process
+    later refuses to save a step that only it still believes exists.
+    """
+    if jax.process_index() == 0:
+      dst_dir = self.directory + ".corrupt"
+      os.makedirs(dst_dir, exist_ok=True)
+      for step in steps:
+        src = os.path.join(self.directory, str(step))
+        dst = os.path.join(dst_dir, str(step))
+        if os.path.exists(dst):
+          shutil.rmtree(dst)
+        if os.path.exists(src):
+          shutil.move(src, dst)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("gan_jax_checkpoint_quarantine")
     self._manager.reload()
 
   def wait(self):

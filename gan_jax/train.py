@@ -394,7 +394,7 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
       # read; unreadable or corrupt newest steps fall back to older ones.
       state, _, start = ckpts.restore(
           abstract, check=lambda saved: check_resume(saved, cfg, workdir),
-          quarantine=is_chief)
+          quarantine=True)
       logging.info("resumed from step %d", start)
     else:
       state = init()
