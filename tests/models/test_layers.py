@@ -72,7 +72,7 @@ def test_subpixel_equals_the_transposed_convolution():
   np.testing.assert_allclose(sp.apply(vs, x), tr.apply(vt, x), atol=1e-5)
 
 
-@pytest.mark.parametrize("h,w", [(14, 14), (7, 7), (9, 6)])
+@pytest.mark.parametrize("h,w", [(14, 14), (7, 7), (9, 6), (6, 10)])
 def test_strided_conv_gradients_match_xla(h, w):
   """down_conv / down_conv_transpose: XLA's values, and custom VJPs equal to
   XLA's own derivatives, to first and second order (gradient penalties
