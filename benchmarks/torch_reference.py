@@ -4,8 +4,9 @@ The same architectures, built from the same ``Config``, and the same update
 as ``gan_jax.steps.local_step`` with ``--d_steps=1``:
 
 * D update: fake = G(z) in train mode without gradient; D sees
-  concat(real, fake) in one pass (one set of BatchNorm statistics, as in
-  ``steps.d_update``); cross-entropy loss; Adam.
+  concat(real, fake) in one pass, or, when D has BatchNorm (DCGAN), real and
+  fake in two passes with their own batch statistics, as ``steps.d_update``
+  does (and the DCGAN reference code); cross-entropy loss; Adam.
 * G update: fresh z, fake = G(z), loss on D(fake) (``--loss=ns``:
   softplus(-logit)), gradient with respect to G only (D's parameters are
   frozen for the pass, as ``jax.grad`` over G's parameters computes nothing
@@ -186,6 +187,9 @@ class TrainStep:
     self.d_opt = torch.optim.Adam(self.d.parameters(), lr=cfg.d_lr,
                                   betas=(cfg.d_beta1, cfg.d_beta2), eps=1e-8)
     self.real_batches = real_batches
+    self.d_batchnorm = any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm)  # pylint: disable=protected-access
+        for m in self.d.modules())
     self.i = 0
     angles = torch.arange(8, dtype=torch.float32) * (2 * math.pi / 8)
     self.means = torch.stack([torch.cos(angles), torch.sin(angles)], 1)
@@ -205,11 +209,14 @@ class TrainStep:
 
   def step(self):
     b = self.batch
-    # D update on concat(real, fake).
+    # D update (one pass on concat(real, fake) unless D has BatchNorm).
     real = self._real()
     with torch.no_grad():
       fake = self.g(self.sample_z(b))
-    logits = self.d(torch.cat([real, fake]))
+    if self.d_batchnorm:
+      logits = torch.cat([self.d(real), self.d(fake)])
+    else:
+      logits = self.d(torch.cat([real, fake]))
     d_loss = F.softplus(-logits[:b]).mean() + F.softplus(logits[b:]).mean()
     self.d_opt.zero_grad(set_to_none=True)
     d_loss.backward()
