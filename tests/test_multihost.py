@@ -115,6 +115,35 @@ def test_two_processes_train_what_one_process_with_four_devices_does(
   flags_txt = (two / "flags.txt").read_text()
   assert "process_id" not in flags_txt and "coordinator" not in flags_txt
 
+  # A truncated newest checkpoint: both processes skip it and resume from
+  # the previous one, process 0 moves it aside, training finishes and the
+  # metrics pick up from the resumed step, the same as before. (Regression:
+  # process 1 kept the moved step in its step list, refused to save it again
+  # and left process 0 waiting in a collective.)
+  ckpt = two / "checkpoints"
+  assert sorted(int(d) for d in os.listdir(ckpt) if d.isdigit()) == [3, 6]
+  files = [os.path.join(root, f)
+           for root, _, names in os.walk(ckpt / "6" / "state") for f in names]
+  victim = max(files, key=os.path.getsize)
+  with open(victim, "r+b") as f:
+    f.truncate(os.path.getsize(victim) // 2)
+  port = _free_port()
+  procs = [_launch(TINY + [f"--workdir={two}", "--num_steps=9",
+                           f"--coordinator_address=127.0.0.1:{port}",
+                           "--num_processes=2", f"--process_id={i}"], 2)
+           for i in range(2)]
+  outs = _run_all(procs)
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+  assert "checkpoint at step 6 is unreadable" in outs[0]
+  assert "resumed from step 3" in outs[0]
+  assert os.path.isdir(str(ckpt) + ".corrupt/6")
+  assert sorted(int(d) for d in os.listdir(ckpt) if d.isdigit())[-1] == 9
+  again = writers.read_metrics(two)
+  assert [r["step"] for r in again] == [3, 6, 9]
+  for key in ("d_loss", "g_loss"):
+    assert again[1][key] == rec2[1][key]
+
 
 def test_partial_launch_flags_are_one_line_errors(tmp_path):
   r = run_module("gan_jax.main", *TINY, f"--workdir={tmp_path}",
@@ -154,8 +183,8 @@ def test_two_processes_with_image_data_match_one_process(tmp_path):
   finally:
     images._load.cache_clear()  # pylint: disable=protected-access
   args = ["--flagfile=experiments/dcgan_mnist.flags", "--g_channels=4",
-          "--d_channels=4", "--batch_size=16", "--num_steps=4",
-          "--log_every=2", "--steps_per_loop=2", "--checkpoint_every=2",
+          "--d_channels=4", "--batch_size=16", "--num_steps=2",
+          "--log_every=2", "--steps_per_loop=2", "--checkpoint_every=0",
           "--noprogress", f"--tfds_data_dir={data_dir}"]
   two, one = tmp_path / "two", tmp_path / "one"
   port = _free_port()
@@ -176,7 +205,7 @@ def test_two_processes_with_image_data_match_one_process(tmp_path):
     assert p.returncode == 0, out[-3000:]
   from gan_jax import writers  # pylint: disable=g-import-not-at-top
   rec2, rec1 = writers.read_metrics(two), writers.read_metrics(one)
-  assert [r["step"] for r in rec2] == [r["step"] for r in rec1] == [2, 4]
+  assert [r["step"] for r in rec2] == [r["step"] for r in rec1] == [2]
   for a, b in zip(rec2, rec1):
     for key in ("d_loss", "g_loss", "d_loss_real", "d_loss_fake"):
       np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5)
@@ -192,46 +221,3 @@ def _run_all(procs, timeout=240):
         q.kill()
       raise
   return outs
-
-
-def test_two_processes_fall_back_from_a_corrupt_checkpoint(tmp_path):
-  """A truncated newest checkpoint in a 2-process run: both processes skip
-  it and resume from the previous one, process 0 moves it aside, training
-  finishes and the metrics pick up from the resumed step. (Regression:
-  process 1 kept the moved step in its step list, refused to save it again
-  and left process 0 waiting in a collective.)"""
-  work = tmp_path / "run"
-
-  def launch(steps_):
-    port = _free_port()
-    return [_launch(TINY + [f"--workdir={work}", f"--num_steps={steps_}",
-                            f"--coordinator_address=127.0.0.1:{port}",
-                            "--num_processes=2", f"--process_id={i}"], 2)
-            for i in range(2)]
-
-  procs = launch(6)
-  for p, out in zip(procs, _run_all(procs)):
-    assert p.returncode == 0, out[-3000:]
-  from gan_jax import writers  # pylint: disable=g-import-not-at-top
-  first = writers.read_metrics(work)
-  ckpt = work / "checkpoints"
-  assert sorted(int(d) for d in os.listdir(ckpt) if d.isdigit()) == [3, 6]
-  files = [os.path.join(root, f)
-           for root, _, names in os.walk(ckpt / "6" / "state") for f in names]
-  victim = max(files, key=os.path.getsize)
-  with open(victim, "r+b") as f:
-    f.truncate(os.path.getsize(victim) // 2)
-
-  procs = launch(9)
-  outs = _run_all(procs)
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-3000:]
-  assert "checkpoint at step 6 is unreadable" in outs[0]
-  assert "resumed from step 3" in outs[0]
-  assert os.path.isdir(str(ckpt) + ".corrupt/6")
-  assert sorted(int(d) for d in os.listdir(ckpt) if d.isdigit())[-1] == 9
-  again = writers.read_metrics(work)
-  assert [r["step"] for r in again] == [3, 6, 9]
-  # Exact resume: step 6 is redone from step 3 with the same losses.
-  for key in ("d_loss", "g_loss"):
-    assert again[1][key] == first[1][key]
