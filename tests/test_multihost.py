@@ -39,6 +39,35 @@ def _launch(args, devices):
                           stderr=subprocess.STDOUT, text=True)
 
 
+def _run_all(procs, timeout=240):
+  outs = []
+  for p in procs:
+    try:
+      outs.append(p.communicate(timeout=timeout)[0])
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      raise
+  return outs
+
+
+def _two_processes(args, workdir):
+  """Processes 0 and 1 of a 2-process job, 2 CPU devices each."""
+  port = _free_port()
+  return [_launch(args + [f"--workdir={workdir}",
+                          f"--coordinator_address=127.0.0.1:{port}",
+                          "--num_processes=2", f"--process_id={i}"], 2)
+          for i in range(2)]
+
+
+def _run_ok(procs, timeout=240):
+  """Waits for ``procs``; each must exit 0. Returns their outputs."""
+  outs = _run_all(procs, timeout)
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+  return outs
+
+
 def _restore(workdir, step):
   """The checkpoint of ``step`` restored in this (single) process."""
   from gan_jax import checkpoint as ckpt_lib
@@ -66,22 +95,8 @@ def _restore(workdir, step):
 def test_two_processes_train_what_one_process_with_four_devices_does(
     tmp_path):
   two, one = tmp_path / "two", tmp_path / "one"
-  port = _free_port()
-  procs = [_launch(TINY + [f"--workdir={two}",
-                           f"--coordinator_address=127.0.0.1:{port}",
-                           "--num_processes=2", f"--process_id={i}"], 2)
-           for i in range(2)]
-  procs.append(_launch(TINY + [f"--workdir={one}"], 4))
-  outs = []
-  for p in procs:
-    try:
-      outs.append(p.communicate(timeout=240)[0])
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      raise
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-3000:]
+  outs = _run_ok(_two_processes(TINY, two) + [
+      _launch(TINY + [f"--workdir={one}"], 4)])
   assert "4 global devices" in outs[0] and "process 1 of 2" in outs[1]
   # Only process 0 reports.
   assert "final (step 6)" in outs[0] and "final (step 6)" not in outs[1]
@@ -127,14 +142,7 @@ def test_two_processes_train_what_one_process_with_four_devices_does(
   victim = max(files, key=os.path.getsize)
   with open(victim, "r+b") as f:
     f.truncate(os.path.getsize(victim) // 2)
-  port = _free_port()
-  procs = [_launch(TINY + [f"--workdir={two}", "--num_steps=9",
-                           f"--coordinator_address=127.0.0.1:{port}",
-                           "--num_processes=2", f"--process_id={i}"], 2)
-           for i in range(2)]
-  outs = _run_all(procs)
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-3000:]
+  outs = _run_ok(_two_processes(TINY + ["--num_steps=9"], two))
   assert "checkpoint at step 6 is unreadable" in outs[0]
   assert "resumed from step 3" in outs[0]
   assert os.path.isdir(str(ckpt) + ".corrupt/6")
@@ -187,37 +195,11 @@ def test_two_processes_with_image_data_match_one_process(tmp_path):
           "--log_every=2", "--steps_per_loop=2", "--checkpoint_every=0",
           "--noprogress", f"--tfds_data_dir={data_dir}"]
   two, one = tmp_path / "two", tmp_path / "one"
-  port = _free_port()
-  procs = [_launch(args + [f"--workdir={two}",
-                           f"--coordinator_address=127.0.0.1:{port}",
-                           "--num_processes=2", f"--process_id={i}"], 2)
-           for i in range(2)]
-  procs.append(_launch(args + [f"--workdir={one}"], 4))
-  outs = []
-  for p in procs:
-    try:
-      outs.append(p.communicate(timeout=300)[0])
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      raise
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-3000:]
+  _run_ok(_two_processes(args, two) + [
+      _launch(args + [f"--workdir={one}"], 4)], timeout=300)
   from gan_jax import writers  # pylint: disable=g-import-not-at-top
   rec2, rec1 = writers.read_metrics(two), writers.read_metrics(one)
   assert [r["step"] for r in rec2] == [r["step"] for r in rec1] == [2]
   for a, b in zip(rec2, rec1):
     for key in ("d_loss", "g_loss", "d_loss_real", "d_loss_fake"):
       np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5)
-
-
-def _run_all(procs, timeout=240):
-  outs = []
-  for p in procs:
-    try:
-      outs.append(p.communicate(timeout=timeout)[0])
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      raise
-  return outs
