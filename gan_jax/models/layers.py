@@ -216,22 +216,24 @@ def _kernel_grad(x, g, pads):
   """Kernel gradient of ``down_conv(x, ., pads)`` at cotangent ``g``.
 
   dk[a, b, i, o] = sum_{n, p, q} xpad[n, 2p + a, 2q + b, i] g[n, p, q, o],
-  written as a stride-1 convolution in canonical NHWC/HWIO form: the padded
-  input with batch and channels swapped (i, H, W, n) convolved with the
-  cotangent as a 2-dilated (p, q, n, o) kernel gives (i, 4, 4, o). XLA's own
-  transpose rule emits the same convolution with non-canonical dimension
-  labels, and inside a ``lax.scan`` (the fused training loop) XLA:CPU then
-  runs it through its generic loop emitter, about 50x slower (459 ms
-  against 9 ms for D's 14x14x64 -> 7x7x128 layer at batch 64); in this form
-  it is Eigen's convolution: 5.2 ms at batch 64 (25.6 at 256) against 10.8
-  (48) for im2col (patches^T x cotangent), inside a scan, with YNNPACK's
-  convolutions off (``cpu_compiler_options``).
+  written as a stride-1 convolution in canonical NHWC/HWIO form: the input
+  with batch and channels swapped (i, H, W, n), padded by the convolution,
+  convolved with the cotangent as a 2-dilated (p, q, n, o) kernel gives
+  (i, 4, 4, o). XLA's own transpose rule emits the same convolution with
+  non-canonical dimension labels, and inside a ``lax.scan`` (the fused
+  training loop) XLA:CPU runs that through its generic loop emitter, about
+  30-50x slower (290 ms against 9 ms outside a loop, D's 14x14x64 -> 7x7x128
+  layer at batch 64). In this form it is Eigen's convolution: 5-7 ms at
+  batch 64 (26-35 at 256) against 11 (48) for im2col (patches^T x
+  cotangent), inside a scan, with YNNPACK's convolutions off
+  (``steps.CPU_COMPILER_OPTIONS``).
   """
   oh, ow = g.shape[1:3]
-  xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-  xp = xp[:, :2 * oh + 2, :2 * ow + 2]
+  # x padded (or cropped: negative high padding) to exactly 2 * out + 2.
+  padding = [(lo, 2 * o + 2 - size - lo)
+             for (lo, _), o, size in zip(pads, (oh, ow), x.shape[1:3])]
   dk = jax.lax.conv_general_dilated(
-      xp.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), (1, 1), "VALID",
+      x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), (1, 1), padding,
       rhs_dilation=(2, 2), dimension_numbers=_DN,
       preferred_element_type=jnp.float32)
   return dk.transpose(1, 2, 0, 3).astype(g.dtype)
