@@ -37,9 +37,12 @@ def test_upsample_shapes_match(mode):
   assert out.shape == (2, 14, 14, 4)
 
 
-def test_subpixel_equals_the_transposed_convolution():
+@pytest.mark.parametrize("taps_max", [0, 16])
+def test_subpixel_equals_the_transposed_convolution(taps_max, monkeypatch):
   """A 4x4 stride-2 transposed convolution equals the sub-pixel layer whose
-  2x2 kernel is read off the transposed one's impulse responses."""
+  2x2 kernel is read off the transposed one's impulse responses (computed
+  by convolution, or by taps for few channels)."""
+  monkeypatch.setattr(layers, "SUBPIXEL_TAPS_MAX_CHANNELS", taps_max)
   cin, cout = 2, 3
   rs = np.random.RandomState(0)
   x = jnp.asarray(rs.randn(2, 5, 4, cin).astype(np.float32))
@@ -70,6 +73,34 @@ def test_subpixel_equals_the_transposed_convolution():
   assert jax.tree_util.tree_map(jnp.shape, sp.init(_key(0), x)) == (
       jax.tree_util.tree_map(jnp.shape, vs))
   np.testing.assert_allclose(sp.apply(vs, x), tr.apply(vt, x), atol=1e-5)
+
+
+@pytest.mark.parametrize("h,w", [(7, 7), (5, 8)])
+def test_subpixel_taps_match_the_convolution_path(h, w):
+  """The by-taps sub-pixel path (few output channels): same values and
+  derivatives (to second order) as the convolution path."""
+  rs = np.random.RandomState(1)
+  x = jnp.asarray(rs.randn(2, h, w, 6).astype(np.float32))
+  kernel = jnp.asarray(0.3 * rs.randn(2, 2, 6, 4 * 3).astype(np.float32))
+
+  def conv_path(x, k):
+    return layers.down_conv_transpose(x, layers.strided_kernel(k),
+                                      ((1, 1), (1, 1)), (2 * h, 2 * w))
+
+  def loss(f):
+    return lambda x, k: jnp.sum(jnp.sin(f(x, k)))
+
+  def grad_norm(f):
+    return lambda x, k: sum(jnp.sum(g ** 2) for g in
+                            jax.grad(loss(f), (0, 1))(x, k))
+
+  taps = layers._subpixel_by_taps  # pylint: disable=protected-access
+  np.testing.assert_allclose(taps(x, kernel), conv_path(x, kernel),
+                             rtol=1e-5, atol=1e-5)
+  for order, tol in ((loss, 1e-4), (grad_norm, 1e-3)):
+    for got, want in zip(jax.grad(order(taps), (0, 1))(x, kernel),
+                         jax.grad(order(conv_path), (0, 1))(x, kernel)):
+      np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("h,w", [(14, 14), (7, 7), (9, 6), (6, 10)])
