@@ -224,6 +224,10 @@ def bench_case(name: str, dtypes: List[str], args, peak: float,
     finite = all(np.all(np.isfinite(v)) for v in m.values())
     sps = steps / statistics.median(times[dtype])
     f = flops[dtype]
+    # Paired ratios: each round times every dtype's call and then torch's,
+    # so a slow phase of the machine affects both sides of a pair; the
+    # median of the per-round ratios is steadier than a ratio of medians.
+    paired = [t / j for j, t in zip(times[dtype], torch_times)]
     rows.append({
         "case": name, "compute_dtype": dtype,
         "batch_size": jc.cfg.batch_size, "steps": steps,
@@ -240,7 +244,10 @@ def bench_case(name: str, dtypes: List[str], args, peak: float,
         "params": jc.param_count(),
         "torch_steps_per_sec": None if tsps is None else round(tsps, 3),
         "torch_params": None if tc is None else tc.params,
-        "ratio_vs_torch": None if tsps is None else round(sps / tsps, 3),
+        "ratio_vs_torch": (None if tsps is None
+                           else round(statistics.median(paired), 3)),
+        "ratio_range": (None if tsps is None
+                        else [round(min(paired), 3), round(max(paired), 3)]),
         "load_average": round(os.getloadavg()[0], 1),
     })
   return rows
