@@ -7,7 +7,7 @@
   forward+backward against 20 ms for a sub-pixel form), so sub-pixel is the
   default.
 * Downsampling for discriminators (``DownConv``): a 4x4 stride-2 convolution
-  written as patches times a matrix, for the same reason.
+  with hand-written gradients (``down_conv``), for the same reason.
 * Maxout dense layer (Goodfellow et al. 2013).
 * Injected normalization (compare_gan style): architectures call
   ``normalize`` on activations and ``spectral_norm`` on their weight layers,
@@ -192,8 +192,11 @@ def depth_to_space(x, scale: int):
 # form: the transpose of a stride-2 4x4 convolution is a stride-1 2x2
 # convolution to 4x the channels followed by depth-to-space (sub-pixel,
 # Shi et al. 2016), and the transpose of that is the stride-2 convolution.
-# The kernel gradient is patches^T x cotangent (``_kernel_grad``). Both rules are written with differentiable
-# ops, so gradients of gradients (WGAN-GP, R1) work.
+# The kernel gradient is a stride-1 convolution in canonical form
+# (``_kernel_grad``). Both rules are written with differentiable ops, so
+# gradients of gradients (WGAN-GP, R1) work. The train step compiles
+# convolutions with Eigen rather than YNNPACK on CPU
+# (``steps.CPU_COMPILER_OPTIONS``; docs/benchmarks.md).
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
