@@ -22,7 +22,7 @@ BatchNorm, ReLU), linear 2-D output; D = 3 maxout layers of 200 units x 5
 pieces, linear output. BatchNorm: momentum 0.1, epsilon 1e-5 in both.
 
 Only the (optional) ``torch==2.13.0`` extra is needed: ``pip install -e
-'.[torch]'``.
+'.[torch]'`` (the CPU build; a CUDA build for ``device='cuda'``).
 """
 
 from __future__ import annotations
@@ -171,14 +171,15 @@ class TrainStep:
   """
 
   def __init__(self, cfg, shape, real_batches: Optional[torch.Tensor] = None,
-               seed: int = 0):
+               seed: int = 0, device: str = "cpu"):
     if cfg.loss != "ns" or cfg.d_steps != 1 or cfg.pack != 1:
       raise ValueError("the reference implements --loss=ns --d_steps=1 "
                        "--pack=1")
     torch.manual_seed(seed)
     self.cfg = cfg
     self.batch = cfg.batch_size
-    self.g, self.d = build_models(cfg, shape)
+    self.device = torch.device(device)
+    self.g, self.d = (m.to(self.device) for m in build_models(cfg, shape))
     self.g.train()
     self.d.train()
     # Default Adam (single-tensor loop); eps 1e-8 as optax.adam.
@@ -192,17 +193,20 @@ class TrainStep:
         for m in self.d.modules())
     self.i = 0
     angles = torch.arange(8, dtype=torch.float32) * (2 * math.pi / 8)
-    self.means = torch.stack([torch.cos(angles), torch.sin(angles)], 1)
+    self.means = torch.stack([torch.cos(angles), torch.sin(angles)],
+                             1).to(self.device)
     self.sample_z: Callable[[int], torch.Tensor]
+    dev = self.device
     if cfg.z_dist == "uniform":
-      self.sample_z = lambda n: torch.rand(n, cfg.z_dim) * 2 - 1
+      self.sample_z = lambda n: torch.rand(n, cfg.z_dim, device=dev) * 2 - 1
     else:
-      self.sample_z = lambda n: torch.randn(n, cfg.z_dim)
+      self.sample_z = lambda n: torch.randn(n, cfg.z_dim, device=dev)
 
   def _real(self):
     if self.real_batches is None:
-      comp = torch.randint(0, 8, (self.batch,))
-      return self.means[comp] + 0.01 * torch.randn(self.batch, 2)
+      comp = torch.randint(0, 8, (self.batch,), device=self.device)
+      return self.means[comp] + 0.01 * torch.randn(self.batch, 2,
+                                                   device=self.device)
     x = self.real_batches[self.i % self.real_batches.shape[0]]
     self.i += 1
     return x
@@ -233,6 +237,7 @@ class TrainStep:
     return d_loss, g_loss
 
   def run(self, n: int):
+    """n steps; the final ``float()`` waits for the device (CUDA)."""
     for _ in range(n):
       out = self.step()
     return [float(v.detach()) for v in out]

@@ -58,8 +58,13 @@ CASES = {
                      batch_size=256, steps=5),
     "toy": dict(flagfile="experiments/gan_ring.flags", batch_size=100,
                 steps=100),
+    # The paper's DCGAN resolution (G 4 -> 8 -> 16 -> 32 -> 64, RGB): the
+    # issue's GPU case. Not in the default list (minutes per step on 2 CPU
+    # cores); run it with --cases=dcgan64px on a GPU.
+    "dcgan64px": dict(flagfile="experiments/dcgan_mnist.flags",
+                      batch_size=256, steps=20, image_shape=(64, 64, 3)),
 }
-IMAGE_SHAPE = (28, 28, 1)
+IMAGE_SHAPE = (28, 28, 1)  # MNIST-size cases
 
 
 def config_from_flagfile(path: str, **overrides) -> flags_lib.Config:
@@ -108,7 +113,7 @@ def _flops(compiled) -> Optional[float]:
 class JaxCase:
   """gan_jax's compiled multi-step call for one config."""
 
-  def __init__(self, cfg, steps: int):
+  def __init__(self, cfg, steps: int, image_shape=IMAGE_SHAPE):
     self.cfg = cfg
     self.steps = steps
     devices = jax.local_devices()[:1]
@@ -117,7 +122,7 @@ class JaxCase:
     dataset = None
     if not toy:
       dataset = images_lib.ImageDataset(
-          np.zeros((8,) + IMAGE_SHAPE, np.uint8), None, 10, cfg.seed,
+          np.zeros((8,) + tuple(image_shape), np.uint8), None, 10, cfg.seed,
           "synthetic")
     self.gan = gan_lib.build(cfg, dataset)
     with jax.set_mesh(self.mesh):
@@ -125,7 +130,7 @@ class JaxCase:
       self.host = None
       if not toy:
         x = np.random.default_rng(0).uniform(
-            -1, 1, (steps, cfg.d_steps, cfg.batch_size) + IMAGE_SHAPE
+            -1, 1, (steps, cfg.d_steps, cfg.batch_size) + tuple(image_shape)
         ).astype(np.float32)
         sharding = NamedSharding(self.mesh, P(None, None, steps_lib.AXIS))
         self.host = {"image": jax.device_put(x, sharding),
@@ -161,7 +166,8 @@ class JaxCase:
 class TorchCase:
   """The PyTorch reference for the same config."""
 
-  def __init__(self, cfg, steps: int):
+  def __init__(self, cfg, steps: int, image_shape=IMAGE_SHAPE,
+               device: str = "cpu"):
     import torch  # pylint: disable=g-import-not-at-top
     import torch_reference  # pylint: disable=g-import-not-at-top
     self.steps = steps
@@ -169,10 +175,11 @@ class TorchCase:
     real = None
     shape = (2,)
     if not toy:
-      shape = IMAGE_SHAPE
-      h, w, c = IMAGE_SHAPE
-      real = torch.rand(steps, cfg.batch_size, c, h, w) * 2 - 1
-    self.ref = torch_reference.TrainStep(cfg, shape, real)
+      shape = tuple(image_shape)
+      h, w, c = shape
+      real = torch.rand(steps, cfg.batch_size, c, h, w,
+                        device=device) * 2 - 1
+    self.ref = torch_reference.TrainStep(cfg, shape, real, device=device)
     self.params = (torch_reference.num_params(self.ref.g)
                    + torch_reference.num_params(self.ref.d))
 
@@ -196,6 +203,7 @@ def bench_case(name: str, dtypes: List[str], args, peak: float,
   reference's are interleaved, so their ratios see the same machine load."""
   spec = dict(CASES[name])
   flagfile = spec.pop("flagfile")
+  image_shape = spec.pop("image_shape", IMAGE_SHAPE)
   steps = args.steps or spec.pop("steps")
   spec.pop("steps", None)
   jax_cases, compile_s, flops = {}, {}, {}
@@ -203,11 +211,12 @@ def bench_case(name: str, dtypes: List[str], args, peak: float,
     cfg = config_from_flagfile(flagfile, compute_dtype=dtype,
                                steps_per_loop=steps, **spec)
     t0 = time.perf_counter()
-    jax_cases[dtype] = JaxCase(cfg, steps)
+    jax_cases[dtype] = JaxCase(cfg, steps, image_shape)
     jax_cases[dtype].run()  # compile and first call
     compile_s[dtype] = time.perf_counter() - t0
     flops[dtype] = jax_cases[dtype].flops_per_step() if args.flops else None
-  tc = TorchCase(cfg, steps) if use_torch else None
+  tc = (TorchCase(cfg, steps, image_shape, args.torch_device)
+        if use_torch else None)
   if tc is not None:
     tc.run()  # warm-up
   times: Dict[str, List[float]] = {d: [] for d in dtypes}
@@ -280,7 +289,7 @@ def main(argv=None):
   parser.add_argument("--steps", type=int, default=0,
                       help="steps per timed call (fused with lax.scan); "
                       "0 = the case's default (dcgan64 10, dcgan256 5, "
-                      "toy 100)")
+                      "toy 100, dcgan64px 20)")
   parser.add_argument("--repeats", type=int, default=5,
                       help="timed calls per case; the median is reported")
   parser.add_argument("--compute_dtype", default="float32",
@@ -288,6 +297,9 @@ def main(argv=None):
   parser.add_argument("--torch", action=argparse.BooleanOptionalAction,
                       default=None, help="time the PyTorch reference "
                       "(default: when torch is installed)")
+  parser.add_argument("--torch_device", default="auto",
+                      help="cpu, cuda, or auto: cuda when JAX runs on a GPU "
+                      "(the reference then needs a CUDA build of torch)")
   parser.add_argument("--matmul_gflops", type=float, default=0.0,
                       help="the machine's float32 matmul rate; 0 = measure")
   parser.add_argument("--flops", action=argparse.BooleanOptionalAction,
@@ -309,6 +321,17 @@ def main(argv=None):
   use_torch = have_torch if args.torch is None else args.torch
   if use_torch and not have_torch:
     parser.error("--torch needs PyTorch: pip install -e '.[torch]'")
+  if args.torch_device == "auto":
+    args.torch_device = "cuda" if jax.default_backend() == "gpu" else "cpu"
+  if args.torch_device not in ("cpu", "cuda"):
+    parser.error(f"unknown --torch_device {args.torch_device!r}; valid: "
+                 "auto, cpu, cuda")
+  if use_torch and args.torch_device == "cuda":
+    import torch  # pylint: disable=g-import-not-at-top
+    if not torch.cuda.is_available():
+      parser.error("--torch_device=cuda: this torch build sees no CUDA "
+                   "device (install a CUDA build of torch==2.13.0, or pass "
+                   "--no-torch)")
   if not use_torch:
     print("note: PyTorch reference skipped (" + (
         "--no-torch" if have_torch else "torch not installed; pip install "

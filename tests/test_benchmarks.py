@@ -40,3 +40,14 @@ def test_benchmark_prints_json_lines():
   assert row["ratio_vs_torch"] is None  # --no-torch
   assert "| toy |" in result.stdout  # the table
 
+
+
+def test_benchmark_rejects_an_unknown_torch_device():
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "benchmarks", "train_step.py"),
+       "--cases=toy", "--torch_device=tpu", "--matmul_gflops=100"],
+      cwd=REPO, env=dict(os.environ, XLA_FLAGS=""), capture_output=True,
+      text=True, timeout=120)
+  assert result.returncode == 2
+  assert "unknown --torch_device 'tpu'" in result.stderr
+  assert "Traceback" not in result.stderr
