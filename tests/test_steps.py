@@ -112,3 +112,26 @@ def test_dcgan_data_parallel_equals_single_device():
     results.append(jax.device_get((st.g_params, st.d_params, metrics)))
   for a, b in zip(leaves(results[0]), leaves(results[1])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_cpu_compiler_options_send_convolutions_to_eigen(monkeypatch):
+  """On CPU the train step compiles convolutions outside YNNPACK
+  (steps.CPU_COMPILER_OPTIONS; docs/benchmarks.md), unless XLA_FLAGS
+  already chooses the YNNPACK fusion types."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  def conv(x, k):
+    return jax.lax.conv_general_dilated(
+        x, k, (2, 2), ((1, 1), (1, 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  x, k = jnp.ones((2, 8, 8, 32)), jnp.ones((4, 4, 32, 32))
+  lowered = jax.jit(conv).lower(x, k)
+  assert "__ynn_fusion" in lowered.compile().as_text()  # XLA's default
+  monkeypatch.setenv("XLA_FLAGS", "")
+  opts = steps.compiler_options()
+  assert opts == steps.CPU_COMPILER_OPTIONS
+  assert "__ynn_fusion" not in lowered.compile(compiler_options=opts).as_text()
+  monkeypatch.setenv("XLA_FLAGS",
+                     "--xla_cpu_experimental_ynn_fusion_type=individual_dot")
+  assert steps.compiler_options() is None
