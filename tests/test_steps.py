@@ -135,3 +135,12 @@ def test_cpu_compiler_options_send_convolutions_to_eigen(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS",
                      "--xla_cpu_experimental_ynn_fusion_type=individual_dot")
   assert steps.compiler_options() is None
+
+
+def test_compiler_options_fall_back_when_xla_rejects_them(monkeypatch):
+  """An XLA that does not know the options (another jaxlib) compiles the
+  step with its defaults instead of failing."""
+  monkeypatch.setenv("XLA_FLAGS", "")
+  monkeypatch.setattr(steps, "CPU_COMPILER_OPTIONS", {
+      "xla_cpu_experimental_ynn_fusion_type": "NOT_A_FUSION_TYPE"})
+  assert steps.compiler_options() is None
