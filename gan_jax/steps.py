@@ -350,9 +350,10 @@ def make_train_step(gan, mesh, steps_per_call: int):
   ``steps_per_call`` axis. Metrics come back stacked, one row per step. The
   state's buffers are donated. With ``--num_seeds`` N > 1 the state (and each
   step's host batch, after the steps axis) has a leading replica axis and
-  ``jax.vmap`` maps the whole step over it, outside the ``shard_map``: each
-  replica's collectives (``pmean`` over ``data``) stay within the replica.
-  Metrics are then (steps, N).
+  ``jax.vmap`` (or, with ``--seed_batching=map``, ``lax.map``) maps the whole
+  step over it, outside the ``shard_map``: each replica's collectives
+  (``pmean`` over ``data``) stay within the replica. Metrics are then
+  (steps, N).
   """
   def one(st, host):
     return train_step(gan, mesh, st, host)
@@ -360,7 +361,13 @@ def make_train_step(gan, mesh, steps_per_call: int):
   if gan.cfg.num_seeds > 1:
     # Independent replicas on a leading axis of the state (and of each
     # step's host batch); metrics come back (steps, num_seeds).
-    one = jax.vmap(one)
+    if gan.cfg.seed_batching == "map":
+      single = one
+
+      def one(st, host):  # pylint: disable=function-redefined
+        return lax.map(lambda args: single(*args), (st, host))
+    else:
+      one = jax.vmap(one)
 
   def call(state, host_batches):
     return lax.scan(one, state, host_batches, length=steps_per_call)

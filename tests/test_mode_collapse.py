@@ -323,8 +323,10 @@ def test_madgan_bad_flag_combinations(overrides):
 
 
 @pytest.mark.parametrize("n_devices", [2])  # vmap over shard_map shards
-def test_replica_i_equals_the_run_with_seed_i(n_devices):
-  cfg = tiny_config(num_seeds=2, seed=5, d_steps=2, minibatch_disc="stddev")
+@pytest.mark.parametrize("batching", ["vmap", "map"])
+def test_replica_i_equals_the_run_with_seed_i(n_devices, batching):
+  cfg = tiny_config(num_seeds=2, seed=5, d_steps=2, minibatch_disc="stddev",
+                    seed_batching=batching)
   many, metrics = train(cfg, n_devices)
   assert metrics["d_loss"].shape == (2, 2)
   assert int(many.step[1]) == 2
