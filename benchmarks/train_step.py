@@ -101,6 +101,32 @@ def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
   return 2 * n ** 3 / best / 1e9
 
 
+def cpu_description() -> str:
+  """The host CPU as /proc/cpuinfo names it, with family/model and its
+  widest vector extension: the VM behind a name can change between runs
+  (docs/benchmarks.md, Machine)."""
+  info: Dict[str, str] = {}
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key and key not in info:
+          info[key] = value.strip()
+        if not line.strip() and info:
+          break  # the first processor is enough
+  except OSError:
+    return "unknown CPU"
+  flags = info.get("flags", "").split()
+  isa = ("avx512" if "avx512f" in flags else "avx2" if "avx2" in flags
+         else "no avx2")
+  if "avx512_bf16" in flags:
+    isa += "+bf16"
+  return (f"{info.get('model name', 'unknown CPU')} (family "
+          f"{info.get('cpu family', '?')} model {info.get('model', '?')}, "
+          f"{isa})")
+
+
 def _flops(compiled) -> Optional[float]:
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):
@@ -258,6 +284,7 @@ def bench_case(name: str, dtypes: List[str], args, peak: float,
         "ratio_range": (None if tsps is None
                         else [round(min(paired), 3), round(max(paired), 3)]),
         "load_average": round(os.getloadavg()[0], 1),
+        "cpu": cpu_description(),
     })
   return rows
 
@@ -339,7 +366,8 @@ def main(argv=None):
   peak = args.matmul_gflops or matmul_gflops()
   load = os.getloadavg()
   print(f"# jax {jax.__version__} on {jax.devices()[0].device_kind}, "
-        f"{os.cpu_count()} cpus, load average {load[0]:.1f} {load[1]:.1f} "
+        f"{os.cpu_count()} cpus ({cpu_description()}), load average "
+        f"{load[0]:.1f} {load[1]:.1f} "
         f"{load[2]:.1f}; float32 matmul {peak:.1f} GFLOP/s", flush=True)
   rows = []
   for c in cases:

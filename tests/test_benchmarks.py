@@ -11,7 +11,7 @@ from helpers import REPO
 FIELDS = ("case", "compute_dtype", "batch_size", "steps_per_sec",
           "images_per_sec", "flops_per_step", "flops_source",
           "matmul_gflops", "matmul_fraction", "torch_steps_per_sec",
-          "ratio_vs_torch")
+          "ratio_vs_torch", "cpu")
 
 
 def test_benchmark_prints_json_lines():
