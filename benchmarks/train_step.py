@@ -29,6 +29,7 @@ product timed in the same run (or ``--matmul_gflops``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -101,6 +102,7 @@ def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
   return 2 * n ** 3 / best / 1e9
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_description() -> str:
   """The host CPU as /proc/cpuinfo names it, with family/model and its
   widest vector extension: the VM behind a name can change between runs

@@ -358,19 +358,18 @@ def make_train_step(gan, mesh, steps_per_call: int):
   def one(st, host):
     return train_step(gan, mesh, st, host)
 
+  step = one
   if gan.cfg.num_seeds > 1:
     # Independent replicas on a leading axis of the state (and of each
     # step's host batch); metrics come back (steps, num_seeds).
     if gan.cfg.seed_batching == "map":
-      single = one
-
-      def one(st, host):  # pylint: disable=function-redefined
-        return lax.map(lambda args: single(*args), (st, host))
+      def step(st, host):
+        return lax.map(lambda args: one(*args), (st, host))
     else:
-      one = jax.vmap(one)
+      step = jax.vmap(one)
 
   def call(state, host_batches):
-    return lax.scan(one, state, host_batches, length=steps_per_call)
+    return lax.scan(step, state, host_batches, length=steps_per_call)
 
   return jax.jit(call, donate_argnums=0,
                  compiler_options=compiler_options())

@@ -41,7 +41,6 @@ def test_benchmark_prints_json_lines():
   assert "| toy |" in result.stdout  # the table
 
 
-
 def test_benchmark_rejects_an_unknown_torch_device():
   result = subprocess.run(
       [sys.executable, os.path.join(REPO, "benchmarks", "train_step.py"),

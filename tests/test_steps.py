@@ -2,6 +2,7 @@
 determinism."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -118,8 +119,6 @@ def test_cpu_compiler_options_send_convolutions_to_eigen(monkeypatch):
   """On CPU the train step compiles convolutions outside YNNPACK
   (steps.CPU_COMPILER_OPTIONS; docs/benchmarks.md), unless XLA_FLAGS
   already chooses the YNNPACK fusion types."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
   def conv(x, k):
     return jax.lax.conv_general_dilated(
         x, k, (2, 2), ((1, 1), (1, 1)),
