@@ -21,6 +21,11 @@ al. 2018; ``gan_jax/models/mlp.py``): G = 4 x (Dense 400 without bias,
 BatchNorm, ReLU), linear 2-D output; D = 3 maxout layers of 200 units x 5
 pieces, linear output. BatchNorm: momentum 0.1, epsilon 1e-5 in both.
 
+Mixed precision (``compute_dtype='bfloat16'``, the counterpart of gan_jax's
+``--compute_dtype=bfloat16``): the steps run under ``torch.autocast`` with
+bfloat16, so convolutions and matrix products compute in bfloat16 while
+parameters and Adam's moments stay float32.
+
 Only the (optional) ``torch==2.13.0`` extra is needed: ``pip install -e
 '.[torch]'`` (the CPU build; a CUDA build for ``device='cuda'``).
 """
@@ -171,7 +176,8 @@ class TrainStep:
   """
 
   def __init__(self, cfg, shape, real_batches: Optional[torch.Tensor] = None,
-               seed: int = 0, device: str = "cpu"):
+               seed: int = 0, device: str = "cpu",
+               compute_dtype: str = "float32"):
     if cfg.loss != "ns" or cfg.d_steps != 1 or cfg.pack != 1:
       raise ValueError("the reference implements --loss=ns --d_steps=1 "
                        "--pack=1")
@@ -179,6 +185,9 @@ class TrainStep:
     self.cfg = cfg
     self.batch = cfg.batch_size
     self.device = torch.device(device)
+    if compute_dtype not in ("float32", "bfloat16"):
+      raise ValueError(f"unknown compute_dtype {compute_dtype!r}")
+    self.autocast = compute_dtype == "bfloat16"
     self.g, self.d = (m.to(self.device) for m in build_models(cfg, shape))
     self.g.train()
     self.d.train()
@@ -238,6 +247,8 @@ class TrainStep:
 
   def run(self, n: int):
     """n steps; the final ``float()`` waits for the device (CUDA)."""
-    for _ in range(n):
-      out = self.step()
+    with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                        enabled=self.autocast):
+      for _ in range(n):
+        out = self.step()
     return [float(v.detach()) for v in out]

@@ -196,6 +196,8 @@ class TorchCase:
 
   def __init__(self, cfg, steps: int, image_shape=IMAGE_SHAPE,
                device: str = "cpu"):
+    """``cfg.compute_dtype`` 'bfloat16' runs the reference under
+    ``torch.autocast`` (bfloat16 compute, float32 parameters)."""
     import torch  # pylint: disable=g-import-not-at-top
     import torch_reference  # pylint: disable=g-import-not-at-top
     self.steps = steps
@@ -207,7 +209,8 @@ class TorchCase:
       h, w, c = shape
       real = torch.rand(steps, cfg.batch_size, c, h, w,
                         device=device) * 2 - 1
-    self.ref = torch_reference.TrainStep(cfg, shape, real, device=device)
+    self.ref = torch_reference.TrainStep(cfg, shape, real, device=device,
+                                         compute_dtype=cfg.compute_dtype)
     self.params = (torch_reference.num_params(self.ref.g)
                    + torch_reference.num_params(self.ref.d))
 
@@ -227,14 +230,16 @@ def _torch_available() -> bool:
 
 def bench_case(name: str, dtypes: List[str], args, peak: float,
                use_torch: bool) -> List[Dict[str, Any]]:
-  """One row per compute dtype; every dtype's calls and the PyTorch
-  reference's are interleaved, so their ratios see the same machine load."""
+  """One row per compute dtype, each against the PyTorch reference in the
+  same dtype (bfloat16: ``torch.autocast``); all calls are interleaved, so
+  their ratios see the same machine load."""
   spec = dict(CASES[name])
   flagfile = spec.pop("flagfile")
   image_shape = spec.pop("image_shape", IMAGE_SHAPE)
   steps = args.steps or spec.pop("steps")
   spec.pop("steps", None)
-  jax_cases, compile_s, flops = {}, {}, {}
+  spec.update(args.overrides)
+  jax_cases, torch_cases, compile_s, flops = {}, {}, {}, {}
   for dtype in dtypes:
     cfg = config_from_flagfile(flagfile, compute_dtype=dtype,
                                steps_per_loop=steps, **spec)
@@ -243,28 +248,31 @@ def bench_case(name: str, dtypes: List[str], args, peak: float,
     jax_cases[dtype].run()  # compile and first call
     compile_s[dtype] = time.perf_counter() - t0
     flops[dtype] = jax_cases[dtype].flops_per_step() if args.flops else None
-  tc = (TorchCase(cfg, steps, image_shape, args.torch_device)
-        if use_torch else None)
-  if tc is not None:
-    tc.run()  # warm-up
+    if use_torch:
+      torch_cases[dtype] = TorchCase(cfg, steps, image_shape,
+                                     args.torch_device)
+      torch_cases[dtype].run()  # warm-up
   times: Dict[str, List[float]] = {d: [] for d in dtypes}
-  torch_times: List[float] = []
+  torch_times: Dict[str, List[float]] = {d: [] for d in torch_cases}
   for _ in range(args.repeats):
     for dtype, jc in jax_cases.items():
       times[dtype].append(jc.run())
-    if tc is not None:
-      torch_times.append(tc.run())
-  tsps = steps / statistics.median(torch_times) if tc is not None else None
+      if dtype in torch_cases:
+        torch_times[dtype].append(torch_cases[dtype].run())
   rows = []
   for dtype, jc in jax_cases.items():
+    tc = torch_cases.get(dtype)
+    tsps = (steps / statistics.median(torch_times[dtype]) if tc is not None
+            else None)
     m = jax.device_get(jc.last_metrics)
     finite = all(np.all(np.isfinite(v)) for v in m.values())
     sps = steps / statistics.median(times[dtype])
     f = flops[dtype]
-    # Paired ratios: each round times every dtype's call and then torch's,
+    # Paired ratios: each round times a dtype's call and then torch's,
     # so a slow phase of the machine affects both sides of a pair; the
     # median of the per-round ratios is steadier than a ratio of medians.
-    paired = [t / j for j, t in zip(times[dtype], torch_times)]
+    paired = [t / j
+              for j, t in zip(times[dtype], torch_times.get(dtype, []))]
     rows.append({
         "case": name, "compute_dtype": dtype,
         "batch_size": jc.cfg.batch_size, "steps": steps,
@@ -285,6 +293,7 @@ def bench_case(name: str, dtypes: List[str], args, peak: float,
                            else round(statistics.median(paired), 3)),
         "ratio_range": (None if tsps is None
                         else [round(min(paired), 3), round(max(paired), 3)]),
+        "overrides": {k: str(v) for k, v in args.overrides.items()},
         "load_average": round(os.getloadavg()[0], 1),
         "cpu": cpu_description(),
     })
@@ -331,6 +340,11 @@ def main(argv=None):
                       "(the reference then needs a CUDA build of torch)")
   parser.add_argument("--matmul_gflops", type=float, default=0.0,
                       help="the machine's float32 matmul rate; 0 = measure")
+  parser.add_argument("--set", action="append", default=[],
+                      metavar="FLAG=VALUE", help="override one of the "
+                      "cases' gan_jax flags, e.g. --set d_conv=xla --set "
+                      "g_upsample=transpose (repeatable; the PyTorch "
+                      "reference is unchanged)")
   parser.add_argument("--flops", action=argparse.BooleanOptionalAction,
                       default=True, help="count FLOPs with XLA's cost "
                       "analysis (compiles the step once more)")
@@ -344,6 +358,16 @@ def main(argv=None):
     if d not in ("float32", "bfloat16"):
       parser.error(f"unknown --compute_dtype {d!r}; valid: float32, "
                    "bfloat16")
+  args.overrides = {}
+  for item in args.set:
+    name, eq, value = item.partition("=")
+    if not eq or name not in flags_lib.FLAGS:
+      parser.error(f"--set {item!r}: expected FLAG=VALUE with a gan_jax "
+                   "flag")
+    try:
+      args.overrides[name] = flags_lib.FLAGS[name].parser.parse(value)
+    except ValueError as e:
+      parser.error(f"--set {item!r}: {e}")
   if args.steps < 0 or args.repeats < 1:
     parser.error("--steps must be >= 0 and --repeats >= 1")
   have_torch = _torch_available()

@@ -212,6 +212,12 @@ integer("d_channels", 64, "Base width of convolutional discriminators "
 enum("g_upsample", "subpixel", ["subpixel", "transpose"], "DCGAN generator "
      "upsampling: convolution then depth-to-space, or a transposed "
      "convolution (whose gradient is very slow in XLA on CPU).")
+enum("d_conv", "auto", ["auto", "conv", "patches", "xla"], "How the DCGAN "
+     "discriminator computes its 4x4 stride-2 convolutions (same parameters "
+     "and function; layers.DownConv): conv = XLA's convolution with "
+     "hand-written gradients, patches = im2col x matrix, xla = XLA's own "
+     "gradients (fast on GPU/TPU, very slow on CPU); auto = patches for at "
+     "most 4 input channels, else conv.", safe=True)
 enum("g_norm", "auto", ["auto", "batch", "none"], "Generator normalization; "
      "auto = the architecture's paper choice (DCGAN, ResNet: batch; "
      "Goodfellow MLP: none).")

@@ -19,7 +19,7 @@ def test_benchmark_prints_json_lines():
   result = subprocess.run(
       [sys.executable, os.path.join(REPO, "benchmarks", "train_step.py"),
        "--cases=toy", "--steps=2", "--repeats=1", "--no-torch",
-       "--matmul_gflops=100"],
+       "--matmul_gflops=100", "--set=d_lr=1e-4"],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr
   rows = [json.loads(line) for line in result.stdout.splitlines()
@@ -38,15 +38,21 @@ def test_benchmark_prints_json_lines():
              * row["flops_per_step"] / 1e11) < 1e-2
   assert row["finite"] and row["state_donated"]
   assert row["ratio_vs_torch"] is None  # --no-torch
+  assert row["overrides"] == {"d_lr": "0.0001"}
   assert "| toy |" in result.stdout  # the table
 
 
-def test_benchmark_rejects_an_unknown_torch_device():
+@pytest.mark.parametrize("arg, message", [
+    ("--torch_device=tpu", "unknown --torch_device 'tpu'"),
+    ("--set=d_conv=fast", "--set 'd_conv=fast': value should be one of"),
+    ("--set=no_such_flag=1", "expected FLAG=VALUE with a gan_jax flag"),
+])
+def test_benchmark_rejects_bad_arguments(arg, message):
   result = subprocess.run(
       [sys.executable, os.path.join(REPO, "benchmarks", "train_step.py"),
-       "--cases=toy", "--torch_device=tpu", "--matmul_gflops=100"],
+       "--cases=toy", arg, "--matmul_gflops=100"],
       cwd=REPO, env=dict(os.environ, XLA_FLAGS=""), capture_output=True,
       text=True, timeout=120)
   assert result.returncode == 2
-  assert "unknown --torch_device 'tpu'" in result.stderr
+  assert message in result.stderr
   assert "Traceback" not in result.stderr

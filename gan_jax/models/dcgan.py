@@ -131,7 +131,7 @@ def dcgan_generator(cfg, shape, num_classes: int) -> nn.Module:
 def dcgan_discriminator(cfg, shape, num_classes: int) -> nn.Module:
   layers.image_levels(shape, "dcgan")
   return DCGANDiscriminator(
-      in_shape=tuple(shape), channels=cfg.d_channels,
+      in_shape=tuple(shape), channels=cfg.d_channels, conv=cfg.d_conv,
       norm=layers.resolve_norm(cfg.d_norm, "batch"), num_classes=num_classes,
       minibatch=cfg.minibatch_disc, mbd_kernels=cfg.mbd_kernels,
       mbd_kernel_dim=cfg.mbd_kernel_dim,

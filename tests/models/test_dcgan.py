@@ -141,3 +141,17 @@ def test_unsupported_resolution_is_a_user_error(shape):
     GENERATORS("dcgan", _cfg(), shape, 0)
   with pytest.raises(UserError):
     DISCRIMINATORS("dcgan", _cfg(), shape, 0)
+
+
+def test_d_conv_flag_selects_the_convolution_without_changing_the_function():
+  """--d_conv picks how D's convolutions are computed; the parameters and
+  the logits are the same in every mode."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 28, 28, 1))
+  logits = {}
+  for mode in ("auto", "conv", "patches", "xla"):
+    d = DISCRIMINATORS("dcgan", _cfg(d_conv=mode), (28, 28, 1), 0)
+    assert d.conv == mode
+    logits[mode], _, _ = _discriminate(d, x)  # same seed: same parameters
+  for mode in ("conv", "patches", "xla"):
+    np.testing.assert_allclose(logits[mode], logits["auto"], rtol=1e-4,
+                               atol=1e-5)
