@@ -287,8 +287,10 @@ def strided_kernel(kernel):
 
 def _down_conv_transpose(y, kernel, pads, hw):
   n, h, w, _ = y.shape
-  yp = jnp.pad(y, ((0, 0), (1, 1), (1, 1), (0, 0)))
   ks = subpixel_kernel(kernel)  # (2, 2, cin, (a, b, f))
+  # The convolutions pad y by one pixel themselves: a separate jnp.pad (and
+  # its slices) was a copy of the input per call (DCGAN step +2% at batch
+  # 64 and 256 without it).
   if pads == ((1, 1), (1, 1)) and tuple(hw) == (2 * h, 2 * w):
     # The 2x2 convolution of the padded input gives h + 1 rows per row phase
     # a, and the crop keeps h of them: output row 2m is phase 1 at u = m,
@@ -297,11 +299,11 @@ def _down_conv_transpose(y, kernel, pads, hw):
     # step at batch 256: 3.56 -> 3.65 steps/s).
     f = ks.shape[-1] // 4
     kr = ks.reshape(ks.shape[:3] + (2, 2 * f))
-    z = jnp.stack([_conv(yp[:, :h + 1], kr[:, :, :, 1], 1, "VALID"),
-                   _conv(yp[:, 1:], kr[:, :, :, 0], 1, "VALID")], axis=2)
+    z = jnp.stack([_conv(y, kr[:, :, :, 1], 1, ((1, 0), (1, 1))),
+                   _conv(y, kr[:, :, :, 0], 1, ((0, 1), (1, 1)))], axis=2)
     z = z.reshape(n, 2 * h, 2 * w + 2, f)  # (n, h, 2, w + 1, (b, f))
     return z[:, :, 1:2 * w + 1]
-  z = depth_to_space(_conv(yp, ks, 1, "VALID"), 2)
+  z = depth_to_space(_conv(y, ks, 1, ((1, 1), (1, 1))), 2)
   (p0, _), (q0, _) = pads
   return z[:, p0:p0 + hw[0], q0:q0 + hw[1]]
 
