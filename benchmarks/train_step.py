@@ -15,11 +15,16 @@ Cases (``--cases``):
                      batch 100, 2-D ring data sampled on device.
 
 Each case prints one JSON line (``{"case": ..., "steps_per_sec": ...}``)
-and a table at the end. FLOPs per step come from XLA's cost analysis of the
-compiled program (``jit(...).lower(...).compile().cost_analysis()``, which
-counts the scan's body, one step, once);
-``matmul_fraction`` is the achieved FLOP rate over a float32 4096x4096 matrix
-product timed in the same run (or ``--matmul_gflops``).
+and a table at the end. FLOPs per step are the model's: every product of
+the matrix multiplications and convolutions of one step of the identical
+update, counted by PyTorch's ``FlopCounterMode`` on the reference (a dense
+convolution counts all its output positions, padding included, as PyTorch
+and the papers count), so they do not depend on how gan_jax computes a
+layer. Without PyTorch they come from XLA's cost analysis of the compiled
+program (``xla_flops_per_step``, always reported: it skips products with
+padding and counts elementwise work, so it moves with the formulation of a
+layer). ``matmul_fraction`` is the achieved FLOP rate over a float32
+4096x4096 matrix product timed in the same run (or ``--matmul_gflops``).
 
   python benchmarks/train_step.py            # all cases; torch if installed
   python benchmarks/train_step.py --cases=toy --steps=2 --no-torch
@@ -219,6 +224,14 @@ class TorchCase:
     self.ref.run(self.steps)
     return time.perf_counter() - t
 
+  def flops_per_step(self) -> float:
+    """Products (2 per multiply-add) of one step, by PyTorch's counter;
+    runs one step."""
+    from torch.utils import flop_counter  # pylint: disable=g-import-not-at-top
+    with flop_counter.FlopCounterMode(display=False) as counter:
+      self.ref.run(1)
+    return float(counter.get_total_flops())
+
 
 def _torch_available() -> bool:
   try:
@@ -239,7 +252,8 @@ def bench_case(name: str, dtypes: List[str], args, peak: float,
   steps = args.steps or spec.pop("steps")
   spec.pop("steps", None)
   spec.update(args.overrides)
-  jax_cases, torch_cases, compile_s, flops = {}, {}, {}, {}
+  jax_cases, torch_cases, compile_s, xla_flops = {}, {}, {}, {}
+  model_flops = None
   for dtype in dtypes:
     cfg = config_from_flagfile(flagfile, compute_dtype=dtype,
                                steps_per_loop=steps, **spec)
@@ -247,11 +261,14 @@ def bench_case(name: str, dtypes: List[str], args, peak: float,
     jax_cases[dtype] = JaxCase(cfg, steps, image_shape)
     jax_cases[dtype].run()  # compile and first call
     compile_s[dtype] = time.perf_counter() - t0
-    flops[dtype] = jax_cases[dtype].flops_per_step() if args.flops else None
+    xla_flops[dtype] = (jax_cases[dtype].flops_per_step() if args.flops
+                        else None)
     if use_torch:
       torch_cases[dtype] = TorchCase(cfg, steps, image_shape,
                                      args.torch_device)
       torch_cases[dtype].run()  # warm-up
+      if model_flops is None and args.flops:
+        model_flops = torch_cases[dtype].flops_per_step()
   times: Dict[str, List[float]] = {d: [] for d in dtypes}
   torch_times: Dict[str, List[float]] = {d: [] for d in torch_cases}
   for _ in range(args.repeats):
@@ -267,7 +284,7 @@ def bench_case(name: str, dtypes: List[str], args, peak: float,
     m = jax.device_get(jc.last_metrics)
     finite = all(np.all(np.isfinite(v)) for v in m.values())
     sps = steps / statistics.median(times[dtype])
-    f = flops[dtype]
+    f = model_flops if model_flops is not None else xla_flops[dtype]
     # Paired ratios: each round times a dtype's call and then torch's,
     # so a slow phase of the machine affects both sides of a pair; the
     # median of the per-round ratios is steadier than a ratio of medians.
@@ -279,7 +296,10 @@ def bench_case(name: str, dtypes: List[str], args, peak: float,
         "repeats": args.repeats,
         "steps_per_sec": round(sps, 3),
         "images_per_sec": round(sps * jc.cfg.batch_size, 1),
-        "flops_per_step": f, "flops_source": "xla_cost_analysis",
+        "flops_per_step": f,
+        "flops_source": ("pytorch_flop_counter" if model_flops is not None
+                         else "xla_cost_analysis"),
+        "xla_flops_per_step": xla_flops[dtype],
         "gflops_per_sec": None if f is None else round(sps * f / 1e9, 2),
         "matmul_gflops": round(peak, 1),
         "matmul_fraction": (None if f is None
@@ -346,8 +366,10 @@ def main(argv=None):
                       "g_upsample=transpose (repeatable; the PyTorch "
                       "reference is unchanged)")
   parser.add_argument("--flops", action=argparse.BooleanOptionalAction,
-                      default=True, help="count FLOPs with XLA's cost "
-                      "analysis (compiles the step once more)")
+                      default=True, help="count FLOPs: the model's with "
+                      "PyTorch's counter on the reference, and XLA's cost "
+                      "analysis of the compiled step (compiles it once "
+                      "more)")
   args = parser.parse_args(argv)
   cases = [c for c in args.cases.split(",") if c]
   dtypes = [d for d in args.compute_dtype.split(",") if d]

@@ -38,6 +38,9 @@ def test_benchmark_prints_json_lines():
              * row["flops_per_step"] / 1e11) < 1e-2
   assert row["finite"] and row["state_donated"]
   assert row["ratio_vs_torch"] is None  # --no-torch
+  # Without PyTorch's counter the FLOPs are XLA's cost analysis.
+  assert row["flops_source"] == "xla_cost_analysis"
+  assert row["xla_flops_per_step"] == row["flops_per_step"]
   assert row["overrides"] == {"d_lr": "0.0001"}
   assert "| toy |" in result.stdout  # the table
 
@@ -56,3 +59,24 @@ def test_benchmark_rejects_bad_arguments(arg, message):
   assert result.returncode == 2
   assert message in result.stderr
   assert "Traceback" not in result.stderr
+
+
+def test_benchmark_counts_model_flops_with_the_pytorch_reference():
+  """With PyTorch installed (an optional extra; skipped in CI) the FLOPs
+  are the model's, counted on the reference step; for the toy MLP pair they
+  agree with XLA's count of gan_jax's step to a few percent (XLA adds the
+  elementwise work)."""
+  pytest.importorskip("torch")
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "benchmarks", "train_step.py"),
+       "--cases=toy", "--steps=2", "--repeats=1", "--torch",
+       "--matmul_gflops=100"],
+      cwd=REPO, env=dict(os.environ, XLA_FLAGS=""), capture_output=True,
+      text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  row = [json.loads(line) for line in result.stdout.splitlines()
+         if line.startswith("{")][0]
+  assert row["flops_source"] == "pytorch_flop_counter"
+  assert row["flops_per_step"] == pytest.approx(row["xla_flops_per_step"],
+                                                rel=0.05)
+  assert row["torch_steps_per_sec"] > 0 and row["ratio_vs_torch"] > 0
