@@ -40,6 +40,10 @@ from torch import nn
 from torch.nn import functional as F
 
 
+class UnsupportedConfig(ValueError):
+  """The reference does not implement this configuration."""
+
+
 def _levels(size: int):
   for base in (4, 7):
     k, s = 0, size
@@ -48,7 +52,7 @@ def _levels(size: int):
       k += 1
     if s == base and k >= 1:
       return base, k
-  raise ValueError(f"unsupported image size {size}")
+  raise UnsupportedConfig(f"unsupported image size {size}")
 
 
 def _dcgan_init(module: nn.Module):
@@ -159,7 +163,7 @@ def build_models(cfg, shape):
     return (MLPGenerator(cfg.z_dim, out, cfg.g_hidden, cfg.g_layers),
             MaxoutDiscriminator(out * cfg.pack, cfg.d_hidden, cfg.d_layers,
                                 cfg.maxout_pieces))
-  raise ValueError(f"no PyTorch reference for {cfg.generator}/"
+  raise UnsupportedConfig(f"no PyTorch reference for {cfg.generator}/"
                    f"{cfg.discriminator}")
 
 
@@ -179,14 +183,14 @@ class TrainStep:
                seed: int = 0, device: str = "cpu",
                compute_dtype: str = "float32"):
     if cfg.loss != "ns" or cfg.d_steps != 1 or cfg.pack != 1:
-      raise ValueError("the reference implements --loss=ns --d_steps=1 "
+      raise UnsupportedConfig("the reference implements --loss=ns --d_steps=1 "
                        "--pack=1")
     torch.manual_seed(seed)
     self.cfg = cfg
     self.batch = cfg.batch_size
     self.device = torch.device(device)
     if compute_dtype not in ("float32", "bfloat16"):
-      raise ValueError(f"unknown compute_dtype {compute_dtype!r}")
+      raise UnsupportedConfig(f"unknown compute_dtype {compute_dtype!r}")
     self.autocast = compute_dtype == "bfloat16"
     self.g, self.d = (m.to(self.device) for m in build_models(cfg, shape))
     self.g.train()

@@ -56,6 +56,7 @@ from gan_jax import gan as gan_lib  # noqa: E402
 from gan_jax import state as state_lib  # noqa: E402
 from gan_jax import steps as steps_lib  # noqa: E402
 from gan_jax.data import images as images_lib  # noqa: E402
+from gan_jax.errors import UserError  # noqa: E402
 
 CASES = {
     "dcgan64": dict(flagfile="experiments/dcgan_mnist.flags", batch_size=64,
@@ -233,6 +234,16 @@ class TorchCase:
     return float(counter.get_total_flops())
 
 
+def _unsupported_error() -> type:
+  """The PyTorch reference's error for a configuration it lacks (an
+  exception type nothing raises when torch is not installed)."""
+  try:
+    import torch_reference  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return UserError
+  return torch_reference.UnsupportedConfig
+
+
 def _torch_available() -> bool:
   try:
     import torch  # noqa: F401  pylint: disable=unused-import
@@ -364,7 +375,9 @@ def main(argv=None):
                       metavar="FLAG=VALUE", help="override one of the "
                       "cases' gan_jax flags, e.g. --set d_conv=xla --set "
                       "g_upsample=transpose (repeatable; the PyTorch "
-                      "reference is unchanged)")
+                      "reference is built from the same config, and "
+                      "flags that only choose how gan_jax computes a layer "
+                      "do not change it)")
   parser.add_argument("--flops", action=argparse.BooleanOptionalAction,
                       default=True, help="count FLOPs: the model's with "
                       "PyTorch's counter on the reference, and XLA's cost "
@@ -418,10 +431,17 @@ def main(argv=None):
         f"{load[0]:.1f} {load[1]:.1f} "
         f"{load[2]:.1f}; float32 matmul {peak:.1f} GFLOP/s", flush=True)
   rows = []
-  for c in cases:
-    for row in bench_case(c, dtypes, args, peak, use_torch):
-      rows.append(row)
-      print(json.dumps(row), flush=True)
+  try:
+    for c in cases:
+      for row in bench_case(c, dtypes, args, peak, use_torch):
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+  except (UserError, _unsupported_error()) as e:
+    # A configuration gan_jax or the reference rejects (e.g. a --set that
+    # the PyTorch reference does not implement): one line, and the rows
+    # measured so far stay printed.
+    print(f"train_step.py: error: {e}", file=sys.stderr)
+    return 2
   print(_table(rows))
   load = os.getloadavg()
   print(f"# load average at the end {load[0]:.1f} {load[1]:.1f} "
@@ -429,4 +449,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -49,6 +49,8 @@ def test_benchmark_prints_json_lines():
     ("--torch_device=tpu", "unknown --torch_device 'tpu'"),
     ("--set=d_conv=fast", "--set 'd_conv=fast': value should be one of"),
     ("--set=no_such_flag=1", "expected FLAG=VALUE with a gan_jax flag"),
+    # Parsed, then rejected by gan_jax when the case is built.
+    ("--set=generator=dcgan", "error: dcgan needs square images"),
 ])
 def test_benchmark_rejects_bad_arguments(arg, message):
   result = subprocess.run(
