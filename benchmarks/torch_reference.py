@@ -164,7 +164,7 @@ def build_models(cfg, shape):
             MaxoutDiscriminator(out * cfg.pack, cfg.d_hidden, cfg.d_layers,
                                 cfg.maxout_pieces))
   raise UnsupportedConfig(f"no PyTorch reference for {cfg.generator}/"
-                   f"{cfg.discriminator}")
+                          f"{cfg.discriminator}")
 
 
 def num_params(module: nn.Module) -> int:
