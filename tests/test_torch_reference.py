@@ -111,20 +111,7 @@ def test_dcgan_reference_matches_gan_jax():
                              atol=1e-4)
 
 
-def test_toy_reference_matches_gan_jax():
-  cfg = train_step.config_from_flagfile("experiments/gan_ring.flags",
-                                        g_hidden=16, d_hidden=8)
-  g = GENERATORS(cfg.generator, cfg, (2,), 0)
-  d = DISCRIMINATORS(cfg.discriminator, cfg, (2,), 0)
-  rs = np.random.RandomState(0)
-  z = rs.normal(size=(10, cfg.z_dim)).astype(np.float32)
-  x = rs.normal(size=(10, 2)).astype(np.float32)
-  vg = host_init(g, jnp.ones((2, cfg.z_dim)), None, train=False)
-  vd = host_init(d, jnp.ones((2, 2)), None, train=False, seed=1)
-  tg, td = torch_reference.build_models(cfg, (2,))
-  tg.train()
-  td.train()
-  pg, pd = vg["params"], vd["params"]
+def _load_toy(tg, td, pg, pd):
   linears = [m for m in tg.net if isinstance(m, torch.nn.Linear)]
   bns = [m for m in tg.net if isinstance(m, torch.nn.BatchNorm1d)]
   for i, lin in enumerate(linears):
@@ -139,12 +126,58 @@ def test_toy_reference_matches_gan_jax():
     _set(layer.fc.bias, p["bias"])
   _set(td.net[-1].weight, np.asarray(pd["Dense_0"]["kernel"]).T)
   _set(td.net[-1].bias, pd["Dense_0"]["bias"])
-  # D's dropout is off in the toy flagfile (the PacGAN discriminator).
+
+
+def _toy_config(**kw):
+  return train_step.config_from_flagfile("experiments/gan_ring.flags",
+                                         g_hidden=16, d_hidden=8, **kw)
+
+
+def test_toy_reference_matches_gan_jax():
+  cfg = _toy_config()
+  g = GENERATORS(cfg.generator, cfg, (2,), 0)
+  d = DISCRIMINATORS(cfg.discriminator, cfg, (2,), 0)
+  rs = np.random.RandomState(0)
+  z = rs.normal(size=(10, cfg.z_dim)).astype(np.float32)
+  x = rs.normal(size=(10, 2)).astype(np.float32)
+  vg = host_init(g, jnp.ones((2, cfg.z_dim)), None, train=False)
+  vd = host_init(d, jnp.ones((2, 2)), None, train=False, seed=1)
+  tg, td = torch_reference.build_models(cfg, (2,))
+  tg.train()
+  td.train()
+  _load_toy(tg, td, vg["params"], vd["params"])
   with torch.no_grad():
     t_fake = tg(_t(z)).numpy()
     t_logit = td(_t(x)).numpy()
   np.testing.assert_allclose(_apply(g, vg, z, None), t_fake, atol=2e-5)
-  np.testing.assert_allclose(
-      np.asarray(d.apply(vd, x, None, train=True,
-                         rngs={"dropout": jnp.zeros(2, jnp.uint32)})),
-      t_logit, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(d.apply(vd, x, None, train=True)),
+                             t_logit, rtol=1e-5, atol=1e-5)
+
+
+def test_toy_reference_performs_gan_jax_update():
+  """One whole train step (D update, then G update with fresh noise, Adam)
+  from the same parameters on the same noise and data: the same losses and
+  the same updated parameters."""
+  from step_runner import Runner  # pylint: disable=g-import-not-at-top
+  cfg = _toy_config(batch_size=16, steps_per_loop=1, progress=False)
+  runner = Runner(cfg)
+  before = runner.host()
+  inputs = runner.inputs(0)
+  metrics = runner.steps(1)
+  after = runner.host()
+
+  ref = torch_reference.TrainStep(cfg, (2,), None)
+  _load_toy(ref.g, ref.d, before.g_params, before.d_params)
+  zs = iter([inputs["d"]["z"][0], inputs["g"]["z"]])
+  ref.sample_z = lambda n: _t(next(zs))
+  ref._real = lambda: _t(inputs["d"]["real"][0])  # pylint: disable=protected-access
+  d_loss, g_loss = ref.run(1)
+  np.testing.assert_allclose(metrics["d_loss"][0], d_loss, rtol=1e-5)
+  np.testing.assert_allclose(metrics["g_loss"][0], g_loss, rtol=1e-5)
+
+  moved = torch_reference.TrainStep(cfg, (2,), None)
+  _load_toy(moved.g, moved.d, after.g_params, after.d_params)
+  for name, module, mine in (("G", ref.g, moved.g), ("D", ref.d, moved.d)):
+    for (pname, p), q in zip(module.named_parameters(), mine.parameters()):
+      np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(),
+                                 atol=1e-6, err_msg=f"{name} {pname}")
