@@ -181,3 +181,41 @@ def test_toy_reference_performs_gan_jax_update():
     for (pname, p), q in zip(module.named_parameters(), mine.parameters()):
       np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(),
                                  atol=1e-6, err_msg=f"{name} {pname}")
+
+
+def test_dcgan_reference_performs_gan_jax_update():
+  """The same for DCGAN (BatchNorm in both networks, D's real and fake
+  passes apart), with the benchmark's own compiled call of one step."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from gan_jax import steps  # pylint: disable=g-import-not-at-top
+  cfg = train_step.config_from_flagfile(
+      "experiments/dcgan_mnist.flags", g_channels=8, d_channels=8, z_dim=5,
+      batch_size=6, steps_per_loop=1)
+  shape = (28, 28, 1)
+  case = train_step.JaxCase(cfg, 1, shape)
+  before = jax.device_get(case.state)
+  host = jax.tree.map(lambda v: v[0], case.host)  # the one step's batch
+  with jax.set_mesh(case.mesh):
+    inputs = jax.device_get(steps.sample_inputs(
+        case.gan, jax.random.fold_in(case.state.rng, case.state.step), host))
+  case.run()
+  metrics = jax.device_get(case.last_metrics)
+  after = jax.device_get(case.state)
+
+  real = np.asarray(inputs["d"]["real"][0]).transpose(0, 3, 1, 2)
+  ref = torch_reference.TrainStep(cfg, shape, _t(real)[None])
+  _load_dcgan(ref.g, ref.d, before.g_params, before.d_params, base=7,
+              width_g=16, width_d=16)
+  zs = iter([inputs["d"]["z"][0], inputs["g"]["z"]])
+  ref.sample_z = lambda n: _t(next(zs))
+  d_loss, g_loss = ref.run(1)
+  np.testing.assert_allclose(metrics["d_loss"][0], d_loss, rtol=1e-4)
+  np.testing.assert_allclose(metrics["g_loss"][0], g_loss, rtol=1e-4)
+
+  moved = torch_reference.TrainStep(cfg, shape, _t(real)[None])
+  _load_dcgan(moved.g, moved.d, after.g_params, after.d_params, base=7,
+              width_g=16, width_d=16)
+  for name, module, mine in (("G", ref.g, moved.g), ("D", ref.d, moved.d)):
+    for (pname, p), q in zip(module.named_parameters(), mine.parameters()):
+      np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(),
+                                 atol=2e-6, err_msg=f"{name} {pname}")
