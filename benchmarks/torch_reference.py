@@ -39,9 +39,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gan_jax.errors import UserError
 
-class UnsupportedConfig(ValueError):
-  """The reference does not implement this configuration."""
+
+class UnsupportedConfig(UserError, ValueError):
+  """The reference does not implement this configuration (a UserError: the
+  benchmark reports it in one line, as it does gan_jax's own)."""
 
 
 def _levels(size: int):
@@ -183,8 +186,8 @@ class TrainStep:
                seed: int = 0, device: str = "cpu",
                compute_dtype: str = "float32"):
     if cfg.loss != "ns" or cfg.d_steps != 1 or cfg.pack != 1:
-      raise UnsupportedConfig("the reference implements --loss=ns --d_steps=1 "
-                       "--pack=1")
+      raise UnsupportedConfig("the reference implements --loss=ns "
+                              "--d_steps=1 --pack=1")
     torch.manual_seed(seed)
     self.cfg = cfg
     self.batch = cfg.batch_size

@@ -154,6 +154,27 @@ def test_toy_reference_matches_gan_jax():
                              t_logit, rtol=1e-5, atol=1e-5)
 
 
+def _check_same_update(make_ref, load, before, after, inputs, metrics, *,
+                       rtol, atol):
+  """Replays gan_jax's first step in a fresh reference (``make_ref()``)
+  loaded with the parameters ``before`` it, on its noise: the same losses;
+  then the parameters ``after`` it, loaded into another reference, equal
+  the reference's updated ones."""
+  ref = make_ref()
+  load(ref, before)
+  zs = iter([inputs["d"]["z"][0], inputs["g"]["z"]])
+  ref.sample_z = lambda n: _t(next(zs))
+  d_loss, g_loss = ref.run(1)
+  np.testing.assert_allclose(metrics["d_loss"][0], d_loss, rtol=rtol)
+  np.testing.assert_allclose(metrics["g_loss"][0], g_loss, rtol=rtol)
+  moved = make_ref()
+  load(moved, after)
+  for name, module, mine in (("G", ref.g, moved.g), ("D", ref.d, moved.d)):
+    for (pname, p), q in zip(module.named_parameters(), mine.parameters()):
+      np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(),
+                                 atol=atol, err_msg=f"{name} {pname}")
+
+
 def test_toy_reference_performs_gan_jax_update():
   """One whole train step (D update, then G update with fresh noise, Adam)
   from the same parameters on the same noise and data: the same losses and
@@ -166,21 +187,16 @@ def test_toy_reference_performs_gan_jax_update():
   metrics = runner.steps(1)
   after = runner.host()
 
-  ref = torch_reference.TrainStep(cfg, (2,), None)
-  _load_toy(ref.g, ref.d, before.g_params, before.d_params)
-  zs = iter([inputs["d"]["z"][0], inputs["g"]["z"]])
-  ref.sample_z = lambda n: _t(next(zs))
-  ref._real = lambda: _t(inputs["d"]["real"][0])  # pylint: disable=protected-access
-  d_loss, g_loss = ref.run(1)
-  np.testing.assert_allclose(metrics["d_loss"][0], d_loss, rtol=1e-5)
-  np.testing.assert_allclose(metrics["g_loss"][0], g_loss, rtol=1e-5)
+  def make_ref():
+    ref = torch_reference.TrainStep(cfg, (2,), None)
+    ref._real = lambda: _t(inputs["d"]["real"][0])  # pylint: disable=protected-access
+    return ref
 
-  moved = torch_reference.TrainStep(cfg, (2,), None)
-  _load_toy(moved.g, moved.d, after.g_params, after.d_params)
-  for name, module, mine in (("G", ref.g, moved.g), ("D", ref.d, moved.d)):
-    for (pname, p), q in zip(module.named_parameters(), mine.parameters()):
-      np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(),
-                                 atol=1e-6, err_msg=f"{name} {pname}")
+  def load(ref, state):
+    _load_toy(ref.g, ref.d, state.g_params, state.d_params)
+
+  _check_same_update(make_ref, load, before, after, inputs, metrics,
+                     rtol=1e-5, atol=1e-6)
 
 
 def test_dcgan_reference_performs_gan_jax_update():
@@ -203,19 +219,13 @@ def test_dcgan_reference_performs_gan_jax_update():
   after = jax.device_get(case.state)
 
   real = np.asarray(inputs["d"]["real"][0]).transpose(0, 3, 1, 2)
-  ref = torch_reference.TrainStep(cfg, shape, _t(real)[None])
-  _load_dcgan(ref.g, ref.d, before.g_params, before.d_params, base=7,
-              width_g=16, width_d=16)
-  zs = iter([inputs["d"]["z"][0], inputs["g"]["z"]])
-  ref.sample_z = lambda n: _t(next(zs))
-  d_loss, g_loss = ref.run(1)
-  np.testing.assert_allclose(metrics["d_loss"][0], d_loss, rtol=1e-4)
-  np.testing.assert_allclose(metrics["g_loss"][0], g_loss, rtol=1e-4)
 
-  moved = torch_reference.TrainStep(cfg, shape, _t(real)[None])
-  _load_dcgan(moved.g, moved.d, after.g_params, after.d_params, base=7,
-              width_g=16, width_d=16)
-  for name, module, mine in (("G", ref.g, moved.g), ("D", ref.d, moved.d)):
-    for (pname, p), q in zip(module.named_parameters(), mine.parameters()):
-      np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(),
-                                 atol=2e-6, err_msg=f"{name} {pname}")
+  def make_ref():
+    return torch_reference.TrainStep(cfg, shape, _t(real)[None])
+
+  def load(ref, state):
+    _load_dcgan(ref.g, ref.d, state.g_params, state.d_params, base=7,
+                width_g=16, width_d=16)
+
+  _check_same_update(make_ref, load, before, after, inputs, metrics,
+                     rtol=1e-4, atol=2e-6)
