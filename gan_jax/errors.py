@@ -19,3 +19,23 @@ def die(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
   sys.stderr.write(f"error: {message}\n")
   sys.stderr.flush()
   raise SystemExit(code)
+
+
+def describe_os_error(e: OSError) -> str:
+  """One line for a file-system failure: the path and the system's reason."""
+  reason = e.strerror or str(e) or type(e).__name__
+  paths = [p for p in (e.filename, e.filename2) if p is not None]
+  where = " -> ".join(str(p) for p in paths)
+  return f"{where}: {reason}" if where else reason
+
+
+def call_guarded(main_fn, *args):
+  """Runs a command-line entry point: a UserError or a file-system error
+  (a workdir that is a file, a full disk, no permission) ends in one line on
+  stderr and exit code 2 instead of a traceback."""
+  try:
+    return main_fn(*args)
+  except UserError as e:
+    die(str(e))
+  except OSError as e:
+    die(describe_os_error(e))

@@ -11,7 +11,9 @@ total steps, paths: changing it on resume is allowed).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Set, Tuple
+import math
+import re
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from absl import flags
 
@@ -27,8 +29,61 @@ SAFE: Dict[str, bool] = {}
 NOT_IN_CONFIG: Set[str] = set()
 
 
+class Bounds(NamedTuple):
+  """The values a numeric flag allows: ``>= 1``, ``> 0``, ``[0, 1)``, ..."""
+  text: str
+  low: float
+  high: float
+  low_open: bool
+  high_open: bool
+
+  @classmethod
+  def parse(cls, text: str) -> "Bounds":
+    m = re.fullmatch(r"(>=?)\s*(\S+)", text)
+    if m:
+      return cls(text, float(m.group(2)), math.inf, m.group(1) == ">", True)
+    m = re.fullmatch(r"([\[(])\s*([^,\s]+)\s*,\s*([^\])\s]+)\s*([\])])", text)
+    if not m:
+      raise ValueError(f"bad bounds {text!r}")
+    return cls(text, float(m.group(2)), float(m.group(3)), m.group(1) == "(",
+               m.group(4) == ")")
+
+  def __contains__(self, value) -> bool:
+    above = value > self.low if self.low_open else value >= self.low
+    below = value < self.high if self.high_open else value <= self.high
+    return above and below
+
+
+# Numeric flag -> the values it allows (checked when flags are parsed and
+# when a GAN is built from a Config; float flags must also be finite).
+BOUNDS: Dict[str, Bounds] = {}
+
+
+def out_of_bounds(name: str, value: Any) -> Optional[str]:
+  """Why ``value`` is not allowed for numeric flag ``name``, or None."""
+  if value is None or isinstance(value, bool):
+    return None
+  if isinstance(value, float) and not math.isfinite(value):
+    return "must be a finite number"
+  bounds = BOUNDS.get(name)
+  if bounds is not None and value not in bounds:
+    return (f"must be {bounds.text}" if bounds.text[0] in "<>"
+            else f"must be in {bounds.text}")
+  return None
+
+
+def check_bounds(values) -> None:
+  """UserError for the first numeric value out of its flag's bounds; takes
+  a Config or a mapping of flag values."""
+  items = values.items() if hasattr(values, "items") else values
+  for name, value in items:
+    why = out_of_bounds(name, value)
+    if why:
+      raise UserError(f"--{name}={value} {why}")
+
+
 def _define(kind: str, name: str, default: Any, help_: str, *, safe=False,
-            in_config=True, **kwargs):
+            in_config=True, bounds: Optional[str] = None, **kwargs):
   if name in SAFE or name in NOT_IN_CONFIG:
     return
   define = getattr(flags, f"DEFINE_{kind}")
@@ -36,6 +91,15 @@ def _define(kind: str, name: str, default: Any, help_: str, *, safe=False,
     define(name, default, kwargs.pop("enum_values"), help_, **kwargs)
   else:
     define(name, default, help_, **kwargs)
+  if bounds is not None:
+    BOUNDS[name] = Bounds.parse(bounds)
+  if kind in ("integer", "float"):
+    def check(value, name=name):
+      why = out_of_bounds(name, value)
+      if why:
+        raise flags.ValidationError(why)
+      return True
+    flags.register_validator(name, check)
   if in_config:
     SAFE[name] = safe
   else:
@@ -47,10 +111,12 @@ def string(name, default, help_, *, safe=False, **kw):
 
 
 def integer(name, default, help_, *, safe=False, **kw):
+  """An integer flag; ``bounds=">= 1"`` (or ``"[0, 10]"``, ...) limits it."""
   _define("integer", name, default, help_, safe=safe, **kw)
 
 
 def float_(name, default, help_, *, safe=False, **kw):
+  """A finite float flag; ``bounds="> 0"`` (or ``"[0, 1)"``, ...) limits it."""
   _define("float", name, default, help_, safe=safe, **kw)
 
 
@@ -80,18 +146,21 @@ strings("extra_modules", [], "Python modules imported before the config is "
         safe=True)
 integer("seed", 0, "Seed of the run: initialization, noise, data order.")
 integer("num_steps", 2000, "Number of training steps (one step = d_steps "
-        "discriminator updates + one generator update).", safe=True)
+        "discriminator updates + one generator update).", safe=True,
+        bounds=">= 0")
 integer("batch_size", 100, "Global batch size (samples per D/G update, all "
-        "devices together). Must divide by the number of devices.")
+        "devices together). Must divide by the number of devices.",
+        bounds=">= 1")
 integer("d_steps", 1, "Discriminator updates per generator update (k in "
-        "Algorithm 1 of Goodfellow et al. 2014).")
+        "Algorithm 1 of Goodfellow et al. 2014).", bounds=">= 1")
 integer("steps_per_loop", 1, "Training steps fused into one compiled call "
         "with lax.scan (fewer host round trips). Must divide log_every.",
-        safe=True)
+        safe=True, bounds=">= 1")
 integer("log_every", 500, "Log metrics (metrics.jsonl, TensorBoard, "
-        "console) and write sample images every N steps.", safe=True)
+        "console) and write sample images every N steps.", safe=True,
+        bounds=">= 1")
 integer("num_devices", 0, "Local devices to run data-parallel on; 0 = all.",
-        safe=True)
+        safe=True, bounds=">= 0")
 boolean("progress", True, "Show a progress bar on the console.", safe=True)
 enum("compute_dtype", "float32", ["float32", "bfloat16"], "Dtype of "
      "activations; parameters and optimizer states stay float32.")
@@ -104,14 +173,14 @@ string("dataset", "ring", "Dataset name: toy sets (ring, grid, ...) sampled "
 string("generator", "pacgan_mlp", "Generator architecture (registry name).")
 string("discriminator", "pacgan_maxout", "Discriminator architecture "
        "(registry name).")
-integer("z_dim", 2, "Dimension of the generator's noise.")
+integer("z_dim", 2, "Dimension of the generator's noise.", bounds=">= 1")
 enum("z_dist", "normal", ["normal", "uniform"], "Noise distribution: N(0, I) "
      "or U(-1, 1).")
-integer("g_hidden", 400, "Hidden width of MLP generators.")
-integer("g_layers", 4, "Hidden layers of MLP generators.")
-integer("d_hidden", 200, "Hidden width of MLP discriminators.")
-integer("d_layers", 3, "Hidden layers of MLP discriminators.")
-integer("maxout_pieces", 5, "Pieces per maxout unit.")
+integer("g_hidden", 400, "Hidden width of MLP generators.", bounds=">= 1")
+integer("g_layers", 4, "Hidden layers of MLP generators.", bounds=">= 0")
+integer("d_hidden", 200, "Hidden width of MLP discriminators.", bounds=">= 1")
+integer("d_layers", 3, "Hidden layers of MLP discriminators.", bounds=">= 0")
+integer("maxout_pieces", 5, "Pieces per maxout unit.", bounds=">= 1")
 boolean("g_batchnorm", True, "BatchNorm in MLP generators.")
 boolean("conditional", False, "Condition G and D on the dataset's labels "
         "(conditional GAN, Mirza & Osindero 2014).")
@@ -123,33 +192,37 @@ string("loss", "ns", "GAN loss (registry name): minimax, ns (non-saturating)"
        ", ...")
 float_("label_smoothing", 1.0, "Target for real samples in the "
        "discriminator's cross-entropy (one-sided label smoothing, e.g. 0.9). "
-       "1.0 = none.")
+       "1.0 = none.", bounds="(0, 1]")
 
 # ------------------------------------------------------------- optimizers
 enum("g_optimizer", "adam", ["adam", "rmsprop", "sgd"], "Generator optimizer.")
 enum("d_optimizer", "adam", ["adam", "rmsprop", "sgd"],
      "Discriminator optimizer.")
-float_("g_lr", 1e-4, "Generator learning rate.")
-float_("d_lr", 1e-4, "Discriminator learning rate.")
-float_("g_beta1", 0.8, "Generator Adam beta1.")
-float_("g_beta2", 0.999, "Generator Adam beta2.")
-float_("d_beta1", 0.8, "Discriminator Adam beta1.")
-float_("d_beta2", 0.999, "Discriminator Adam beta2.")
+float_("g_lr", 1e-4, "Generator learning rate (0 freezes G).",
+       bounds=">= 0")
+float_("d_lr", 1e-4, "Discriminator learning rate (0 freezes D).",
+       bounds=">= 0")
+float_("g_beta1", 0.8, "Generator Adam beta1.", bounds="[0, 1)")
+float_("g_beta2", 0.999, "Generator Adam beta2.", bounds="[0, 1)")
+float_("d_beta1", 0.8, "Discriminator Adam beta1.", bounds="[0, 1)")
+float_("d_beta2", 0.999, "Discriminator Adam beta2.", bounds="[0, 1)")
 enum("lr_schedule", "constant", ["constant", "linear", "cosine"],
      "Learning-rate schedule over num_steps generator steps (optax).")
 float_("ema_decay", 0.0, "Decay of the exponential moving average of the "
-       "generator's weights; 0 disables it.")
-integer("ema_start", 0, "Step at which the EMA starts (copying G before).")
+       "generator's weights; 0 disables it.", bounds="[0, 1)")
+integer("ema_start", 0, "Step at which the EMA starts (copying G before).",
+        bounds=">= 0")
 
 # ------------------------------------------------------------- evaluation
 integer("eval_samples", 2500, "Samples for toy metrics (PacGAN protocol: "
-        "2,500).", safe=True)
+        "2,500).", safe=True, bounds=">= 1")
 
 # ---------------------------------------------------- checkpoints (issue 6)
 integer("checkpoint_every", 1000, "Save a checkpoint every N steps (and at "
-        "the end, and on SIGTERM/SIGINT). 0 = only at the end.", safe=True)
+        "the end, and on SIGTERM/SIGINT). 0 = only at the end.", safe=True,
+        bounds=">= 0")
 integer("keep_checkpoints", 3, "How many recent checkpoints to keep (>= 1; "
-        "plus the best one with --best_metric).", safe=True)
+        "plus the best one with --best_metric).", safe=True, bounds=">= 1")
 string("best_metric", None, "Also keep the checkpoint with the best value "
        "of this logged metric (a key of metrics.jsonl, e.g. reverse_kl or "
        "fid); only checkpoints saved at a log step are ranked.", safe=True)
@@ -172,9 +245,9 @@ enum("debug_signal", "KILL", ["KILL", "TERM", "INT"], "Testing: the signal "
 # Read by gan_jax.sample only (which also reads --workdir, --out, --seed);
 # the model comes from the checkpoint's saved config, not from flags.
 integer("num", 64, "Sample: number of samples (with --interpolate: number "
-        "of latent pairs).", in_config=False)
+        "of latent pairs).", in_config=False, bounds=">= 1")
 integer("step", None, "Sample: checkpoint step (default: the newest "
-        "readable).", in_config=False)
+        "readable).", in_config=False, bounds=">= 0")
 strings("labels", [], "Sample: class labels to condition on (conditional "
         "models), cycled to --num; default: random labels.",
         in_config=False)
@@ -182,9 +255,9 @@ boolean("interpolate", False, "Sample: write latent interpolation strips, "
         "linear and spherical, between --num random pairs of z.",
         in_config=False)
 integer("interpolate_steps", 8, "Sample: points per interpolation strip.",
-        in_config=False)
+        in_config=False, bounds=">= 2")
 integer("replica", 0, "Sample: which replica of a --num_seeds run.",
-        in_config=False)
+        in_config=False, bounds=">= 0")
 
 # ------------------------------------------------------ images (issue 3)
 string("tfds_data_dir", None, "tensorflow-datasets data dir holding prepared "
@@ -196,19 +269,21 @@ string("tfds_manual_dir", None, "Folder with the original files to prepare "
        "<repo>/../shared/data/<dataset> when it exists.", safe=True)
 integer("image_size", 0, "Resize images to this height and width at load "
         "time (bilinear), e.g. 32 or 64 to run DCGAN variants on 28x28 "
-        "MNIST; 0 keeps the native resolution.")
+        "MNIST; 0 keeps the native resolution.", bounds=">= 0")
 integer("interp_pairs", 4, "Image runs: latent interpolation strips written "
         "at every log interval (samples/interp_step_N.png, TensorBoard), one "
         "linear and one spherical row for each of N fixed noise pairs; 0 = "
-        "none.", safe=True)
+        "none.", safe=True, bounds=">= 0")
 integer("interp_points", 10, "Image runs: points per interpolation strip, "
-        "endpoints included.", safe=True)
+        "endpoints included.", safe=True, bounds=">= 2")
 
 # ------------------------------------------------ image models (issue 3)
 integer("g_channels", 64, "Base width of convolutional generators (DCGAN: "
-        "channels of the last hidden layer; ResNet: every block).")
+        "channels of the last hidden layer; ResNet: every block).",
+        bounds=">= 1")
 integer("d_channels", 64, "Base width of convolutional discriminators "
-        "(DCGAN: channels of the first layer; ResNet: every block).")
+        "(DCGAN: channels of the first layer; ResNet: every block).",
+        bounds=">= 1")
 enum("g_upsample", "subpixel", ["subpixel", "transpose"], "DCGAN generator "
      "upsampling: convolution then depth-to-space, or a transposed "
      "convolution (whose gradient is very slow in XLA on CPU).")
@@ -225,17 +300,19 @@ enum("d_norm", "auto", ["auto", "none", "batch", "spectral", "layer"],
      "Discriminator normalization; auto = the architecture's paper choice "
      "(DCGAN: batch; ResNet, Goodfellow maxout: none).")
 float_("d_dropout", 0.5, "Dropout rate on the hidden layers of maxout "
-       "discriminators (goodfellow_maxout, cgan_maxout).")
+       "discriminators (goodfellow_maxout, cgan_maxout).", bounds="[0, 1)")
 float_("d_input_dropout", 0.2, "Dropout rate on the input of maxout "
-       "discriminators (goodfellow_maxout, cgan_maxout).")
+       "discriminators (goodfellow_maxout, cgan_maxout).", bounds="[0, 1)")
 enum("minibatch_disc", "none", ["none", "salimans", "stddev"], "Minibatch "
      "features before the discriminator's output layer: minibatch "
      "discrimination (Salimans et al. 2016) or minibatch standard deviation "
      "(Karras et al. 2018).")
-integer("mbd_kernels", 100, "Minibatch discrimination: number of kernels B.")
-integer("mbd_kernel_dim", 5, "Minibatch discrimination: kernel dimension C.")
+integer("mbd_kernels", 100, "Minibatch discrimination: number of kernels B.",
+        bounds=">= 1")
+integer("mbd_kernel_dim", 5, "Minibatch discrimination: kernel dimension C.",
+        bounds=">= 1")
 integer("mbstd_group_size", 4, "Minibatch stddev: group size (the largest "
-        "divisor of the batch not above it is used).")
+        "divisor of the batch not above it is used).", bounds=">= 1")
 
 # ---------------------------------------------- losses/penalties (issue 4)
 float_("lsgan_a", 0.0, "LSGAN target for fake samples in D's loss (a).")
@@ -243,56 +320,62 @@ float_("lsgan_b", 1.0, "LSGAN target for real samples in D's loss (b).")
 float_("lsgan_c", 1.0, "LSGAN target G wants D to give fakes (c).")
 strings("penalties", [], "Discriminator penalties (registry names), e.g. "
         "gp or r1; composable: gp,r1.")
-float_("gp_weight", 10.0, "WGAN-GP gradient penalty weight (lambda).")
-float_("r1_gamma", 10.0, "R1 penalty weight (gamma).")
+float_("gp_weight", 10.0, "WGAN-GP gradient penalty weight (lambda).",
+       bounds=">= 0")
+float_("r1_gamma", 10.0, "R1 penalty weight (gamma).", bounds=">= 0")
 integer("penalty_every", 1, "Lazy regularization: apply the penalties every N "
-        "discriminator updates, scaled by N (Karras et al. 2020).")
+        "discriminator updates, scaled by N (Karras et al. 2020).",
+        bounds=">= 1")
 float_("d_clip", 0.0, "WGAN weight clipping: clip every critic parameter "
-       "to [-c, c] after each update; 0 disables.")
+       "to [-c, c] after each update; 0 disables.", bounds=">= 0")
 
 # --------------------------------------------------- evaluation (issue 5)
 integer("eval_every", 0, "Evaluate the dataset's metrics (gan_jax.evaluate) "
         "every N steps into metrics.jsonl and TensorBoard; 0 = off. Toy sets "
-        "get the mode metrics at every log step regardless.", safe=True)
+        "get the mode metrics at every log step regardless.", safe=True,
+        bounds=">= 0")
 integer("eval_num_samples", 10000, "Generated samples per periodic "
         "evaluation of an image run (also the real test images used).",
-        safe=True)
+        safe=True, bounds=">= 2")
 integer("num_samples", None, "Evaluate CLI: generated samples (default: "
         "--eval_samples of the run for toy data, --eval_num_samples for "
-        "images).", in_config=False)
+        "images).", in_config=False, bounds=">= 2")
 string("inception_weights", None, "Path to pytorch-fid's "
        "pt_inception-2015-12-05-6726825d.pth (Inception-v3 FID weights, read "
        "without PyTorch); needed for Inception FID/KID/IS/PR.", safe=True)
 integer("kid_subsets", 100, "KID: number of random subsets (Binkowski et "
-        "al. 2018).", safe=True)
-integer("kid_subset_size", 1000, "KID: samples per subset.", safe=True)
+        "al. 2018).", safe=True, bounds=">= 1")
+integer("kid_subset_size", 1000, "KID: samples per subset.", safe=True,
+        bounds=">= 2")
 integer("pr_k", 3, "Precision/recall: k of the k-NN radii (Kynkaanniemi et "
-        "al. 2019).", safe=True)
-integer("is_splits", 10, "Inception Score: number of splits.", safe=True)
+        "al. 2019).", safe=True, bounds=">= 1")
+integer("is_splits", 10, "Inception Score: number of splits.", safe=True,
+        bounds=">= 1")
 string("out", None, "Output file of a tool, e.g. the classifier weights of "
        "gan_jax.features.train_classifier.", safe=True)
 integer("classifier_epochs", 5, "Epochs of gan_jax.features.train_classifier"
-        ".", safe=True)
+        ".", safe=True, bounds=">= 1")
 integer("classifier_batch_size", 128, "Batch size of "
-        "gan_jax.features.train_classifier.", safe=True)
+        "gan_jax.features.train_classifier.", safe=True, bounds=">= 1")
 float_("classifier_lr", 2e-3, "Peak learning rate (one-cycle cosine) of "
-       "gan_jax.features.train_classifier.", safe=True)
+       "gan_jax.features.train_classifier.", safe=True, bounds="> 0")
 
 # ----------------------------------------------- mode collapse (issue 7)
 integer("pack", 1, "PacGAN packing (Lin et al. 2018): D judges m samples "
         "concatenated (features/channels). 1 = no packing. The batch size "
-        "counts samples, so it must divide by pack.")
+        "counts samples, so it must divide by pack.", bounds=">= 1")
 integer("unroll_steps", 0, "Unrolled GAN (Metz et al. 2017): G's loss is "
         "taken through k differentiable D updates (replaying the step's D "
         "batches); the D kept after the step is the non-unrolled one. 0 = "
-        "off.")
+        "off.", bounds=">= 0")
 integer("num_generators", 1, "MAD-GAN (Ghosh et al. 2018): k generators, "
         "each making batch/k of every batch, and a discriminator with k+1 "
         "outputs (generator 0..k-1, real = k) trained with the madgan loss. "
-        "1 = one generator.")
+        "1 = one generator.", bounds=">= 1")
 integer("num_seeds", 1, "Train N independent replicas (seeds seed .. "
         "seed+N-1: own initialization, noise and data) in one compiled "
-        "program (jax.vmap over a leading replica axis of the train state).")
+        "program (jax.vmap over a leading replica axis of the train state).",
+        bounds=">= 1")
 enum("seed_batching", "vmap", ["vmap", "map"], "How --num_seeds replicas "
      "share the compiled step: vmap = one step batched over the replicas "
      "(the PacGAN MLPs train 1.5x faster than as separate runs on CPU); map "
@@ -316,7 +399,7 @@ string("coordinator_address", None, "host:port of process 0's coordinator "
        "machine).", in_config=False)
 integer("num_processes", 0, "Number of processes of an explicit "
         "multi-process launch (with --coordinator_address).",
-        in_config=False)
+        in_config=False, bounds=">= 0")
 integer("process_id", -1, "This process's index, 0 .. num_processes-1, in "
         "an explicit multi-process launch. Process 0 writes logs, images "
         "and TensorBoard.", in_config=False)
@@ -334,7 +417,7 @@ multi_strings("sweep_random", [], "Sweep: a random axis "
               "points are drawn jointly over all random axes.",
               in_config=False)
 integer("sweep_num_random", 4, "Sweep: points drawn for the random axes.",
-        in_config=False)
+        in_config=False, bounds=">= 1")
 integer("sweep_seed", 0, "Sweep: seed of the random axes' draws (not the "
         "runs' --seed).", in_config=False)
 strings("sweep_seeds", [], "Sweep: values of --seed, an axis averaged over "
@@ -346,7 +429,7 @@ multi_strings("sweep_set", [], "Sweep: a fixed override FLAG=VALUE for "
 string("sweep_dir", None, "Sweep: directory of the run workdirs, "
        "results.csv, results.md and the plot.", in_config=False)
 integer("sweep_workers", 1, "Sweep: runs trained in parallel (local "
-        "subprocesses).", in_config=False)
+        "subprocesses).", in_config=False, bounds=">= 1")
 boolean("sweep_print_only", False, "Sweep: print one gan_jax.main command "
         "per run (for job arrays) and run nothing.", in_config=False)
 string("sweep_metric", "modes", "Sweep: metric (a key of metrics.jsonl) "

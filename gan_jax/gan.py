@@ -21,6 +21,7 @@ from gan_jax import penalties as penalties_lib
 from gan_jax import data as data_lib
 from gan_jax import models
 from gan_jax.errors import UserError
+from gan_jax import flags as flags_lib
 from gan_jax.flags import Config
 
 
@@ -122,24 +123,17 @@ class GAN:
 
 
 def build(cfg: Config, dataset=None) -> GAN:
-  """Resolves every name in the config; unknown names raise UserError."""
+  """Resolves every name in the config; unknown names and values out of
+  their flags' bounds raise UserError."""
+  flags_lib.check_bounds(cfg)
   if dataset is None:
     dataset = data_lib.get(cfg)
   num_classes = dataset.num_classes if cfg.conditional else 0
   if cfg.conditional and not dataset.num_classes:
     raise UserError(f"--conditional needs a labelled dataset; "
                     f"{cfg.dataset!r} has no labels")
-  if cfg.pack < 1:
-    raise UserError(f"--pack must be >= 1, got {cfg.pack}")
   if cfg.pack > 1 and num_classes:
     raise UserError("--pack > 1 with a conditional model is not supported")
-  if cfg.unroll_steps < 0:
-    raise UserError(f"--unroll_steps must be >= 0, got {cfg.unroll_steps}")
-  if cfg.num_seeds < 1:
-    raise UserError(f"--num_seeds must be >= 1, got {cfg.num_seeds}")
-  if cfg.num_generators < 1:
-    raise UserError(f"--num_generators must be >= 1, got "
-                    f"{cfg.num_generators}")
   if (cfg.num_generators > 1) != (cfg.loss == "madgan"):
     raise UserError("--num_generators > 1 (MAD-GAN) goes with --loss=madgan "
                     "and --loss=madgan with --num_generators > 1; got "
@@ -152,10 +146,6 @@ def build(cfg: Config, dataset=None) -> GAN:
     raise UserError(f"--num_generators > 1 needs a discriminator with k+1 "
                     f"outputs: {', '.join(sorted(MULTI_OUTPUT))}; got "
                     f"{cfg.discriminator!r}")
-  if cfg.d_steps < 1:
-    raise UserError(f"--d_steps must be >= 1, got {cfg.d_steps}")
-  if cfg.penalty_every < 1:
-    raise UserError(f"--penalty_every must be >= 1, got {cfg.penalty_every}")
   generator = models.GENERATORS(cfg.generator, cfg, dataset.shape, num_classes)
   discriminator = models.DISCRIMINATORS(cfg.discriminator, cfg, dataset.shape,
                                         num_classes)

@@ -18,7 +18,7 @@ from absl import logging
 
 from gan_jax import distributed
 from gan_jax import flags as flags_lib
-from gan_jax.errors import UserError, die
+from gan_jax.errors import UserError, call_guarded, die
 
 
 def parse_flags(argv):
@@ -60,6 +60,8 @@ def main(argv):
   if not cfg.workdir:
     raise UserError("--workdir is required (where flags.txt, metrics.jsonl, "
                     "images and checkpoints go)")
+  if os.path.exists(cfg.workdir) and not os.path.isdir(cfg.workdir):
+    raise UserError(f"--workdir={cfg.workdir} is a file, not a directory")
   os.makedirs(cfg.workdir, exist_ok=True)
   from gan_jax import train  # pylint: disable=g-import-not-at-top
   scalars = train.train_and_evaluate(cfg, cfg.workdir)
@@ -84,10 +86,7 @@ def run_cli(main_fn):
   """Runs an absl ``main_fn(argv)``: parse errors and UserError end in one
   line on stderr and exit code 2."""
   def guarded(argv):
-    try:
-      main_fn(argv)
-    except UserError as e:
-      die(str(e))
+    call_guarded(main_fn, argv)
 
   setup_logging()
   app.run(guarded, flags_parser=parse_flags)

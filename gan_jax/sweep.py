@@ -40,7 +40,7 @@ from absl import app
 from absl import flags
 
 from gan_jax import flags as flags_lib
-from gan_jax.errors import UserError, die
+from gan_jax.errors import UserError, call_guarded, die
 
 FLAGS = flags.FLAGS
 
@@ -73,11 +73,11 @@ def check_flag(name: str, value: Optional[str] = None, where: str = "axis"):
                     f"gan_jax.main flag; see python -m gan_jax.main --help)")
   if value is not None:
     try:
-      FLAGS[name].parser.parse(value)
+      why = flags_lib.out_of_bounds(name, FLAGS[name].parser.parse(value))
     except (ValueError, TypeError) as e:
-      raise UserError(f"sweep {where} --{name}={value}: "
-                      f"{str(e).splitlines()[0] if str(e) else 'bad value'}"
-                      ) from e
+      why = str(e).splitlines()[0] if str(e) else "bad value"
+    if why:
+      raise UserError(f"sweep {where} --{name}={value}: {why}")
 
 
 def _split_axis(spec: str, what: str) -> Tuple[str, str]:
@@ -131,7 +131,8 @@ def parse_random(specs: Sequence[str], n: int, seed: int
       if not lo <= hi or (dist == "loguniform" and lo <= 0):
         raise UserError(f"--sweep_random={spec}: need 0 < LOW <= HIGH for "
                         f"loguniform, LOW <= HIGH otherwise")
-      check_flag(name, str(int(lo)) if dist == "int" else format_value(lo))
+      for end in (lo, hi):
+        check_flag(name, str(int(end)) if dist == "int" else format_value(end))
     parsed.append((name, dist, parts))
   rng = np.random.default_rng(seed)
   points = []
@@ -610,9 +611,7 @@ def main(argv):
 
 def _guarded(argv):
   try:
-    main(argv)
-  except UserError as e:
-    die(str(e))
+    call_guarded(main, argv)
   except KeyboardInterrupt:
     die("interrupted; the running runs saved checkpoints: rerun the same "
         "command to resume the sweep", code=130)

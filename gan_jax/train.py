@@ -59,13 +59,9 @@ def check_config(cfg, n_devices: int):
       what += f" x {cfg.num_generators} generators"
     raise UserError(f"--batch_size={cfg.batch_size} must be a positive "
                     f"multiple of {unit} ({what})")
-  if cfg.steps_per_loop < 1 or cfg.log_every % cfg.steps_per_loop:
+  if cfg.log_every % cfg.steps_per_loop:
     raise UserError(f"--log_every={cfg.log_every} must be a multiple of "
                     f"--steps_per_loop={cfg.steps_per_loop}")
-  if cfg.num_steps < 0:
-    raise UserError(f"--num_steps must be >= 0, got {cfg.num_steps}")
-  if cfg.interp_pairs and cfg.interp_points < 2:
-    raise UserError(f"--interp_points must be >= 2, got {cfg.interp_points}")
   if cfg.eval_every and cfg.eval_every % cfg.steps_per_loop:
     raise UserError(f"--eval_every={cfg.eval_every} must be a multiple of "
                     f"--steps_per_loop={cfg.steps_per_loop}")
@@ -364,6 +360,7 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
 
   Returns the last logged scalars.
   """
+  flags_lib.check_bounds(cfg)
   # ---------------------------------------------------------------- mesh
   mesh = make_mesh(cfg)
   n_devices = mesh.devices.size

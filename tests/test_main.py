@@ -73,3 +73,25 @@ def test_batch_not_divisible_by_devices_is_one_line(tmp_path):
                       "--xla_force_host_platform_device_count=8"})
   line = assert_one_line_error(r)
   assert "batch_size=100" in line and "8 devices" in line
+
+
+def test_out_of_bounds_value_is_one_line(tmp_path):
+  r = run_module("gan_jax.main", "--flagfile=experiments/quickstart.flags",
+                 f"--workdir={tmp_path}", "--g_lr=nan")
+  line = assert_one_line_error(r)
+  assert "--g_lr=nan" in line and "finite" in line
+
+
+def test_workdir_that_is_a_file_is_one_line(tmp_path):
+  path = tmp_path / "a_file"
+  path.write_text("keep me")
+  r = run_module("gan_jax.main", "--flagfile=experiments/quickstart.flags",
+                 f"--workdir={path}")
+  line = assert_one_line_error(r)
+  assert str(path) in line and "not a directory" in line
+  # Below a file: the file system's own reason, still one line.
+  r = run_module("gan_jax.main", "--flagfile=experiments/quickstart.flags",
+                 f"--workdir={path}/run")
+  line = assert_one_line_error(r)
+  assert f"{path}/run" in line and "Not a directory" in line
+  assert path.read_text() == "keep me"

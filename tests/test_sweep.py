@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from gan_jax.errors import UserError
 from helpers import assert_one_line_error, run_module
 
 TINY_SET = ["num_steps=4", "log_every=2", "steps_per_loop=2",
@@ -179,6 +180,22 @@ def test_spec_parsing():
   assert len(sweep.run_name([("x" * 300, "1")])) <= 120
   mean, se = sweep.mean_se([1.0, 2.0, 3.0])
   assert mean == 2.0 and se == pytest.approx(1.0 / math.sqrt(3))
+
+
+@pytest.mark.parametrize("call, expected", [
+    (lambda s: s.parse_grid("g_lr:1e-4,-1e-3"), "--g_lr=-1e-3: must be >= 0"),
+    (lambda s: s.parse_grid("pack:1,0"), "--pack=0: must be >= 1"),
+    # Both ends of a random range are checked, not only the low one.
+    (lambda s: s.parse_random(["g_beta1:uniform:0.5:1.5"], 3, seed=0),
+     "--g_beta1=1.5: must be in [0, 1)"),
+    (lambda s: s.parse_random(["d_lr:loguniform:1e-5:inf"], 3, seed=0),
+     "must be a finite number"),
+])
+def test_axis_values_out_of_bounds_are_refused(call, expected):
+  from gan_jax import sweep
+  with pytest.raises(UserError) as e:
+    call(sweep)
+  assert expected in str(e.value)
 
 
 def test_vectorized_run_records_split_per_seed(tmp_path):

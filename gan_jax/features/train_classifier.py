@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import time
 
-from absl import app
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from gan_jax import flags as gflags
-from gan_jax.errors import UserError, die
+from gan_jax.errors import UserError
 from gan_jax.features import classifier
 
 FLAGS = gflags.FLAGS
@@ -124,21 +123,20 @@ def train(name: str, epochs: int, batch_size: int, lr: float, seed: int = 0,
 
 
 def main(argv):
-  del argv
-  try:
-    name = FLAGS.dataset
-    if name not in DATASETS:
-      raise UserError(f"--dataset must be one of {', '.join(DATASETS)}, "
-                      f"got {name!r}")
-    out = FLAGS.out or classifier.weights_path(name)
-    variables, test_acc = train(name, FLAGS.classifier_epochs,
-                                FLAGS.classifier_batch_size,
-                                FLAGS.classifier_lr, FLAGS.seed)
-    classifier.save(variables, out)
-    print(f"wrote {out}: {name} test accuracy {test_acc:.4f}")
-  except UserError as e:
-    die(e)
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  name = FLAGS.dataset
+  if name not in DATASETS:
+    raise UserError(f"--dataset must be one of {', '.join(DATASETS)}, "
+                    f"got {name!r}")
+  out = FLAGS.out or classifier.weights_path(name)
+  variables, test_acc = train(name, FLAGS.classifier_epochs,
+                              FLAGS.classifier_batch_size,
+                              FLAGS.classifier_lr, FLAGS.seed)
+  classifier.save(variables, out)
+  print(f"wrote {out}: {name} test accuracy {test_acc:.4f}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from gan_jax import main as main_lib  # pylint: disable=g-import-not-at-top
+  main_lib.run_cli(main)

@@ -1,0 +1,106 @@
+"""gan_jax.flags: numeric flags' bounds, checked when flags are parsed and
+when a GAN is built from a Config; every experiment flagfile is in bounds."""
+
+import copy
+import glob
+import math
+import os
+
+import pytest
+from absl import flags
+
+from gan_jax import flags as flags_lib
+from gan_jax import gan as gan_lib
+from gan_jax.errors import UserError
+from helpers import REPO, tiny_config
+
+
+def private_flags():
+  """A copy of gan_jax's flags (validators included) to parse into."""
+  fv = flags.FlagValues()
+  for name in list(flags_lib.SAFE) + sorted(flags_lib.NOT_IN_CONFIG):
+    fv[name] = copy.deepcopy(flags_lib.FLAGS[name])
+  return fv
+
+
+@pytest.mark.parametrize("text,inside,outside", [
+    (">= 1", [1, 2, 10**9], [0, -1]),
+    ("> 0", [1e-12, 3.0], [0.0, -1e-12]),
+    ("[0, 1)", [0.0, 0.5, 0.999], [1.0, -0.1, 2.0]),
+    ("(0, 1]", [1e-9, 1.0], [0.0, 1.1]),
+])
+def test_bounds_intervals(text, inside, outside):
+  bounds = flags_lib.Bounds.parse(text)
+  assert all(v in bounds for v in inside)
+  assert not any(v in bounds for v in outside)
+
+
+def test_bad_bounds_text_is_refused():
+  with pytest.raises(ValueError):
+    flags_lib.Bounds.parse("between 0 and 1")
+
+
+def test_defaults_are_in_bounds_and_every_numeric_flag_is_checked():
+  for name, bounds in flags_lib.BOUNDS.items():
+    default = flags_lib.FLAGS[name].default
+    assert default is None or default in bounds, name
+  # Learning rates, betas, dropouts, widths and counts all have bounds.
+  for name in ("g_lr", "d_lr", "g_beta1", "d_beta2", "ema_decay", "d_dropout",
+               "z_dim", "g_channels", "batch_size", "log_every",
+               "steps_per_loop", "num_devices", "eval_samples", "pack"):
+    assert name in flags_lib.BOUNDS, name
+
+
+@pytest.mark.parametrize("arg,message", [
+    ("--g_lr=-1", "flag --g_lr=-1.0: must be >= 0"),
+    ("--d_lr=nan", "flag --d_lr=nan: must be a finite number"),
+    ("--label_smoothing=inf", "must be a finite number"),
+    ("--g_beta1=1", "flag --g_beta1=1.0: must be in [0, 1)"),
+    ("--ema_decay=1.5", "must be in [0, 1)"),
+    ("--z_dim=0", "flag --z_dim=0: must be >= 1"),
+    ("--num_devices=-1", "must be >= 0"),
+    ("--log_every=0", "must be >= 1"),
+])
+def test_out_of_bounds_values_fail_at_parse_time(arg, message):
+  fv = private_flags()
+  with pytest.raises(flags.IllegalFlagValueError) as e:
+    fv(["prog", arg])
+  assert message in str(e.value)
+
+
+def test_in_bounds_values_parse():
+  fv = private_flags()
+  fv(["prog", "--g_lr=3e-4", "--g_beta1=0", "--ema_decay=0.999",
+      "--label_smoothing=0.9", "--seed=-3", "--step=5"])
+  assert fv.g_lr == 3e-4 and fv.ema_decay == 0.999 and fv.step == 5
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(g_lr=-1e-4), "--g_lr=-0.0001 must be >= 0"),
+    (dict(d_beta2=float("nan")), "--d_beta2=nan must be a finite number"),
+    (dict(d_steps=0), "--d_steps=0 must be >= 1"),
+    (dict(pack=0), "--pack=0 must be >= 1"),
+    (dict(num_seeds=0), "--num_seeds=0 must be >= 1"),
+    (dict(unroll_steps=-1), "--unroll_steps=-1 must be >= 0"),
+])
+def test_configs_built_in_code_are_checked_too(overrides, message):
+  with pytest.raises(UserError, match="^" + message.replace("+", r"\+")):
+    gan_lib.build(tiny_config(**overrides))
+
+
+def test_check_bounds_takes_mappings():
+  flags_lib.check_bounds({"g_lr": 1e-3, "seed": -1, "step": None})
+  with pytest.raises(UserError, match="--d_dropout=1.0 must be in"):
+    flags_lib.check_bounds({"d_dropout": 1.0})
+  assert flags_lib.out_of_bounds("g_lr", math.inf) == "must be a finite number"
+
+
+@pytest.mark.parametrize("path", sorted(
+    os.path.relpath(p, REPO) for p in
+    glob.glob(os.path.join(REPO, "experiments", "**", "*.flags"),
+              recursive=True)))
+def test_every_experiment_flagfile_parses_in_bounds(monkeypatch, path):
+  monkeypatch.chdir(REPO)  # nested --flagfile paths are relative to the repo
+  fv = private_flags()
+  fv(["prog", f"--flagfile={path}"])  # runs the bounds validators
+  flags_lib.check_bounds({n: fv[n].value for n in flags_lib.SAFE})
