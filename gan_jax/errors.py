@@ -24,6 +24,8 @@ def die(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
 def describe_os_error(e: OSError) -> str:
   """One line for a file-system failure: the path and the system's reason."""
   reason = e.strerror or str(e) or type(e).__name__
+  if isinstance(e, FileExistsError):  # makedirs(exist_ok=True) met a file
+    reason = "exists and is not a directory"
   paths = [p for p in (e.filename, e.filename2) if p is not None]
   where = " -> ".join(str(p) for p in paths)
   return f"{where}: {reason}" if where else reason

@@ -80,10 +80,11 @@ def load(workdir: str, step: Optional[int] = None, replica: int = 0):
   ckpts.close()
   gan = next(iter(built.values()))[0]
   num_seeds = gan.cfg.num_seeds
+  if not 0 <= replica < num_seeds:
+    raise UserError(f"--replica={replica} but the run has {num_seeds} "
+                    f"replica{'s' if num_seeds > 1 else ''} "
+                    f"(0..{num_seeds - 1})")
   if num_seeds > 1:
-    if not 0 <= replica < num_seeds:
-      raise UserError(f"--replica={replica} but the run has {num_seeds} "
-                      f"replicas (0..{num_seeds - 1})")
     state = state_lib.replica(state, replica)
   return gan, state, step, mesh
 

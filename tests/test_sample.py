@@ -91,6 +91,7 @@ def test_cli_bad_extension_is_one_line(toy_run, tmp_path):
     (dict(step=3), "no checkpoint for step 3"),
     (dict(labels=("1",)), "needs a conditional model"),
     (dict(num=0), "--num must be >= 1"),
+    (dict(replica=1), r"--replica=1 but the run has 1 replica \(0..0\)"),
 ])
 def test_bad_input_raises_user_error(toy_run, tmp_path, kwargs, message):
   with pytest.raises(UserError, match=message):
