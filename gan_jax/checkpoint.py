@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import jax
@@ -183,6 +184,7 @@ class Checkpoints:
     if not candidates:
       raise UserError(f"no checkpoint in {self.directory}")
     errors, bad = [], []
+    _ignore_orphaned_reads()
     for s in candidates:
       try:
         config = self.read_config(s)
@@ -246,6 +248,30 @@ class Checkpoints:
   def close(self):
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _ignore_orphaned_reads():
+  """Keeps the reads a failed restore leaves in flight quiet.
+
+  When one array of a checkpoint fails to read, orbax's restore raises and
+  closes its event loop while tensorstore's other reads of that checkpoint
+  are still running; as each finishes, tensorstore reports the closed loop
+  as an unraisable exception (a traceback per array on stderr, after the
+  fallback to an older checkpoint has already worked). Only that exact error
+  is dropped; everything else still reaches the previous hook.
+  """
+  hook = sys.unraisablehook
+  if getattr(hook, "gan_jax_orphaned_reads", False):
+    return
+
+  def unraisablehook(args):
+    if (args.exc_type is RuntimeError
+        and str(args.exc_value) == "Event loop is closed"):
+      return
+    hook(args)
+
+  unraisablehook.gan_jax_orphaned_reads = True
+  sys.unraisablehook = unraisablehook
 
 
 def abstract(tree):

@@ -127,9 +127,35 @@ def test_truncated_latest_checkpoint_falls_back_to_previous(tmp_path, env,
   assert "checkpoint at step 12 is unreadable" in r.stderr
   assert "falling back to the previous one" in r.stderr
   assert "resumed from step 8" in r.stderr
+  # The failed restore's other reads, still in flight, stay quiet.
+  assert "Traceback" not in r.stderr and "Event loop" not in r.stderr
   assert os.path.isdir(os.path.join(ckpt_dir(work) + ".corrupt", "12"))
   assert_same_state(work, reference)
   assert metrics_of(work) == metrics_of(reference)
+
+
+def test_no_readable_checkpoint_is_one_error_and_keeps_them(tmp_path, env,
+                                                           reference):
+  work = tmp_path / "run"
+  shutil.copytree(reference, work)
+  for step in steps_of(work):
+    # Every data file of the state overwritten: orbax's restore fails on the
+    # first array while tensorstore still reads the others.
+    state_dir = os.path.join(ckpt_dir(work), str(step), "state")
+    data = [os.path.join(root, f) for root, _, names in os.walk(state_dir)
+            for f in names if os.path.basename(root) == "d"]
+    assert data
+    for path in data:
+      with open(path, "wb") as f:
+        f.write(os.urandom(100))
+  r = train(env, work)
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert "Traceback" not in r.stderr and "Event loop" not in r.stderr
+  errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and "no readable checkpoint" in errors[0]
+  assert r.stderr.strip().splitlines()[-1] == errors[0]
+  # Nothing is deleted: the unreadable steps wait in checkpoints.corrupt/.
+  assert sorted(os.listdir(ckpt_dir(work) + ".corrupt")) == ["12", "8"]
 
 
 def test_nan_stops_with_metric_and_step_and_keeps_last_good(tmp_path, env):
