@@ -32,12 +32,15 @@ def describe_os_error(e: OSError) -> str:
 
 
 def call_guarded(main_fn, *args):
-  """Runs a command-line entry point: a UserError or a file-system error
-  (a workdir that is a file, a full disk, no permission) ends in one line on
-  stderr and exit code 2 instead of a traceback."""
+  """Runs a command-line entry point: a UserError, a file-system error (a
+  workdir that is a file, a full disk, no permission) or running out of host
+  memory ends in one line on stderr and exit code 2 instead of a
+  traceback."""
   try:
     return main_fn(*args)
   except UserError as e:
     die(str(e))
   except OSError as e:
     die(describe_os_error(e))
+  except MemoryError as e:  # e.g. numpy's allocation of a resized dataset
+    die(f"out of host memory: {e or 'allocation failed'}")

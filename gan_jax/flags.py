@@ -269,7 +269,7 @@ string("tfds_manual_dir", None, "Folder with the original files to prepare "
        "<repo>/../shared/data/<dataset> when it exists.", safe=True)
 integer("image_size", 0, "Resize images to this height and width at load "
         "time (bilinear), e.g. 32 or 64 to run DCGAN variants on 28x28 "
-        "MNIST; 0 keeps the native resolution.", bounds=">= 0")
+        "MNIST; 0 keeps the native resolution.", bounds="[0, 1024]")
 integer("interp_pairs", 4, "Image runs: latent interpolation strips written "
         "at every log interval (samples/interp_step_N.png, TensorBoard), one "
         "linear and one spherical row for each of N fixed noise pairs; 0 = "

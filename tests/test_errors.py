@@ -1,0 +1,43 @@
+"""gan_jax.errors: what the command-line tools print for bad input."""
+
+import errno
+
+import pytest
+
+from gan_jax import errors
+
+
+def fails_with(exc):
+  def main(argv):
+    del argv
+    raise exc
+  return main
+
+
+@pytest.mark.parametrize("exc, line", [
+    (errors.UserError("bad\nvalue   here"), "error: bad value here"),
+    (FileExistsError(errno.EEXIST, "File exists", "/runs/x"),
+     "error: /runs/x: exists and is not a directory"),
+    (PermissionError(errno.EACCES, "Permission denied", "/ro/run"),
+     "error: /ro/run: Permission denied"),
+    (OSError(errno.ENOSPC, "No space left on device"),
+     "error: No space left on device"),
+    (OSError(errno.EXDEV, "Invalid cross-device link", "/a", "/b"),
+     "error: /a -> /b: Invalid cross-device link"),
+    (MemoryError("Unable to allocate 58.6 GiB"),
+     "error: out of host memory: Unable to allocate 58.6 GiB"),
+])
+def test_guarded_entry_point_prints_one_line_and_exits_2(capsys, exc, line):
+  with pytest.raises(SystemExit) as e:
+    errors.call_guarded(fails_with(exc), ["prog"])
+  assert e.value.code == 2
+  assert capsys.readouterr().err == line + "\n"
+
+
+def test_other_errors_are_bugs_and_keep_their_traceback():
+  with pytest.raises(KeyError):
+    errors.call_guarded(fails_with(KeyError("x")), ["prog"])
+
+
+def test_guarded_entry_point_returns_the_result():
+  assert errors.call_guarded(lambda a, b: a + b, 2, 3) == 5
