@@ -22,7 +22,7 @@ def fails_with(exc):
      "error: /ro/run: Permission denied"),
     (OSError(errno.ENOSPC, "No space left on device"),
      "error: No space left on device"),
-    (OSError(errno.EXDEV, "Invalid cross-device link", "/a", "/b"),
+    (OSError(errno.EXDEV, "Invalid cross-device link", "/a", None, "/b"),
      "error: /a -> /b: Invalid cross-device link"),
     (MemoryError("Unable to allocate 58.6 GiB"),
      "error: out of host memory: Unable to allocate 58.6 GiB"),
