@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging as std_logging
 import os
+import re
 import sys
 
 from absl import app
@@ -26,7 +27,8 @@ def parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    die(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    line = str(e).splitlines()[0] if str(e) else type(e).__name__
+    die(re.sub(r"^ERROR:+\s*", "", line))  # absl's "ERROR:: Unable to ..."
 
 
 def import_extra_modules(names):

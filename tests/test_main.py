@@ -64,6 +64,7 @@ def test_missing_flagfile_is_one_line(tmp_path):
                  f"--workdir={tmp_path}")
   line = assert_one_line_error(r)
   assert "does_not_exist" in line
+  assert line.startswith("error: Unable to open flagfile")
 
 
 def test_batch_not_divisible_by_devices_is_one_line(tmp_path):
