@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 
@@ -19,6 +20,12 @@ def die(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
   sys.stderr.write(f"error: {message}\n")
   sys.stderr.flush()
   raise SystemExit(code)
+
+
+def flag_error_line(e: Exception) -> str:
+  """The first line of an absl flags error, without absl's "ERROR::"."""
+  line = str(e).splitlines()[0] if str(e) else type(e).__name__
+  return re.sub(r"^ERROR:+\s*", "", line)
 
 
 def describe_os_error(e: OSError) -> str:

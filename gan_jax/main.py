@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import logging as std_logging
 import os
-import re
 import sys
 
 from absl import app
@@ -19,7 +18,7 @@ from absl import logging
 
 from gan_jax import distributed
 from gan_jax import flags as flags_lib
-from gan_jax.errors import UserError, call_guarded, die
+from gan_jax.errors import UserError, call_guarded, die, flag_error_line
 
 
 def parse_flags(argv):
@@ -27,8 +26,7 @@ def parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    line = str(e).splitlines()[0] if str(e) else type(e).__name__
-    die(re.sub(r"^ERROR:+\s*", "", line))  # absl's "ERROR:: Unable to ..."
+    die(flag_error_line(e))
 
 
 def import_extra_modules(names):

@@ -40,7 +40,7 @@ from absl import app
 from absl import flags
 
 from gan_jax import flags as flags_lib
-from gan_jax.errors import UserError, call_guarded, die
+from gan_jax.errors import UserError, call_guarded, die, flag_error_line
 
 FLAGS = flags.FLAGS
 
@@ -160,11 +160,14 @@ def parse_seeds(values: Sequence[str]) -> List[str]:
   for v in values:
     lo, sep, hi = v.partition("-")
     try:
-      out.extend(str(s) for s in (range(int(lo), int(hi) + 1) if sep
-                                  else [int(v)]))
+      seeds = range(int(lo), int(hi) + 1) if sep else [int(v)]
     except ValueError:
       raise UserError(f"--sweep_seeds: {v!r} is not an integer or a range "
                       f"like 0-9") from None
+    if not seeds:
+      raise UserError(f"--sweep_seeds: the range {v!r} is empty (LOW-HIGH "
+                      f"with LOW <= HIGH)")
+    out.extend(str(s) for s in seeds)
   if len(set(out)) != len(out):
     raise UserError("--sweep_seeds: repeated seed")
   return out
@@ -176,7 +179,7 @@ def expand_flags(args: Sequence[str]) -> Dict[str, str]:
   try:
     flat = FLAGS.read_flags_from_files(list(args), force_gnu=False)
   except flags.Error as e:
-    raise UserError(str(e).splitlines()[0]) from e
+    raise UserError(flag_error_line(e)) from e
   values = {}
   for arg in flat:
     if not arg.startswith("-"):

@@ -41,3 +41,10 @@ def test_other_errors_are_bugs_and_keep_their_traceback():
 
 def test_guarded_entry_point_returns_the_result():
   assert errors.call_guarded(lambda a, b: a + b, 2, 3) == 5
+
+
+def test_flag_error_line_drops_absl_prefix():
+  from absl import flags
+  e = flags.Error("ERROR:: Unable to open flagfile: [Errno 2] x\nmore")
+  assert errors.flag_error_line(e) == "Unable to open flagfile: [Errno 2] x"
+  assert errors.flag_error_line(flags.Error()) == "Error"

@@ -190,6 +190,9 @@ def test_spec_parsing():
      "--g_beta1=1.5: must be in [0, 1)"),
     (lambda s: s.parse_random(["d_lr:loguniform:1e-5:inf"], 3, seed=0),
      "must be a finite number"),
+    (lambda s: s.parse_seeds(["0", "3-1"]), "the range '3-1' is empty"),
+    (lambda s: s.expand_flags(["--flagfile=experiments/nope.flags"]),
+     "Unable to open flagfile"),
 ])
 def test_axis_values_out_of_bounds_are_refused(call, expected):
   from gan_jax import sweep
