@@ -137,8 +137,10 @@ def test_strided_conv_gradients_match_xla(h, w):
 
 
 @pytest.mark.parametrize("mode", ["conv", "patches", "xla", "auto"])
-def test_down_conv_modes_agree(mode):
-  x = jax.random.normal(_key(0), (2, 7, 7, 6))
+@pytest.mark.parametrize("shape", [(2, 7, 7, 6), (2, 28, 28, 1),
+                                   (3, 8, 5, 3)])
+def test_down_conv_modes_agree(mode, shape):
+  x = jax.random.normal(_key(0), shape)
   ref = nn.Conv(4, (4, 4), (2, 2), "SAME")
   v = ref.init(_key(1), x)
   m = layers.DownConv(4, mode=mode)
