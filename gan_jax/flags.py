@@ -86,13 +86,14 @@ def _define(kind: str, name: str, default: Any, help_: str, *, safe=False,
             in_config=True, bounds: Optional[str] = None, **kwargs):
   if name in SAFE or name in NOT_IN_CONFIG:
     return
+  if bounds is not None:
+    BOUNDS[name] = Bounds.parse(bounds)
+    help_ = f"{help_} Allowed: {bounds}."
   define = getattr(flags, f"DEFINE_{kind}")
   if kind == "enum":
     define(name, default, kwargs.pop("enum_values"), help_, **kwargs)
   else:
     define(name, default, help_, **kwargs)
-  if bounds is not None:
-    BOUNDS[name] = Bounds.parse(bounds)
   if kind in ("integer", "float"):
     def check(value, name=name):
       why = out_of_bounds(name, value)
