@@ -103,4 +103,5 @@ def test_every_experiment_flagfile_parses_in_bounds(monkeypatch, path):
   monkeypatch.chdir(REPO)  # nested --flagfile paths are relative to the repo
   fv = private_flags()
   fv(["prog", f"--flagfile={path}"])  # runs the bounds validators
+  assert any(fv[n].present for n in fv), f"{path} sets no flag"
   flags_lib.check_bounds({n: fv[n].value for n in flags_lib.SAFE})
