@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import jax
 import numpy as np
@@ -50,8 +50,22 @@ class Evaluator:
     self.protocol = None
     if gan.dataset.kind != "toy":
       self.protocol = features_lib.protocol(self.cfg.dataset)
+      self._check_settings()
       features_lib.extractor(self.protocol.extractor,
                              self.cfg.inception_weights)
+
+  def _check_settings(self):
+    """Metric settings that this many samples cannot meet fail here, before
+    any sampling (and, with ``--eval_every``, before training)."""
+    n, cfg, names = self.num_samples, self.cfg, self.protocol.metrics
+    where = (f"evaluating {n} samples (--num_samples, or --eval_num_samples "
+             "in training)")
+    if "precision_recall" in names and n <= cfg.pr_k:
+      raise UserError(f"--pr_k={cfg.pr_k} needs more than {cfg.pr_k} "
+                      f"samples; {where}")
+    if "inception_score" in names and cfg.is_splits > n:
+      raise UserError(f"--is_splits={cfg.is_splits} needs at least "
+                      f"{cfg.is_splits} samples; {where}")
 
   def _arrays(self, images):
     return features_lib.compute(self.protocol.extractor, images,
@@ -95,16 +109,43 @@ class Evaluator:
     return out
 
 
+  def settings(self) -> Dict[str, Any]:
+    """What shaped the numbers: the feature network, the real samples used
+    and the metrics' parameters (KID's subset size as used: at most the
+    smaller sample set)."""
+    if self.protocol is None:
+      return {}
+    cfg, names = self.cfg, self.protocol.metrics
+    out: Dict[str, Any] = {"features": self.protocol.extractor}
+    if any(metrics_lib.METRICS.get(n).needs_real for n in names):
+      n_real = len(next(iter(self._real_arrays().values())))
+      out["num_real"] = n_real
+    if "kid" in names:
+      out["kid_subsets"] = cfg.kid_subsets
+      out["kid_subset_size"] = min(cfg.kid_subset_size, self.num_samples,
+                                   out["num_real"])
+    if "precision_recall" in names:
+      out["pr_k"] = cfg.pr_k
+    if "inception_score" in names:
+      out["is_splits"] = cfg.is_splits
+    return out
+
+
 def format_table(results: Dict[str, float]) -> str:
   width = max(len(k) for k in results) if results else 0
   return "\n".join(f"{k:<{width}}  {v:.6g}" for k, v in results.items())
 
 
 def run_evaluate(workdir: str, num_samples: Optional[int],
-                 step: Optional[int]) -> Dict[str, float]:
+                 step: Optional[int],
+                 overrides: Optional[Dict[str, Any]] = None
+                 ) -> Dict[str, float]:
+  """Evaluates a run's checkpoint; ``overrides``: safe flags over the run's
+  saved config (``--inception_weights``, ``--kid_subset_size``, data
+  paths, ...), as the CLI passes those given on its command line."""
   from gan_jax import sample  # pylint: disable=g-import-not-at-top
   from gan_jax.train import Sampler  # pylint: disable=g-import-not-at-top
-  gan, state, step, mesh = sample.load(workdir, step)
+  gan, state, step, mesh = sample.load(workdir, step, overrides=overrides)
   n = num_samples or (gan.cfg.eval_samples if gan.dataset.kind == "toy"
                       else gan.cfg.eval_num_samples)
   if n < 2:
@@ -112,9 +153,13 @@ def run_evaluate(workdir: str, num_samples: Optional[int],
   evaluator = Evaluator(gan, Sampler(gan, mesh), n)
   results = {"step": float(step), "num_samples": float(n),
              **evaluator(state, progress=True)}
+  record = {k: (int(v) if k in ("step", "num_samples") else v)
+            for k, v in results.items()}
+  settings = evaluator.settings()
+  if settings:
+    record["settings"] = settings
   with open(os.path.join(workdir, "eval.json"), "w") as f:
-    json.dump({k: (int(v) if k in ("step", "num_samples") else v)
-               for k, v in results.items()}, f, indent=2)
+    json.dump(record, f, indent=2)
   return results
 
 
@@ -123,7 +168,8 @@ def main(argv):
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.workdir:
     raise UserError("--workdir is required (the run directory to evaluate)")
-  results = run_evaluate(FLAGS.workdir, FLAGS.num_samples, FLAGS.step)
+  results = run_evaluate(FLAGS.workdir, FLAGS.num_samples, FLAGS.step,
+                         flags_lib.safe_flags_given())
   print(format_table(results))
   print(f"wrote {os.path.join(FLAGS.workdir, 'eval.json')}")
 

@@ -491,6 +491,14 @@ def defaults(**overrides) -> Config:
   return Config(values).replace(**overrides)
 
 
+def safe_flags_given() -> Dict[str, Any]:
+  """The safe flags set on this command line (tools that load a saved run,
+  like gan_jax.evaluate and gan_jax.sample, apply them over its config:
+  metric settings, data and weight paths, ...)."""
+  return {name: FLAGS[name].value for name, safe in SAFE.items()
+          if safe and FLAGS[name].present}
+
+
 def from_flags() -> Config:
   """The config of the parsed command-line flags."""
   return Config({name: FLAGS[name].value for name in SAFE})

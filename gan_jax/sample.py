@@ -44,11 +44,18 @@ def config_of(saved: Dict[str, Any]) -> flags_lib.Config:
   return flags_lib.defaults().replace(**known)
 
 
-def load(workdir: str, step: Optional[int] = None, replica: int = 0):
+def load(workdir: str, step: Optional[int] = None, replica: int = 0,
+         overrides: Optional[Dict[str, Any]] = None):
   """``(gan, state, step, mesh)`` of a run's checkpoint (default: newest).
 
   ``state`` is one replica's TrainState (``--num_seeds`` runs hold several).
+  ``overrides``: safe flag values applied over the run's saved config (e.g.
+  ``flags.safe_flags_given()``: data and weight paths, metric settings).
   """
+  unsafe = sorted(n for n in overrides or {} if not flags_lib.SAFE.get(n))
+  if unsafe:
+    raise UserError(f"cannot override {', '.join(unsafe)} of a saved run "
+                    "(only safe flags: paths, logging, evaluation settings)")
   from gan_jax import gan as gan_lib  # pylint: disable=g-import-not-at-top
   if not workdir:
     raise UserError("--workdir is required (the run directory to sample "
@@ -62,7 +69,7 @@ def load(workdir: str, step: Optional[int] = None, replica: int = 0):
   built = {}
 
   def target(saved):
-    cfg = config_of(saved)
+    cfg = config_of(saved).replace(**(overrides or {}))
     if cfg not in built:
       main_lib.import_extra_modules(cfg.extra_modules)
       gan = gan_lib.build(cfg)
@@ -181,12 +188,13 @@ def check_out(out: Optional[str]) -> str:
 def run_sample(workdir: str, out: str, num: int = 64,
                step: Optional[int] = None, labels=(), seed: int = 0,
                interpolate: bool = False, interpolate_steps: int = 8,
-               replica: int = 0) -> Tuple[int, Dict[str, np.ndarray]]:
+               replica: int = 0, overrides: Optional[Dict[str, Any]] = None
+               ) -> Tuple[int, Dict[str, np.ndarray]]:
   """The CLI as a function: writes ``out``; returns (step, arrays)."""
   out = check_out(out)
   if num < 1:
     raise UserError(f"--num must be >= 1, got {num}")
-  gan, state, step, mesh = load(workdir, step, replica)
+  gan, state, step, mesh = load(workdir, step, replica, overrides)
   arrays = draw(gan, state, mesh, num, seed, parse_labels(gan, labels, num),
                 interpolate, interpolate_steps)
   write(out, arrays, gan, f"{gan.dataset.name} step {step}")
@@ -198,7 +206,8 @@ def main(argv):
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   step, arrays = run_sample(
       FLAGS.workdir, FLAGS.out, FLAGS.num, FLAGS.step, FLAGS.labels,
-      FLAGS.seed, FLAGS.interpolate, FLAGS.interpolate_steps, FLAGS.replica)
+      FLAGS.seed, FLAGS.interpolate, FLAGS.interpolate_steps, FLAGS.replica,
+      flags_lib.safe_flags_given())
   shapes = ", ".join(f"{k} {v.shape}" for k, v in arrays.items())
   print(f"wrote {FLAGS.out} from step {step}: {shapes}")
 

@@ -136,6 +136,20 @@ def test_dcgan_mnist_trains_through_the_cli(mnist_data_dir, tmp_path):
   result = json.load(open(workdir / "eval.json"))
   assert result["step"] == 4 and result["num_samples"] == 64
   np.testing.assert_allclose(result["fid"], records[1]["fid"], rtol=1e-4)
+  np.testing.assert_allclose(result["kid"], records[1]["kid"], rtol=1e-4)
+  assert result["settings"] == {"features": "mnist", "num_real": 64,
+                                "kid_subsets": 100, "kid_subset_size": 64,
+                                "pr_k": 3, "is_splits": 10}
+  # Metric settings on the evaluate command line override the run's.
+  r = run_module("gan_jax.evaluate", f"--workdir={workdir}",
+                 "--num_samples=64", "--kid_subset_size=16",
+                 "--is_splits=4")
+  assert r.returncode == 0, r.stderr[-3000:]
+  result = json.load(open(workdir / "eval.json"))
+  assert result["settings"]["kid_subset_size"] == 16
+  assert result["settings"]["is_splits"] == 4
+  np.testing.assert_allclose(result["fid"], records[1]["fid"], rtol=1e-4)
+  assert abs(result["kid"] - records[1]["kid"]) > 1e-6
   samples = workdir / "samples"
   for step in (2, 4):
     grid = png(samples / f"step_{step:07d}.png")

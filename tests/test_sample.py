@@ -149,3 +149,21 @@ def test_slerp_keeps_the_norm_and_the_endpoints():
   # Parallel vectors: slerp falls back to lerp (no division by sin 0).
   same = interpolate.slerp(z0, 2 * z0, 0.5)
   np.testing.assert_allclose(same, 1.5 * z0, atol=1e-5)
+
+
+def test_saved_runs_take_safe_overrides_only(image_run, tmp_path):
+  from gan_jax import evaluate
+  # A safe flag given to the tool replaces the run's saved value ...
+  weights = str(tmp_path / "elsewhere.pth")
+  with pytest.raises(UserError, match="elsewhere.pth"):
+    evaluate.run_evaluate(image_run, 10, None,
+                          overrides={"inception_weights": weights})
+  # ... metric settings the sample count cannot meet fail before sampling ...
+  with pytest.raises(UserError, match="--pr_k=10 needs more than 10"):
+    evaluate.run_evaluate(image_run, 10, None, overrides={"pr_k": 10})
+  with pytest.raises(UserError, match="--is_splits=11 needs at least 11"):
+    evaluate.run_evaluate(image_run, 10, None, overrides={"is_splits": 11})
+  # ... and a structural flag cannot be overridden.
+  with pytest.raises(UserError, match="cannot override g_hidden"):
+    sample.run_sample(image_run, str(tmp_path / "a.npz"),
+                      overrides={"g_hidden": 3})
