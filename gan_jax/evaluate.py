@@ -144,15 +144,18 @@ def run_evaluate(workdir: str, num_samples: Optional[int],
   saved config (``--inception_weights``, ``--kid_subset_size``, data
   paths, ...), as the CLI passes those given on its command line."""
   from gan_jax import sample  # pylint: disable=g-import-not-at-top
-  from gan_jax.train import Sampler  # pylint: disable=g-import-not-at-top
-  gan, state, step, mesh = sample.load(workdir, step, overrides=overrides)
+  from gan_jax import train  # pylint: disable=g-import-not-at-top
+  # Every replica of a --num_seeds run: name/seed_S each, and their mean.
+  gan, state, step, mesh = sample.load(workdir, step, replica=None,
+                                       overrides=overrides)
   n = num_samples or (gan.cfg.eval_samples if gan.dataset.kind == "toy"
                       else gan.cfg.eval_num_samples)
   if n < 2:
     raise UserError(f"--num_samples must be >= 2, got {n}")
-  evaluator = Evaluator(gan, Sampler(gan, mesh), n)
+  evaluator = Evaluator(gan, train.Sampler(gan, mesh), n)
   results = {"step": float(step), "num_samples": float(n),
-             **evaluator(state, progress=True)}
+             **train.evaluate_replicas(evaluator, gan.cfg, state,
+                                       progress=True)}
   record = {k: (int(v) if k in ("step", "num_samples") else v)
             for k, v in results.items()}
   settings = evaluator.settings()

@@ -44,11 +44,13 @@ def config_of(saved: Dict[str, Any]) -> flags_lib.Config:
   return flags_lib.defaults().replace(**known)
 
 
-def load(workdir: str, step: Optional[int] = None, replica: int = 0,
+def load(workdir: str, step: Optional[int] = None,
+         replica: Optional[int] = 0,
          overrides: Optional[Dict[str, Any]] = None):
   """``(gan, state, step, mesh)`` of a run's checkpoint (default: newest).
 
-  ``state`` is one replica's TrainState (``--num_seeds`` runs hold several).
+  ``state`` is one replica's TrainState (``--num_seeds`` runs hold several;
+  ``replica=None``: all of them, stacked).
   ``overrides``: safe flag values applied over the run's saved config (e.g.
   ``flags.safe_flags_given()``: data and weight paths, metric settings).
   """
@@ -87,6 +89,8 @@ def load(workdir: str, step: Optional[int] = None, replica: int = 0,
   ckpts.close()
   gan = next(iter(built.values()))[0]
   num_seeds = gan.cfg.num_seeds
+  if replica is None:
+    return gan, state, step, mesh
   if not 0 <= replica < num_seeds:
     raise UserError(f"--replica={replica} but the run has {num_seeds} "
                     f"replica{'s' if num_seeds > 1 else ''} "

@@ -338,11 +338,13 @@ def visualize_replicas(gan, sampler, state, step, workdir, writer,
   return replica_scalars(cfg, per) if per[0] else {}
 
 
-def evaluate_replicas(evaluator, cfg, state) -> Dict[str, float]:
+def evaluate_replicas(evaluator, cfg, state,
+                      progress: bool = False) -> Dict[str, float]:
   """The evaluator's metrics (per replica and mean with --num_seeds)."""
   if cfg.num_seeds == 1:
-    return evaluator(state)
-  return replica_scalars(cfg, [evaluator(state_lib.replica(state, i))
+    return evaluator(state, progress)
+  return replica_scalars(cfg, [evaluator(state_lib.replica(state, i),
+                                         progress)
                                for i in range(cfg.num_seeds)])
 
 

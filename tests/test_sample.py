@@ -167,3 +167,24 @@ def test_saved_runs_take_safe_overrides_only(image_run, tmp_path):
   with pytest.raises(UserError, match="cannot override g_hidden"):
     sample.run_sample(image_run, str(tmp_path / "a.npz"),
                       overrides={"g_hidden": 3})
+
+
+def test_evaluate_reports_every_replica_and_their_mean(tmp_path,
+                                                      monkeypatch):
+  from gan_jax import evaluate
+  workdir = str(tmp_path / "seeds")
+  train.train_and_evaluate(tiny_config(num_seeds=2, seed=5, num_devices=1),
+                           workdir)
+  # A stand-in metric that identifies the parameters it was given (a tiny
+  # run's mode metrics are all 0 / inf).
+  def g_sum(self, state, progress=False):
+    del self, progress
+    return {"g_sum": float(sum(np.sum(l) for l in
+                               jax.tree.leaves(state.g_params)))}
+  monkeypatch.setattr(evaluate.Evaluator, "__call__", g_sum)
+  results = evaluate.run_evaluate(workdir, 200, None)
+  _, full, _, _ = sample.load(workdir, replica=None)
+  want = [g_sum(None, state_lib.replica(full, i))["g_sum"] for i in (0, 1)]
+  assert want[0] != want[1]
+  assert [results["g_sum/seed_5"], results["g_sum/seed_6"]] == want
+  assert results["g_sum"] == pytest.approx(np.mean(want))
