@@ -94,6 +94,13 @@ class Evaluator:
 
   def __call__(self, state, progress: bool = False) -> Dict[str, float]:
     fake = self._generate(state, progress)
+    # The metrics place their own arrays (feature networks on one device,
+    # precision/recall's blocks per device), also when the training loop
+    # has its data-parallel mesh in context.
+    with jax.set_mesh(None):
+      return self._metrics(fake)
+
+  def _metrics(self, fake) -> Dict[str, float]:
     ds = self.gan.dataset
     if self.protocol is None:
       if ds.modes is None:

@@ -182,6 +182,21 @@ def test_conditional_grid_has_one_row_per_class(mnist_data_dir, tmp_path,
   cells(png(tmp_path / "samples" / "interp_step_0000002.png"), 28, 8, 10)
 
 
+@needs_mnist
+def test_periodic_evaluation_on_all_devices(mnist_data_dir, tmp_path,
+                                            monkeypatch):
+  """--eval_every inside the data-parallel loop (8 host devices, the mesh in
+  context): every metric, precision/recall's per-device blocks included."""
+  assert jax.device_count() == 8
+  cfg = parse(monkeypatch, "dcgan_mnist", *TINY,
+              f"--tfds_data_dir={mnist_data_dir}", "--num_steps=2",
+              "--eval_every=2", "--eval_num_samples=32")
+  train.train_and_evaluate(cfg, str(tmp_path))
+  record = json.loads(open(tmp_path / "metrics.jsonl").readlines()[-1])
+  for key in ("fid", "kid", "inception_score", "precision", "recall"):
+    assert np.isfinite(record[key]), (key, record)
+
+
 def test_interpolation_inputs_are_fixed_paths(monkeypatch):
   cfg = parse(monkeypatch, "cgan_mnist")
   gan = gan_lib.build(cfg, FakeImages((28, 28, 1)))
