@@ -150,6 +150,12 @@ def build(cfg: Config, dataset=None) -> GAN:
   discriminator = models.DISCRIMINATORS(cfg.discriminator, cfg, dataset.shape,
                                         num_classes)
   loss = losses_lib.LOSSES(cfg.loss, cfg)
+  unused = losses_lib.unused_flags(cfg)
+  if unused:
+    verb = "has" if len(unused) == 1 else "have"
+    raise UserError(f"{', '.join(unused)} {verb} no effect with --loss="
+                    f"{cfg.loss}; label smoothing is for the minimax/ns "
+                    "losses, --lsgan_a/b/c for lsgan")
   penalties = tuple((name, penalties_lib.PENALTIES(name, cfg))
                     for name in cfg.penalties)
   return GAN(cfg=cfg, dataset=dataset, generator=generator,

@@ -96,6 +96,27 @@ def hinge(cfg) -> Loss:
   return Loss(d=d, g=lambda fake: -jnp.mean(fake))
 
 
+# Flags that only some built-in losses read: setting one for another
+# built-in loss is refused (it would silently do nothing). Losses registered
+# by users may read any flag.
+LOSS_FLAGS = {
+    "label_smoothing": (("minimax", "ns"), 1.0),
+    "lsgan_a": (("lsgan",), 0.0),
+    "lsgan_b": (("lsgan",), 1.0),
+    "lsgan_c": (("lsgan",), 1.0),
+}
+BUILTIN = ("minimax", "ns", "lsgan", "wgan", "hinge", "madgan")
+
+
+def unused_flags(cfg) -> Tuple[str, ...]:
+  """Loss flags changed from their defaults that ``cfg.loss`` ignores."""
+  if cfg.loss not in BUILTIN:
+    return ()
+  return tuple(f"--{name}={getattr(cfg, name)}"
+               for name, (losses, default) in LOSS_FLAGS.items()
+               if cfg.loss not in losses and getattr(cfg, name) != default)
+
+
 def madgan_labels(n: int, k: int):
   """Class of each fake row for MAD-GAN: rows [i n/k, (i+1) n/k) are
   generator i's (``GAN.generate`` splits a batch into k blocks)."""

@@ -107,3 +107,28 @@ def test_wgan_parts_and_lsgan_default_targets():
   np.testing.assert_allclose(df, 0.5 * np.mean(FAKE ** 2), rtol=1e-6)
   np.testing.assert_allclose(get("lsgan").g(FAKE),
                              0.5 * np.mean((FAKE - 1) ** 2), rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss, flags, refused", [
+    ("lsgan", dict(label_smoothing=0.9), "--label_smoothing=0.9 has"),
+    ("hinge", dict(label_smoothing=0.9, lsgan_b=2.0),
+     "--label_smoothing=0.9, --lsgan_b=2.0 have"),
+    ("wgan", dict(lsgan_c=0.5), "--lsgan_c=0.5 has"),
+    ("ns", dict(lsgan_a=-1.0), "--lsgan_a=-1.0 has"),
+    ("ns", dict(label_smoothing=0.9), None),
+    ("minimax", dict(label_smoothing=0.8), None),
+    ("lsgan", dict(lsgan_a=-1.0, lsgan_b=1.0, lsgan_c=0.0), None),
+    # A loss registered by a user may read any flag.
+    ("test_only_constant", dict(label_smoothing=0.9, lsgan_a=3.0), None),
+])
+def test_loss_flags_the_loss_ignores_are_refused(loss, flags, refused):
+  from gan_jax import gan as gan_lib
+  from gan_jax.errors import UserError
+  test_registry_is_extensible_from_outside()  # registers test_only_constant
+  cfg = tiny_config(loss=loss, **flags)
+  if refused is None:
+    gan_lib.build(cfg)
+  else:
+    with pytest.raises(UserError, match=f"^{refused} no effect with "
+                                        f"--loss={loss};"):
+      gan_lib.build(cfg)
