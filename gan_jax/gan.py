@@ -14,14 +14,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from absl import logging
 
 from gan_jax import losses as losses_lib
 from gan_jax import optim
 from gan_jax import penalties as penalties_lib
 from gan_jax import data as data_lib
 from gan_jax import models
-from gan_jax.errors import UserError
 from gan_jax import flags as flags_lib
+from gan_jax.errors import UserError
 from gan_jax.flags import Config
 
 
@@ -122,6 +123,45 @@ class GAN:
                                     rngs=rngs), state
 
 
+def _reads(losses_):
+  """The flag matters for these built-in losses (and any user loss)."""
+  return lambda c: c.loss in losses_ or c.loss not in losses_lib.BUILTIN
+
+
+# flag -> (when it has an effect, what it is for). A flag changed from its
+# default where it has none gets a warning: a knob that silently does
+# nothing can waste a run. (Not an error: a sweep over --loss or
+# --minibatch_disc with the other knobs fixed is a normal experiment.)
+INERT_UNLESS = {
+    "label_smoothing": (_reads(("minimax", "ns")),
+                        "it smooths the minimax/ns losses' real target"),
+    "lsgan_a": (_reads(("lsgan",)), "it is a target of --loss=lsgan"),
+    "lsgan_b": (_reads(("lsgan",)), "it is a target of --loss=lsgan"),
+    "lsgan_c": (_reads(("lsgan",)), "it is a target of --loss=lsgan"),
+    "gp_weight": (lambda c: "gp" in c.penalties,
+                  "it weights --penalties=gp"),
+    "r1_gamma": (lambda c: "r1" in c.penalties, "it weights --penalties=r1"),
+    "penalty_every": (lambda c: bool(c.penalties),
+                      "it spaces out --penalties"),
+    "ema_start": (lambda c: c.ema_decay > 0, "it needs --ema_decay > 0"),
+    "mbd_kernels": (lambda c: c.minibatch_disc == "salimans",
+                    "it sizes --minibatch_disc=salimans"),
+    "mbd_kernel_dim": (lambda c: c.minibatch_disc == "salimans",
+                       "it sizes --minibatch_disc=salimans"),
+    "mbstd_group_size": (lambda c: c.minibatch_disc == "stddev",
+                         "it sizes --minibatch_disc=stddev"),
+}
+
+
+def inert_flags(cfg: Config) -> Tuple[str, ...]:
+  """One line for each flag set away from its default where it does
+  nothing."""
+  return tuple(f"--{name}={getattr(cfg, name)} has no effect here: {purpose}"
+               for name, (active, purpose) in INERT_UNLESS.items()
+               if getattr(cfg, name) != flags_lib.FLAGS[name].default
+               and not active(cfg))
+
+
 def build(cfg: Config, dataset=None) -> GAN:
   """Resolves every name in the config; unknown names and values out of
   their flags' bounds raise UserError."""
@@ -150,12 +190,8 @@ def build(cfg: Config, dataset=None) -> GAN:
   discriminator = models.DISCRIMINATORS(cfg.discriminator, cfg, dataset.shape,
                                         num_classes)
   loss = losses_lib.LOSSES(cfg.loss, cfg)
-  unused = losses_lib.unused_flags(cfg)
-  if unused:
-    verb = "has" if len(unused) == 1 else "have"
-    raise UserError(f"{', '.join(unused)} {verb} no effect with --loss="
-                    f"{cfg.loss}; label smoothing is for the minimax/ns "
-                    "losses, --lsgan_a/b/c for lsgan")
+  for line in inert_flags(cfg):
+    logging.warning("%s", line)
   penalties = tuple((name, penalties_lib.PENALTIES(name, cfg))
                     for name in cfg.penalties)
   return GAN(cfg=cfg, dataset=dataset, generator=generator,

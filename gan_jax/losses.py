@@ -96,25 +96,9 @@ def hinge(cfg) -> Loss:
   return Loss(d=d, g=lambda fake: -jnp.mean(fake))
 
 
-# Flags that only some built-in losses read: setting one for another
-# built-in loss is refused (it would silently do nothing). Losses registered
-# by users may read any flag.
-LOSS_FLAGS = {
-    "label_smoothing": (("minimax", "ns"), 1.0),
-    "lsgan_a": (("lsgan",), 0.0),
-    "lsgan_b": (("lsgan",), 1.0),
-    "lsgan_c": (("lsgan",), 1.0),
-}
+# The built-in losses (flags that only some of them read are checked
+# against this list; a loss registered by a user may read any flag).
 BUILTIN = ("minimax", "ns", "lsgan", "wgan", "hinge", "madgan")
-
-
-def unused_flags(cfg) -> Tuple[str, ...]:
-  """Loss flags changed from their defaults that ``cfg.loss`` ignores."""
-  if cfg.loss not in BUILTIN:
-    return ()
-  return tuple(f"--{name}={getattr(cfg, name)}"
-               for name, (losses, default) in LOSS_FLAGS.items()
-               if cfg.loss not in losses and getattr(cfg, name) != default)
 
 
 def madgan_labels(n: int, k: int):

@@ -104,4 +104,6 @@ def test_every_experiment_flagfile_parses_in_bounds(monkeypatch, path):
   fv = private_flags()
   fv(["prog", f"--flagfile={path}"])  # runs the bounds validators
   assert any(fv[n].present for n in fv), f"{path} sets no flag"
-  flags_lib.check_bounds({n: fv[n].value for n in flags_lib.SAFE})
+  cfg = flags_lib.Config({n: fv[n].value for n in flags_lib.SAFE})
+  flags_lib.check_bounds(cfg)
+  assert gan_lib.inert_flags(cfg) == ()  # no flag set that does nothing
