@@ -115,7 +115,6 @@ class Evaluator:
                   metric(real, fake_arrays, self.cfg).items()})
     return out
 
-
   def settings(self) -> Dict[str, Any]:
     """What shaped the numbers: the feature network, the real samples used
     and the metrics' parameters (KID's subset size as used: at most the
