@@ -22,9 +22,11 @@ with a warning in favour of the previous one.
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import shutil
 import sys
+import warnings
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import jax
@@ -250,15 +252,29 @@ class Checkpoints:
     self._manager.close()
 
 
+class _OrphanedReads(std_logging.Filter):
+  """Drops asyncio's report of an orbax read that nobody awaited anymore."""
+
+  def filter(self, record):
+    message = record.getMessage()
+    return not ("Task exception was never retrieved" in message
+                and "async_deserialize" in message)
+
+
 def _ignore_orphaned_reads():
   """Keeps the reads a failed restore leaves in flight quiet.
 
   When one array of a checkpoint fails to read, orbax's restore raises and
   closes its event loop while tensorstore's other reads of that checkpoint
-  are still running; as each finishes, tensorstore reports the closed loop
-  as an unraisable exception (a traceback per array on stderr, after the
-  fallback to an older checkpoint has already worked). Only that exact error
-  is dropped; everything else still reaches the previous hook.
+  are still running. As each finishes, tensorstore reports the closed loop
+  as an unraisable exception; when the orphans are collected, asyncio logs
+  the failed reads nobody awaited ("Task exception was never retrieved")
+  and Python warns about orbax's metadata coroutines never awaited: a
+  traceback per array on stderr, after the fallback to an older checkpoint
+  has already worked (or after the one-line error when none reads back).
+  Only those three reports are dropped (gan_jax has no coroutines of its
+  own); everything else still reaches the previous hook, the log and the
+  warnings.
   """
   hook = sys.unraisablehook
   if getattr(hook, "gan_jax_orphaned_reads", False):
@@ -272,6 +288,9 @@ def _ignore_orphaned_reads():
 
   unraisablehook.gan_jax_orphaned_reads = True
   sys.unraisablehook = unraisablehook
+  std_logging.getLogger("asyncio").addFilter(_OrphanedReads())
+  warnings.filterwarnings("ignore", r"coroutine '.*' was never awaited",
+                          RuntimeWarning)
 
 
 def abstract(tree):
