@@ -173,8 +173,7 @@ def run_evaluate(workdir: str, num_samples: Optional[int],
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # run_cli refuses positional arguments
   if not FLAGS.workdir:
     raise UserError("--workdir is required (the run directory to evaluate)")
   results = run_evaluate(FLAGS.workdir, FLAGS.num_samples, FLAGS.step,

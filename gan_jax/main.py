@@ -11,6 +11,7 @@ import importlib
 import logging as std_logging
 import os
 import sys
+from typing import Optional
 
 from absl import app
 from absl import flags
@@ -49,8 +50,7 @@ def print_summary(scalars):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # run_cli refuses positional arguments
   fl = flags_lib.FLAGS
   # Before anything touches a JAX backend (issue 8: multi-host).
   distributed.initialize(fl.distributed, fl.coordinator_address,
@@ -82,11 +82,20 @@ def setup_logging():
   logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
-def run_cli(main_fn):
-  """Runs an absl ``main_fn(argv)``: parse errors and UserError end in one
-  line on stderr and exit code 2."""
+def run_cli(main_fn, interrupted: Optional[str] = None):
+  """Runs an absl ``main_fn(argv)`` of a command that takes flags only:
+  positional arguments, parse errors and UserError end in one line on
+  stderr and exit code 2; with ``interrupted``, Ctrl-C ends in that line
+  and exit code 130."""
   def guarded(argv):
-    call_guarded(main_fn, argv)
+    if len(argv) > 1:
+      die(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+      call_guarded(main_fn, argv)
+    except KeyboardInterrupt:
+      if interrupted is None:
+        raise
+      die(interrupted, code=130)
 
   setup_logging()
   app.run(guarded, flags_parser=parse_flags)

@@ -206,8 +206,7 @@ def run_sample(workdir: str, out: str, num: int = 64,
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # run_cli refuses positional arguments
   step, arrays = run_sample(
       FLAGS.workdir, FLAGS.out, FLAGS.num, FLAGS.step, FLAGS.labels,
       FLAGS.seed, FLAGS.interpolate, FLAGS.interpolate_steps, FLAGS.replica,

@@ -36,11 +36,10 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from absl import app
 from absl import flags
 
 from gan_jax import flags as flags_lib
-from gan_jax.errors import UserError, call_guarded, die, flag_error_line
+from gan_jax.errors import UserError, die, flag_error_line
 
 FLAGS = flags.FLAGS
 
@@ -587,8 +586,7 @@ def sweep_from_flags() -> Sweep:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # run_cli refuses positional arguments
   sweep = sweep_from_flags()
   axis = FLAGS.sweep_plot_axis
   if axis and axis not in [n for n, _ in sweep.axes]:
@@ -612,17 +610,11 @@ def main(argv):
         f"first: {failed[0]}: {statuses[failed[0]][1]}", code=1)
 
 
-def _guarded(argv):
-  try:
-    call_guarded(main, argv)
-  except KeyboardInterrupt:
-    die("interrupted; the running runs saved checkpoints: rerun the same "
-        "command to resume the sweep", code=130)
-
-
 def run():
-  from gan_jax.main import parse_flags  # pylint: disable=g-import-not-at-top
-  app.run(_guarded, flags_parser=parse_flags)
+  from gan_jax import main as main_lib  # pylint: disable=g-import-not-at-top
+  main_lib.run_cli(main, interrupted=(
+      "interrupted; the running runs saved checkpoints: rerun the same "
+      "command to resume the sweep"))
 
 
 if __name__ == "__main__":

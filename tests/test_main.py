@@ -87,3 +87,10 @@ def test_workdir_that_is_a_file_is_one_line(tmp_path):
   line = assert_one_line_error(r)
   assert f"{path}/run" in line and "Not a directory" in line
   assert path.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("module", ["gan_jax.main", "gan_jax.sweep"])
+def test_positional_arguments_are_one_line(module):
+  r = run_module(module, "stray", "words")
+  line = assert_one_line_error(r)
+  assert line == "error: unexpected arguments: stray words"

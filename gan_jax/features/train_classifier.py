@@ -123,8 +123,7 @@ def train(name: str, epochs: int, batch_size: int, lr: float, seed: int = 0,
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # run_cli refuses positional arguments
   name = FLAGS.dataset
   if name not in DATASETS:
     raise UserError(f"--dataset must be one of {', '.join(DATASETS)}, "
