@@ -124,8 +124,7 @@ class Evaluator:
     cfg, names = self.cfg, self.protocol.metrics
     out: Dict[str, Any] = {"features": self.protocol.extractor}
     if any(metrics_lib.METRICS.get(n).needs_real for n in names):
-      n_real = len(next(iter(self._real_arrays().values())))
-      out["num_real"] = n_real
+      out["num_real"] = len(next(iter(self._real_arrays().values())))
     if "kid" in names:
       out["kid_subsets"] = cfg.kid_subsets
       out["kid_subset_size"] = min(cfg.kid_subset_size, self.num_samples,

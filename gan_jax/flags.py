@@ -75,8 +75,7 @@ def out_of_bounds(name: str, value: Any) -> Optional[str]:
 def check_bounds(values) -> None:
   """UserError for the first numeric value out of its flag's bounds; takes
   a Config or a mapping of flag values."""
-  items = values.items() if hasattr(values, "items") else values
-  for name, value in items:
+  for name, value in values.items():
     why = out_of_bounds(name, value)
     if why:
       raise UserError(f"--{name}={value} {why}")

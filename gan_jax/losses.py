@@ -96,11 +96,6 @@ def hinge(cfg) -> Loss:
   return Loss(d=d, g=lambda fake: -jnp.mean(fake))
 
 
-# The built-in losses (flags that only some of them read are checked
-# against this list; a loss registered by a user may read any flag).
-BUILTIN = ("minimax", "ns", "lsgan", "wgan", "hinge", "madgan")
-
-
 def madgan_labels(n: int, k: int):
   """Class of each fake row for MAD-GAN: rows [i n/k, (i+1) n/k) are
   generator i's (``GAN.generate`` splits a batch into k blocks)."""
@@ -130,3 +125,8 @@ def madgan(cfg) -> Loss:
     return lr + lf, lr, lf
 
   return Loss(d=d, g=lambda fake: ce(fake, jnp.full((fake.shape[0],), k)))
+
+
+# The losses this module registers (flags that only some of them read are
+# checked against these; a loss registered by a user may read any flag).
+BUILTIN = frozenset(LOSSES.names())
