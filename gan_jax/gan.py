@@ -153,21 +153,115 @@ INERT_UNLESS = {
 }
 
 
-def inert_flags(cfg: Config) -> Tuple[str, ...]:
+# Flags that only the builders of the architectures (and, for image_size,
+# of the dataset) read. Which of them a run's builders read is recorded while
+# they run (``ReadLog``), so an architecture registered by a user is judged by
+# what its own builder reads.
+COMPONENT_FLAGS = (
+    "g_channels", "d_channels", "g_hidden", "d_hidden", "g_layers",
+    "d_layers", "maxout_pieces", "d_conv", "g_upsample", "g_batchnorm",
+    "g_norm", "d_norm", "d_dropout", "d_input_dropout", "cross_replica_bn",
+    "minibatch_disc", "mbd_kernels", "mbd_kernel_dim", "mbstd_group_size",
+    "image_size")
+# Flags used only for one kind of data ("toy" or image).
+DATA_KIND_FLAGS = {
+    "eval_samples": ("toy", "it sizes the toy metrics"),
+    "eval_num_samples": ("image", "it sizes image evaluations"),
+    "interp_pairs": ("image", "image runs write interpolation strips"),
+    "interp_points": ("image", "image runs write interpolation strips"),
+}
+
+
+class ReadLog(Config):
+  """A Config that records which of its fields are read (by a builder).
+
+  A builder that takes the whole config (``to_dict``, ``items``) or a
+  modified copy (``replace``) counts as reading every field."""
+
+  __slots__ = ("names", "label")
+
+  def __init__(self, cfg: Config, label: str):
+    super().__init__(dict(cfg.items()))
+    object.__setattr__(self, "names", set())
+    object.__setattr__(self, "label", label)
+
+  def __getattr__(self, name):
+    self.names.add(name)
+    return super().__getattr__(name)
+
+  def _whole(self):
+    self.names.add("*")
+
+  def replace(self, **updates) -> Config:
+    self._whole()
+    return super().replace(**updates)
+
+  def to_dict(self):
+    self._whole()
+    return super().to_dict()
+
+  def items(self):
+    self._whole()
+    return super().items()
+
+  def reads(self, name: str) -> bool:
+    return name in self.names or "*" in self.names
+
+
+def _changed(cfg: Config, name: str) -> bool:
+  return getattr(cfg, name) != flags_lib.FLAGS[name].default
+
+
+def inert_flags(cfg: Config, kind: Optional[str] = None,
+                builders: Tuple[ReadLog, ...] = ()) -> Tuple[str, ...]:
   """One line for each flag set away from its default where it does
-  nothing."""
-  return tuple(f"--{name}={getattr(cfg, name)} has no effect here: {purpose}"
-               for name, (active, purpose) in INERT_UNLESS.items()
-               if getattr(cfg, name) != flags_lib.FLAGS[name].default
-               and not active(cfg))
+  nothing: by the rules of INERT_UNLESS; for the data ``kind`` ("toy" or
+  "image") if given; and, for COMPONENT_FLAGS, when none of ``builders``
+  (the ReadLogs the generator, discriminator and dataset builders ran on)
+  read it: image_size is judged when the dataset's builder is among them,
+  the others when the architectures' builders are."""
+  lines = [f"--{name}={getattr(cfg, name)} has no effect here: {purpose}"
+           for name, (active, purpose) in INERT_UNLESS.items()
+           if _changed(cfg, name) and not active(cfg)]
+  if kind is not None:
+    lines += [f"--{name}={getattr(cfg, name)} has no effect here: {purpose}"
+              for name, (wanted, purpose) in DATA_KIND_FLAGS.items()
+              if _changed(cfg, name) and (kind == "toy") != (wanted == "toy")]
+  said = {line.split("=", 1)[0][2:] for line in lines}
+  data = [b for b in builders if b.label.startswith("--dataset=")]
+  nets = [b for b in builders if not b.label.startswith("--dataset=")]
+  for name in COMPONENT_FLAGS:
+    owners = data if name == "image_size" else nets
+    if (owners and _changed(cfg, name) and name not in said
+        and not any(b.reads(name) for b in builders)):
+      lines.append(f"--{name}={getattr(cfg, name)} has no effect here: not "
+                   f"read by {' or '.join(b.label for b in owners)}")
+  return tuple(lines)
+
+
+def architectures(cfg: Config, shape, num_classes: int):
+  """(generator, discriminator, their builders' ReadLogs) of ``cfg`` for
+  data of ``shape``."""
+  logs = (ReadLog(cfg, f"--generator={cfg.generator}"),
+          ReadLog(cfg, f"--discriminator={cfg.discriminator}"))
+  generator = models.GENERATORS(cfg.generator, logs[0], shape, num_classes)
+  discriminator = models.DISCRIMINATORS(cfg.discriminator, logs[1], shape,
+                                        num_classes)
+  return generator, discriminator, logs
 
 
 def build(cfg: Config, dataset=None) -> GAN:
   """Resolves every name in the config; unknown names and values out of
   their flags' bounds raise UserError."""
   flags_lib.check_bounds(cfg)
+  repeated = sorted({p for p in cfg.penalties if cfg.penalties.count(p) > 1})
+  if repeated:
+    raise UserError(f"--penalties={','.join(cfg.penalties)} names "
+                    f"{', '.join(repeated)} more than once")
+  builders = []  # what each builder reads, for the inert-flag warnings
   if dataset is None:
-    dataset = data_lib.get(cfg)
+    builders.append(ReadLog(cfg, f"--dataset={cfg.dataset}"))
+    dataset = data_lib.get(builders[-1])
   num_classes = dataset.num_classes if cfg.conditional else 0
   if cfg.conditional and not dataset.num_classes:
     raise UserError(f"--conditional needs a labelled dataset; "
@@ -186,11 +280,12 @@ def build(cfg: Config, dataset=None) -> GAN:
     raise UserError(f"--num_generators > 1 needs a discriminator with k+1 "
                     f"outputs: {', '.join(sorted(MULTI_OUTPUT))}; got "
                     f"{cfg.discriminator!r}")
-  generator = models.GENERATORS(cfg.generator, cfg, dataset.shape, num_classes)
-  discriminator = models.DISCRIMINATORS(cfg.discriminator, cfg, dataset.shape,
-                                        num_classes)
+  generator, discriminator, logs = architectures(cfg, dataset.shape,
+                                                num_classes)
+  builders += logs
   loss = losses_lib.LOSSES(cfg.loss, cfg)
-  for line in inert_flags(cfg):
+  for line in inert_flags(cfg, getattr(dataset, "kind", None),
+                          tuple(builders)):
     logging.warning("%s", line)
   penalties = tuple((name, penalties_lib.PENALTIES(name, cfg))
                     for name in cfg.penalties)

@@ -445,7 +445,7 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   t_last, step_last = time.time(), step
   rate = None
   names, record = None, None  # the NaN/Inf tracker (_track_nonfinite)
-  warned_nonfinite = warned_best = False
+  warned_nonfinite = False
   try:
     with _Preemption() as preempt, jax.set_mesh(mesh):
       while step < total:
@@ -508,14 +508,22 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
             progress.write(line)
           else:
             logging.info(line)
-        if save_now:
-          if (cfg.best_metric and scalars is not None and not warned_best
-              and cfg.best_metric not in scalars):
-            logging.warning("--best_metric=%s is not among the logged "
-                            "metrics at step %d (%s)", cfg.best_metric, step,
-                            ", ".join(sorted(scalars)))
-            warned_best = True
+        # The first log with every metric source in it (the evaluator's
+        # too) settles whether --best_metric names a logged metric; a typo
+        # ends the run there with its state saved, not a run without a best
+        # checkpoint.
+        unknown_best = (cfg.best_metric and scalars is not None
+                        and (evaluator is None or eval_now)
+                        and cfg.best_metric not in scalars)
+        if save_now or unknown_best:
           saved = ckpts.save(step, state, config_record, metrics=scalars)
+        if unknown_best:
+          ckpts.wait()
+          raise UserError(
+              f"--best_metric={cfg.best_metric} is not a logged metric "
+              f"(step {step} logged: {', '.join(sorted(scalars))}); stopped "
+              f"at step {step}" + (", its checkpoint is kept" if saved
+                                   else ""))
         if stop:
           logging.warning("signal %d: %s at step %d, exiting",
                           preempt.signal, "saved a checkpoint" if saved

@@ -172,6 +172,29 @@ def test_nan_stops_with_metric_and_step_and_keeps_last_good(tmp_path, env):
              if np.issubdtype(np.asarray(x).dtype, np.floating))
 
 
+def test_unknown_best_metric_stops_at_the_first_log_and_keeps_it(tmp_path,
+                                                                env):
+  # A typo in --best_metric would otherwise train the whole run without
+  # ever keeping a best checkpoint.
+  work = tmp_path / "run"
+  r = train(env, work, "--best_metric=fdi")
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+  line = r.stderr.strip().splitlines()[-1]
+  assert line.startswith("error: --best_metric=fdi is not a logged metric "
+                         "(step 2 logged: "), line
+  assert "modes" in line and line.endswith(
+      "stopped at step 2, its checkpoint is kept"), line
+  assert steps_of(work) == [2]
+  # A metric that is logged is fine: the best step is kept with the last 2.
+  r = train(env, tmp_path / "ok", "--best_metric=d_loss")
+  assert r.returncode == 0, r.stderr[-2000:]
+  kept = steps_of(tmp_path / "ok")
+  best = ckpt_lib.Checkpoints(ckpt_dir(tmp_path / "ok"),
+                              read_only=True).best_step()
+  assert {8, 12} <= set(kept) and best in kept, (kept, best)
+  assert "best_metric" not in r.stderr
+
+
 def test_structural_flag_change_is_refused(tmp_path, env, reference):
   work = tmp_path / "run"
   shutil.copytree(reference, work)

@@ -106,4 +106,61 @@ def test_every_experiment_flagfile_parses_in_bounds(monkeypatch, path):
   assert any(fv[n].present for n in fv), f"{path} sets no flag"
   cfg = flags_lib.Config({n: fv[n].value for n in flags_lib.SAFE})
   flags_lib.check_bounds(cfg)
-  assert gan_lib.inert_flags(cfg) == ()  # no flag set that does nothing
+  # No flag set that does nothing: by the rules, for the data's kind, and
+  # for what the architectures' builders read (on the dataset's shape; the
+  # data itself is not loaded: CIFAR-10 is not available here).
+  if cfg.dataset in TOY_DATASETS:
+    kind, shape = "toy", (2,)
+  else:
+    kind, shape = "image", IMAGE_SHAPES[cfg.dataset]
+    if cfg.image_size:
+      shape = (cfg.image_size, cfg.image_size, shape[2])
+  *_, logs = gan_lib.architectures(cfg, shape, 10 if cfg.conditional else 0)
+  assert gan_lib.inert_flags(cfg, kind, logs) == ()
+
+
+TOY_DATASETS = ("ring", "grid", "8gaussians", "25gaussians", "swissroll")
+IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1),
+                "stacked_mnist": (28, 28, 3), "cifar10": (32, 32, 3)}
+
+
+def test_inert_flags_follow_what_the_builders_read():
+  cfg = tiny_config(g_channels=32, d_conv="patches", eval_num_samples=500,
+                    image_size=32)
+  *_, logs = gan_lib.architectures(cfg, (2,), 0)
+  lines = gan_lib.inert_flags(cfg, "toy", logs)
+  assert lines == (
+      "--eval_num_samples=500 has no effect here: it sizes image evaluations",
+      "--g_channels=32 has no effect here: not read by --generator=pacgan_mlp"
+      " or --discriminator=pacgan_maxout",
+      "--d_conv=patches has no effect here: not read by "
+      "--generator=pacgan_mlp or --discriminator=pacgan_maxout"), lines
+  # image_size is the dataset builder's: judged only with its log.
+  data_log = gan_lib.ReadLog(cfg, "--dataset=ring")
+  assert gan_lib.inert_flags(cfg, "toy", (data_log,)) == (
+      "--eval_num_samples=500 has no effect here: it sizes image evaluations",
+      "--image_size=32 has no effect here: not read by --dataset=ring")
+  # A builder that takes the whole config reads every flag.
+  data_log.to_dict()
+  assert gan_lib.inert_flags(cfg, None, (data_log,)) == ()
+
+
+def test_read_log_is_a_config_that_records_reads():
+  cfg = tiny_config()
+  log = gan_lib.ReadLog(cfg, "--generator=x")
+  assert isinstance(log, flags_lib.Config) and log == cfg
+  assert hash(log) == hash(cfg)
+  assert log.g_lr == cfg.g_lr and log.reads("g_lr") and not log.reads("d_lr")
+  with pytest.raises(AttributeError):
+    log.g_lr = 1.0
+  log.replace(d_lr=0.5)
+  assert log.reads("d_lr")  # a modified copy may read anything
+
+
+def test_build_warns_about_flags_its_builders_do_not_read(caplog):
+  gan_lib.build(tiny_config(image_size=16, d_channels=8))
+  messages = [r.getMessage() for r in caplog.records]
+  assert "--image_size=16 has no effect here: not read by --dataset=ring" \
+      in messages, messages
+  assert any(m.startswith("--d_channels=8 has no effect here")
+             for m in messages), messages

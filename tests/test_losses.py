@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from gan_jax import losses
+from gan_jax.errors import UserError
 from helpers import tiny_config
 
 REAL = np.array([2.0, -1.0, 0.5], np.float32)
@@ -150,3 +151,11 @@ def test_build_warns_about_flags_without_effect(caplog):
   gan_lib.build(tiny_config(loss="wgan", label_smoothing=0.9))
   assert any("--label_smoothing=0.9 has no effect here" in r.getMessage()
              for r in caplog.records)
+
+
+def test_a_penalty_named_twice_is_refused():
+  # It would be applied twice: twice the weight the flags say.
+  from gan_jax import gan as gan_lib
+  with pytest.raises(UserError, match=r"^--penalties=gp,r1,gp names gp more "
+                                      "than once"):
+    gan_lib.build(tiny_config(loss="wgan", penalties=("gp", "r1", "gp")))
