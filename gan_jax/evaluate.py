@@ -7,7 +7,8 @@ KID, IS and precision/recall on the project's classifier features; Stacked
 MNIST gets modes covered and KL; other image sets the same four metrics on
 Inception-v3 features (``--inception_weights``). Which network and metrics
 fit a dataset is ``gan_jax.features.protocol``. The CLI prints a table and
-writes ``DIR/eval.json``; the training loop calls the same ``Evaluator``
+writes ``DIR/eval.json`` (and appends it to ``DIR/eval.jsonl``, the run's
+evaluation history); the training loop calls the same ``Evaluator``
 every ``--eval_every`` steps (into metrics.jsonl and TensorBoard).
 """
 
@@ -166,8 +167,15 @@ def run_evaluate(workdir: str, num_samples: Optional[int],
   settings = evaluator.settings()
   if settings:
     record["settings"] = settings
-  with open(os.path.join(workdir, "eval.json"), "w") as f:
+  # eval.json: this evaluation, replaced whole (never half-written);
+  # eval.jsonl: every evaluation of the run, so evaluating another step or
+  # with other settings loses no earlier result.
+  path = os.path.join(workdir, "eval.json")
+  with open(path + ".tmp", "w") as f:
     json.dump(record, f, indent=2)
+  os.replace(path + ".tmp", path)
+  with open(os.path.join(workdir, "eval.jsonl"), "a") as f:
+    f.write(json.dumps(record) + "\n")
   return results
 
 
@@ -176,9 +184,10 @@ def main(argv):
   if not FLAGS.workdir:
     raise UserError("--workdir is required (the run directory to evaluate)")
   results = run_evaluate(FLAGS.workdir, FLAGS.num_samples, FLAGS.step,
-                         flags_lib.safe_flags_given())
+                         flags_lib.config_flags_given())
   print(format_table(results))
-  print(f"wrote {os.path.join(FLAGS.workdir, 'eval.json')}")
+  print(f"wrote {os.path.join(FLAGS.workdir, 'eval.json')} (and appended "
+        "to eval.jsonl)")
 
 
 if __name__ == "__main__":

@@ -490,12 +490,14 @@ def defaults(**overrides) -> Config:
   return Config(values).replace(**overrides)
 
 
-def safe_flags_given() -> Dict[str, Any]:
-  """The safe flags set on this command line (tools that load a saved run,
-  like gan_jax.evaluate and gan_jax.sample, apply them over its config:
-  metric settings, data and weight paths, ...)."""
-  return {name: FLAGS[name].value for name, safe in SAFE.items()
-          if safe and FLAGS[name].present}
+def config_flags_given(tool_flags: Iterable[str] = ()) -> Dict[str, Any]:
+  """The config's flags set on this command line, but ``tool_flags`` (those
+  a tool reads for itself, like gan_jax.sample's --seed of its noise).
+  Tools that load a saved run (gan_jax.evaluate, gan_jax.sample) apply the
+  safe ones over its config (metric settings, data and weight paths, ...)
+  and refuse a structural one that differs from the run's."""
+  return {name: FLAGS[name].value for name in SAFE
+          if FLAGS[name].present and name not in tool_flags}
 
 
 def from_flags() -> Config:

@@ -51,13 +51,10 @@ def load(workdir: str, step: Optional[int] = None,
 
   ``state`` is one replica's TrainState (``--num_seeds`` runs hold several;
   ``replica=None``: all of them, stacked).
-  ``overrides``: safe flag values applied over the run's saved config (e.g.
-  ``flags.safe_flags_given()``: data and weight paths, metric settings).
+  ``overrides``: flag values applied over the run's saved config (e.g.
+  ``flags.config_flags_given()``): safe flags (data and weight paths, metric
+  settings) replace the run's values; a structural flag must equal them.
   """
-  unsafe = sorted(n for n in overrides or {} if not flags_lib.SAFE.get(n))
-  if unsafe:
-    raise UserError(f"cannot override {', '.join(unsafe)} of a saved run "
-                    "(only safe flags: paths, logging, evaluation settings)")
   from gan_jax import gan as gan_lib  # pylint: disable=g-import-not-at-top
   if not workdir:
     raise UserError("--workdir is required (the run directory to sample "
@@ -71,7 +68,16 @@ def load(workdir: str, step: Optional[int] = None,
   built = {}
 
   def target(saved):
-    cfg = config_of(saved).replace(**(overrides or {}))
+    run = config_of(saved)
+    cfg = run.replace(**(overrides or {}))
+    changed = [n for n in sorted(overrides or {})
+               if not flags_lib.SAFE[n] and getattr(cfg, n) != getattr(run, n)]
+    if changed:
+      raise UserError(
+          f"cannot override {', '.join(changed)} of a saved run ("
+          + "; ".join(f"--{n}: the run's {getattr(run, n)}, given "
+                      f"{getattr(cfg, n)}" for n in changed)
+          + "); only safe flags can be: paths, logging, evaluation settings")
     if cfg not in built:
       main_lib.import_extra_modules(cfg.extra_modules)
       gan = gan_lib.build(cfg)
@@ -210,7 +216,7 @@ def main(argv):
   step, arrays = run_sample(
       FLAGS.workdir, FLAGS.out, FLAGS.num, FLAGS.step, FLAGS.labels,
       FLAGS.seed, FLAGS.interpolate, FLAGS.interpolate_steps, FLAGS.replica,
-      flags_lib.safe_flags_given())
+      flags_lib.config_flags_given(tool_flags=("seed",)))
   shapes = ", ".join(f"{k} {v.shape}" for k, v in arrays.items())
   print(f"wrote {FLAGS.out} from step {step}: {shapes}")
 

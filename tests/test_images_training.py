@@ -147,6 +147,10 @@ def test_dcgan_mnist_trains_through_the_cli(mnist_data_dir, tmp_path):
   assert r.returncode == 0, r.stderr[-3000:]
   result = json.load(open(workdir / "eval.json"))
   assert result["settings"]["kid_subset_size"] == 16
+  # eval.json is the latest evaluation; eval.jsonl keeps every one.
+  history = [json.loads(line) for line in open(workdir / "eval.jsonl")]
+  assert [h["settings"]["kid_subset_size"] for h in history] == [64, 16]
+  assert history[-1] == result
   assert result["settings"]["is_splits"] == 4
   np.testing.assert_allclose(result["fid"], records[1]["fid"], rtol=1e-4)
   assert abs(result["kid"] - records[1]["kid"]) > 1e-6
