@@ -401,6 +401,19 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
     # Records past the restored step (or all, if none) were written by a run
     # that died before checkpointing them; they are redone identically.
     writer.truncate_after(start)
+  if start and start >= cfg.num_steps:
+    # Nothing to train; flags.txt keeps the config that trained the run.
+    ckpts.close()
+    writer.close()
+    if start > cfg.num_steps:
+      logging.warning("nothing to train: the run is at step %d, past "
+                      "--num_steps=%d (raise --num_steps to train on)",
+                      start, cfg.num_steps)
+    else:
+      logging.info("nothing to train: the run is complete (step %d of "
+                   "--num_steps=%d)", start, cfg.num_steps)
+    logged = [r for r in writers.read_metrics(workdir) if r["step"] <= start]
+    return logged[-1] if logged else {}
   if is_chief:
     with open(os.path.join(workdir, "flags.txt"), "w") as f:
       f.write("\n".join(flags_lib.serialize(cfg)) + "\n")

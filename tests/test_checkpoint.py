@@ -207,6 +207,24 @@ def test_structural_flag_change_is_refused(tmp_path, env, reference):
   assert steps_of(work) == [8, 12]
 
 
+def test_a_finished_run_restarted_trains_nothing_and_keeps_its_record(
+    tmp_path, env, reference):
+  work = tmp_path / "run"
+  shutil.copytree(reference, work)
+  flags_txt = (work / "flags.txt").read_text()
+  for extra, said in (
+      ((), "the run is complete (step 12 of --num_steps=12)"),
+      (("--num_steps=8",), "the run is at step 12, past --num_steps=8")):
+    r = train(env, work, *extra)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "nothing to train: " + said in r.stderr, r.stderr[-2000:]
+    assert r.stdout.startswith("final (step 12): "), r.stdout
+    assert metrics_of(work) == metrics_of(reference)
+    assert steps_of(work) == [8, 12]
+    # flags.txt still replays the run that made the checkpoints.
+    assert (work / "flags.txt").read_text() == flags_txt
+
+
 def test_num_steps_is_structural_under_a_decaying_schedule():
   old = tiny_config(num_steps=100).to_dict()
   assert flags_lib.structural_differences(
