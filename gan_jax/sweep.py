@@ -226,14 +226,17 @@ def build(base: str, directory: str, grid: Sequence[str] = (),
   if not directory:
     raise UserError("--sweep_dir is required (where the runs' workdirs and "
                     "the results go)")
-  fixed = []
+  fixed, fixed_names = [], []
   for item in overrides:
     name, sep, value = item.partition("=")
     name = name.strip().lstrip("-")
     if not sep:
       raise UserError(f"--sweep_set={item}: expected FLAG=VALUE")
+    if name in fixed_names:
+      raise UserError(f"--sweep_set sets --{name} twice")
     check_flag(name, value, where="--sweep_set")
     fixed.append(f"--{name}={value}")
+    fixed_names.append(name)
   grid_axes = [parse_grid(spec) for spec in grid]
   random_names, points = parse_random(random, num_random, random_seed)
   seed_values = parse_seeds(seeds)
@@ -243,6 +246,10 @@ def build(base: str, directory: str, grid: Sequence[str] = (),
   if duplicates:
     raise UserError(f"sweep axis --{duplicates[0]} is given twice (for seeds "
                     f"use --sweep_seeds alone)")
+  both = [n for n in names if n in fixed_names]
+  if both:
+    raise UserError(f"--{both[0]} is both a sweep axis and a --sweep_set "
+                    f"override; the axis would win over the override")
   if vectorize_seeds:
     if "num_seeds" not in flags_lib.SAFE:
       raise UserError("--sweep_vectorize_seeds needs the --num_seeds flag "

@@ -193,6 +193,17 @@ def test_spec_parsing():
     (lambda s: s.parse_seeds(["0", "3-1"]), "the range '3-1' is empty"),
     (lambda s: s.expand_flags(["--flagfile=experiments/nope.flags"]),
      "Unable to open flagfile"),
+    # An override of an axis' flag would be dead: the axis wins.
+    (lambda s: s.build("experiments/quickstart.flags", "/tmp/x",
+                      grid=["g_lr:1e-4,3e-4"], overrides=["g_lr=1e-3"]),
+     "--g_lr is both a sweep axis and a --sweep_set override"),
+    (lambda s: s.build("experiments/quickstart.flags", "/tmp/x",
+                      seeds=["0-1"], overrides=["seed=3"]),
+     "--seed is both a sweep axis and a --sweep_set override"),
+    (lambda s: s.build("experiments/quickstart.flags", "/tmp/x",
+                      grid=["g_lr:1e-4,3e-4"],
+                      overrides=["d_lr=1e-3", "d_lr=1e-4"]),
+     "--sweep_set sets --d_lr twice"),
 ])
 def test_axis_values_out_of_bounds_are_refused(call, expected):
   from gan_jax import sweep
