@@ -74,7 +74,11 @@ class MetricWriter:
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
     for name, value in scalars.items():
-      self.tb.add_scalar(name, float(value), int(step))
+      # TensorBoard gets finite values only (an inf, e.g. the toy reverse KL
+      # before any sample is of high quality, would flatten the plot);
+      # metrics.jsonl keeps them as "inf" / "nan".
+      if math.isfinite(float(value)):
+        self.tb.add_scalar(name, float(value), int(step))
 
   def write_image(self, step: int, name: str, image: np.ndarray):
     """``image``: uint8 (H, W, C)."""

@@ -1,0 +1,42 @@
+"""gan_jax.writers: metrics.jsonl and TensorBoard records."""
+
+import glob
+import json
+import os
+import struct
+
+from tensorboardX.proto import event_pb2
+
+from gan_jax import writers
+
+
+def tensorboard_scalars(directory):
+  """(tag, step, value) of every scalar in the event files (TFRecord
+  framing: length, its CRC, the Event proto, its CRC)."""
+  out = []
+  for path in sorted(glob.glob(os.path.join(directory, "events.*"))):
+    data = open(path, "rb").read()
+    pos = 0
+    while pos < len(data):
+      (length,) = struct.unpack("<Q", data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 12 + length + 4
+      out += [(v.tag, event.step, v.simple_value)
+              for v in event.summary.value]
+  return out
+
+
+def test_non_finite_values_go_to_jsonl_only(tmp_path):
+  w = writers.MetricWriter(str(tmp_path))
+  w.write_scalars(2, {"modes": 0.0, "reverse_kl": float("inf"),
+                      "d_loss": float("nan")})
+  w.write_scalars(4, {"modes": 3.0, "reverse_kl": 0.5, "d_loss": 1.25})
+  w.close()
+  records = writers.read_metrics(str(tmp_path))
+  assert records == [
+      {"step": 2, "d_loss": "nan", "modes": 0.0, "reverse_kl": "inf"},
+      {"step": 4, "d_loss": 1.25, "modes": 3.0, "reverse_kl": 0.5}]
+  assert json.loads(open(tmp_path / "metrics.jsonl").readline())["step"] == 2
+  assert sorted(tensorboard_scalars(tmp_path / "tensorboard")) == [
+      ("d_loss", 4, 1.25), ("modes", 2, 0.0), ("modes", 4, 3.0),
+      ("reverse_kl", 4, 0.5)]
