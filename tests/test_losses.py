@@ -129,7 +129,9 @@ def test_wgan_parts_and_lsgan_default_targets():
     (dict(loss="lsgan", lsgan_a=-1.0, lsgan_b=1.0, lsgan_c=0.0), None),
     (dict(penalties=("gp", "r1"), gp_weight=1.0, r1_gamma=0.1,
           penalty_every=4), None),
-    (dict(ema_decay=0.99, ema_start=10), None),
+    (dict(ema_decay=0.99, ema_start=10, num_steps=20), None),
+    (dict(ema_decay=0.99, ema_start=20, num_steps=20),
+     "--ema_start=20 has no effect here"),
     (dict(minibatch_disc="salimans", mbd_kernels=10, mbd_kernel_dim=3),
      None),
     # A loss registered by a user may read any flag.
