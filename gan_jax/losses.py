@@ -18,8 +18,6 @@ import jax.numpy as jnp
 
 from gan_jax.registry import Registry
 
-LOSSES = Registry("loss")
-
 Array = jax.Array
 
 
@@ -27,6 +25,9 @@ Array = jax.Array
 class Loss:
   d: Callable[[Array, Array], Tuple[Array, Array, Array]]
   g: Callable[[Array], Array]
+
+
+LOSSES = Registry("loss", returns=Loss)
 
 
 def _bce(logits, target):

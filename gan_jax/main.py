@@ -11,6 +11,7 @@ import importlib
 import logging as std_logging
 import os
 import sys
+import traceback
 from typing import Optional
 
 from absl import app
@@ -31,12 +32,23 @@ def parse_flags(argv):
 
 
 def import_extra_modules(names):
-  """Imports user modules so their registry entries exist."""
+  """Imports user modules so their registry entries exist. A module that
+  cannot be found, or fails while importing, is one line naming the error
+  and where it was raised."""
   for name in names:
     try:
       importlib.import_module(name)
     except ImportError as e:
       raise UserError(f"--extra_modules: cannot import {name!r}: {e}") from e
+    except Exception as e:  # pylint: disable=broad-except
+      # The innermost line of the user's code (not gan_jax's, not the
+      # import machinery's), e.g. the register() call of a taken name.
+      package = os.path.dirname(os.path.abspath(__file__))
+      frames = [f for f in traceback.extract_tb(e.__traceback__)
+                if not f.filename.startswith((package, "<"))]
+      where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+      raise UserError(f"--extra_modules: importing {name!r} raised "
+                      f"{type(e).__name__}: {e}{where}") from e
 
 
 def print_summary(scalars):

@@ -17,12 +17,14 @@ actual input.
 
 from __future__ import annotations
 
+import collections.abc
+
 import jax
 import jax.numpy as jnp
 
 from gan_jax.registry import Registry
 
-PENALTIES = Registry("penalty")
+PENALTIES = Registry("penalty", returns=collections.abc.Callable)
 
 
 def per_example_grad_sq_norm(d_fn, x):

@@ -19,8 +19,12 @@ from gan_jax.errors import UserError
 class Registry:
   """A name -> object table with a one-line error for unknown names."""
 
-  def __init__(self, kind: str):
+  def __init__(self, kind: str, returns: Any = None):
+    """``returns``: the type (or tuple of types) every factory must return;
+    a user factory that returns something else fails with one line naming
+    it, not deep inside the compiled step."""
     self.kind = kind
+    self.returns = returns
     self._items: Dict[str, Any] = {}
 
   def register(self, name: str, obj: Any = None, *, override: bool = False):
@@ -28,7 +32,8 @@ class Registry:
 
     def add(o):
       if name in self._items and not override:
-        raise ValueError(f"{self.kind} {name!r} is already registered")
+        raise ValueError(f"{self.kind} {name!r} is already registered "
+                         f"(register(..., override=True) replaces it)")
       self._items[name] = o
       return o
 
@@ -54,4 +59,12 @@ class Registry:
   def __call__(self, name: str, *args, **kwargs) -> Any:
     """Looks ``name`` up and calls the factory with the given arguments."""
     factory: Callable[..., Any] = self.get(name)
-    return factory(*args, **kwargs)
+    obj = factory(*args, **kwargs)
+    if self.returns is not None and not isinstance(obj, self.returns):
+      wanted = self.returns if isinstance(self.returns, tuple) else (
+          self.returns,)
+      raise UserError(
+          f"{self.kind} {name!r}: its factory returned "
+          f"{type(obj).__name__}, not "
+          f"{' or '.join(f'{t.__module__}.{t.__qualname__}' for t in wanted)}")
+    return obj

@@ -92,6 +92,34 @@ def test_registry_is_extensible_from_outside():
   assert float(get(name).g(FAKE)) == 0.0
 
 
+def test_a_factory_returning_the_wrong_type_is_one_line():
+  from gan_jax import models
+  from gan_jax import penalties
+  name = "test_only_wrong_type"
+  registries = (losses.LOSSES, models.GENERATORS, penalties.PENALTIES)
+  for registry in registries:
+    registry.register(name, lambda *args: 42, override=True)
+  try:
+    _check_wrong_type_errors(name)
+  finally:
+    for registry in registries:
+      registry._items.pop(name)  # pylint: disable=protected-access
+
+
+def _check_wrong_type_errors(name):
+  from gan_jax import models
+  from gan_jax import penalties
+  with pytest.raises(UserError, match="^loss 'test_only_wrong_type': its "
+                     "factory returned int, not gan_jax.losses.Loss$"):
+    losses.LOSSES(name, tiny_config())
+  with pytest.raises(UserError, match="returned int, not flax.linen.*Module"):
+    models.GENERATORS(name, tiny_config(), (2,), 0)
+  with pytest.raises(UserError, match="returned int, not .*Callable"):
+    penalties.PENALTIES(name, tiny_config())
+  with pytest.raises(ValueError, match="override=True"):
+    losses.LOSSES.register("ns", lambda cfg: None)
+
+
 @pytest.mark.parametrize("name", ["minimax", "ns", "lsgan", "wgan", "hinge"])
 def test_d_loss_is_the_sum_of_its_real_and_fake_parts(name):
   d, dr, df = get(name).d(REAL, FAKE)

@@ -94,3 +94,31 @@ def test_positional_arguments_are_one_line(module):
   r = run_module(module, "stray", "words")
   line = assert_one_line_error(r)
   assert line == "error: unexpected arguments: stray words"
+
+
+@pytest.mark.parametrize("source, parts", [
+    # A name the package has taken: the user's file and line, and the fix.
+    ("from gan_jax import losses\n\n"
+     "@losses.LOSSES.register('ns')\ndef mine(cfg):\n  return None\n",
+     ("importing 'user_mod' raised ValueError: loss 'ns' is already "
+      "registered (register(..., override=True) replaces it)",
+      "user_mod.py:3)")),
+    # Any other failure while importing.
+    ("x = 1\nraise RuntimeError('boom')\n",
+     ("importing 'user_mod' raised RuntimeError: boom", "user_mod.py:2)")),
+    # A module that is not there.
+    (None, ("cannot import 'user_mod'",)),
+])
+def test_extra_modules_that_fail_are_one_line(tmp_path, monkeypatch, source,
+                                              parts):
+  from gan_jax import main
+  from gan_jax.errors import UserError
+  if source is not None:
+    (tmp_path / "user_mod.py").write_text(source)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  monkeypatch.delitem(__import__("sys").modules, "user_mod", raising=False)
+  with pytest.raises(UserError) as e:
+    main.import_extra_modules(["user_mod"])
+  line = str(e.value)
+  assert line.startswith("--extra_modules: ") and "\n" not in line, line
+  assert all(part in line for part in parts), line

@@ -19,10 +19,12 @@ the config fields it needs (``z_dim``, ``cross_replica_bn`` -> BatchNorm
 ``axis_name='data'``, ``compute_dtype`` -> module ``dtype``, ...).
 """
 
+import flax.linen as nn
+
 from gan_jax.registry import Registry
 
-GENERATORS = Registry("generator")
-DISCRIMINATORS = Registry("discriminator")
+GENERATORS = Registry("generator", returns=nn.Module)
+DISCRIMINATORS = Registry("discriminator", returns=nn.Module)
 
 # Importing the modules registers their architectures.
 from gan_jax.models import mlp  # noqa: E402,F401
