@@ -6,8 +6,11 @@ optimizer, train state (fresh or restored), compiled step, evaluators, loop.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import signal
+import socket
 import time
 from typing import Any, Dict, Optional
 
@@ -357,6 +360,36 @@ def last_scalars(cfg, metrics) -> Dict[str, float]:
                                for i in range(cfg.num_seeds)])
 
 
+@contextlib.contextmanager
+def exclusive_workdir(workdir: str, enabled: bool = True):
+  """Holds an exclusive lock on ``workdir`` (``DIR/.lock``, flock) while a
+  run trains there: a second run started on the same workdir (a sweep
+  launched twice, a job restarted while the old one still runs) stops with
+  one line instead of truncating the first one's metrics.jsonl and racing
+  its checkpoints. The lock goes with the process, so a killed run leaves
+  none behind. Multi-host: process 0 holds it."""
+  if not enabled:
+    yield
+    return
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, ".lock"), "a+") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      holder = f.read().strip() or "unknown"
+      raise UserError(f"--workdir={workdir} is in use by another run "
+                      f"(process {holder}); wait for it or stop it") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   """Trains ``cfg`` in ``workdir`` (resuming if it holds checkpoints).
 
@@ -365,8 +398,12 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   flags_lib.check_bounds(cfg)
   # ---------------------------------------------------------------- mesh
   mesh = make_mesh(cfg)
-  n_devices = mesh.devices.size
-  check_config(cfg, n_devices)
+  check_config(cfg, mesh.devices.size)
+  with exclusive_workdir(workdir, enabled=jax.process_index() == 0):
+    return _train(cfg, workdir, mesh)
+
+
+def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
   is_chief = jax.process_index() == 0
 
   # ----------------------------------------------- input, model, optimizer

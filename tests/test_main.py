@@ -122,3 +122,21 @@ def test_extra_modules_that_fail_are_one_line(tmp_path, monkeypatch, source,
   line = str(e.value)
   assert line.startswith("--extra_modules: ") and "\n" not in line, line
   assert all(part in line for part in parts), line
+
+
+def test_a_workdir_in_use_is_refused_and_left_alone(tmp_path):
+  from gan_jax import train
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "metrics.jsonl").write_text('{"step": 99}\n')
+  with train.exclusive_workdir(str(workdir)):
+    r = run_module("gan_jax.main", "--flagfile=experiments/quickstart.flags",
+                   f"--workdir={workdir}", "--num_steps=10")
+    line = assert_one_line_error(r)
+    assert f"--workdir={workdir} is in use by another run (process " \
+        f"{os.getpid()} on " in line, line
+  # Nothing of the running run was touched (a resume would truncate this).
+  assert (workdir / "metrics.jsonl").read_text() == '{"step": 99}\n'
+  # Once the holder is gone, the lock is free again.
+  with train.exclusive_workdir(str(workdir)):
+    pass
