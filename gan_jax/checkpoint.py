@@ -22,10 +22,13 @@ with a warning in favour of the previous one.
 
 from __future__ import annotations
 
+import contextlib
 import logging as std_logging
 import os
 import shutil
+import signal
 import sys
+import threading
 import warnings
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
@@ -175,8 +178,9 @@ class Checkpoints:
     checksum is skipped with a warning and the previous one is used; with
     ``quarantine`` the bad ones are moved to ``<directory>.corrupt/`` so new
     saves can take their step (in a multi-process run every process must
-    pass ``quarantine``: process 0 moves, all re-read the step list). With an explicit ``step`` a failure is an
-    error.
+    pass ``quarantine``: process 0 moves, all re-read the step list). With
+    an explicit ``step`` a failure is an error. SIGINT/SIGTERM during the
+    reads take effect once they are done (``_signals_deferred``).
     """
     available = self.steps()
     if step is not None and step not in available:
@@ -185,6 +189,12 @@ class Checkpoints:
     candidates = [step] if step is not None else available[::-1]
     if not candidates:
       raise UserError(f"no checkpoint in {self.directory}")
+    with _signals_deferred():
+      return self._restore_first_readable(candidates, step, abstract, check,
+                                          quarantine)
+
+  def _restore_first_readable(self, candidates, step, abstract, check,
+                              quarantine):
     errors, bad = [], []
     _ignore_orphaned_reads()
     for s in candidates:
@@ -259,6 +269,33 @@ class _OrphanedReads(std_logging.Filter):
     message = record.getMessage()
     return not ("Task exception was never retrieved" in message
                 and "async_deserialize" in message)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+  """SIGINT and SIGTERM wait until the block ends, then act as usual.
+
+  A Ctrl-C that lands inside orbax's reads comes out of tensorstore as a
+  generic read error (which the fallback would take for a corrupt step and
+  quarantine) or is swallowed by asyncio's cancellation; restoring is short
+  and is let finish. Main thread only (elsewhere signals cannot be set).
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  pending = []
+  previous = {}
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    handler = signal.getsignal(sig)
+    if handler is not None:  # None: installed from C, leave it
+      previous[sig] = signal.signal(sig, lambda n, _: pending.append(n))
+  try:
+    yield
+  finally:
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
+    for sig in dict.fromkeys(pending):
+      signal.raise_signal(sig)
 
 
 def _ignore_orphaned_reads():

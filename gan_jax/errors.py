@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import sys
 
 
@@ -51,3 +52,35 @@ def call_guarded(main_fn, *args):
     die(describe_os_error(e))
   except MemoryError as e:  # e.g. numpy's allocation of a resized dataset
     die(f"out of host memory: {e or 'allocation failed'}")
+
+
+_interrupts = []
+
+
+def interrupted() -> bool:
+  """Whether Ctrl-C was pressed since ``catch_interrupts``."""
+  return bool(_interrupts)
+
+
+def catch_interrupts():
+  """Ctrl-C raises KeyboardInterrupt as usual and is also remembered.
+
+  Python swallows an exception raised inside a garbage-collection callback
+  (jax registers one) and reports it as unraisable, so a Ctrl-C landing
+  there would be lost; remembered, the training loop still sees it
+  (``train._Preemption``) and stops at its next step boundary with a
+  checkpoint. Such unraisable KeyboardInterrupts are not reported.
+  """
+  def handler(signum, frame):
+    del frame
+    _interrupts.append(signum)
+    raise KeyboardInterrupt
+
+  signal.signal(signal.SIGINT, handler)
+  hook = sys.unraisablehook
+
+  def unraisablehook(args):
+    if args.exc_type is not KeyboardInterrupt:
+      hook(args)
+
+  sys.unraisablehook = unraisablehook

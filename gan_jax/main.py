@@ -12,7 +12,6 @@ import logging as std_logging
 import os
 import sys
 import traceback
-from typing import Optional
 
 from absl import app
 from absl import flags
@@ -20,7 +19,8 @@ from absl import logging
 
 from gan_jax import distributed
 from gan_jax import flags as flags_lib
-from gan_jax.errors import UserError, call_guarded, die, flag_error_line
+from gan_jax.errors import (UserError, call_guarded, catch_interrupts, die,
+                            flag_error_line)
 
 
 def parse_flags(argv):
@@ -94,27 +94,37 @@ def setup_logging():
   logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
-def run_cli(main_fn, interrupted: Optional[str] = None):
+def run_cli(main_fn, interrupted: str = "interrupted"):
   """Runs an absl ``main_fn(argv)`` of a command that takes flags only:
   positional arguments, parse errors and UserError end in one line on
-  stderr and exit code 2; with ``interrupted``, Ctrl-C ends in that line
-  and exit code 130."""
+  stderr and exit code 2; Ctrl-C (KeyboardInterrupt) ends in the
+  ``interrupted`` line and exit code 130."""
   def guarded(argv):
     if len(argv) > 1:
       die(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
       call_guarded(main_fn, argv)
     except KeyboardInterrupt:
-      if interrupted is None:
-        raise
-      die(interrupted, code=130)
+      # The `finally` blocks on the way here have run (the loop waited for
+      # its saves); leave without the interpreter's teardown, which can
+      # crash (SIGSEGV) when Ctrl-C cut a checkpoint read short and
+      # tensorstore's threads are still running.
+      message = " ".join(interrupted.split())
+      sys.stderr.write(f"error: {message}\n")
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(130)  # pylint: disable=protected-access
 
   setup_logging()
+  catch_interrupts()
   app.run(guarded, flags_parser=parse_flags)
 
 
 def run():
-  run_cli(main)
+  # Ctrl-C while training is an orderly stop (train._Preemption: save, exit
+  # 0); before the loop (startup, restore, compilation) it ends here.
+  run_cli(main, interrupted=("interrupted; the checkpoints saved so far are "
+                             "kept: rerun the same command to resume"))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from gan_jax import checkpoint as ckpt_lib
+from gan_jax import errors
 from gan_jax import flags as flags_lib
 from gan_jax import gan as gan_lib
 from gan_jax import interpolate as interp_lib
@@ -82,6 +83,8 @@ class _Preemption:
     self._previous = {}
 
   def __enter__(self):
+    if errors.interrupted():  # a Ctrl-C Python swallowed during startup
+      self.signal = signal.SIGINT
     for sig in (signal.SIGTERM, signal.SIGINT):
       try:
         self._previous[sig] = signal.signal(sig, self._handle)

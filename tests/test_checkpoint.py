@@ -134,6 +134,38 @@ def test_truncated_latest_checkpoint_falls_back_to_previous(tmp_path, env,
   assert metrics_of(work) == metrics_of(reference)
 
 
+def test_ctrl_c_during_a_restore_waits_for_it_and_quarantines_nothing(
+    tmp_path, reference):
+  # A KeyboardInterrupt inside tensorstore's reads came out as a generic
+  # read error: the newest step was taken for corrupt and moved away.
+  import signal
+  from gan_jax import sample
+  work = tmp_path / "run"
+  shutil.copytree(reference, work)
+  ckpts = ckpt_lib.Checkpoints(ckpt_dir(work))
+  read = ckpts._manager.restore  # pylint: disable=protected-access
+  calls = []
+
+  def read_hit_by_ctrl_c(step, args):
+    calls.append(step)
+    try:
+      os.kill(os.getpid(), signal.SIGINT)  # lands while the reads run ...
+      return read(step, args=args)
+    except KeyboardInterrupt as e:  # ... and tensorstore rewraps it
+      raise Exception("Encountered error while reading array index") from e
+
+  ckpts._manager.restore = read_hit_by_ctrl_c  # pylint: disable=protected-access
+  target = sample.load(str(work))[1]  # the abstract state of the run
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                        target)
+  with pytest.raises(KeyboardInterrupt):
+    ckpts.restore(target, quarantine=True)
+  ckpts.close()
+  assert calls and set(calls) == {12}  # no fallback to step 8
+  assert steps_of(work) == [8, 12]
+  assert not os.path.exists(ckpt_dir(work) + ".corrupt")
+
+
 def test_no_readable_checkpoint_is_one_error_and_keeps_them(tmp_path, env,
                                                            reference):
   work = tmp_path / "run"

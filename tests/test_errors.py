@@ -48,3 +48,41 @@ def test_flag_error_line_drops_absl_prefix():
   e = flags.Error("ERROR:: Unable to open flagfile: [Errno 2] x\nmore")
   assert errors.flag_error_line(e) == "Unable to open flagfile: [Errno 2] x"
   assert errors.flag_error_line(flags.Error()) == "Error"
+
+
+@pytest.fixture(name="own_sigint")
+def fixture_own_sigint():
+  """catch_interrupts() for one test; the process's handlers restored."""
+  import signal
+  import sys
+  handler, hook = signal.getsignal(signal.SIGINT), sys.unraisablehook
+  errors.catch_interrupts()
+  yield
+  signal.signal(signal.SIGINT, handler)
+  sys.unraisablehook = hook
+  errors._interrupts.clear()  # pylint: disable=protected-access
+
+
+def test_a_ctrl_c_python_swallows_still_stops_the_loop(own_sigint):
+  import gc
+  import signal
+  from gan_jax import train
+  # Python swallows an exception raised in a gc callback (jax has one): a
+  # Ctrl-C landing there used to be lost.
+  def callback(phase, info):
+    del info
+    if phase == "start":
+      gc.callbacks.remove(callback)
+      signal.raise_signal(signal.SIGINT)
+  gc.callbacks.append(callback)
+  gc.collect()  # no KeyboardInterrupt comes out of it ...
+  assert errors.interrupted()  # ... but it is remembered,
+  with train._Preemption() as preempt:  # pylint: disable=protected-access
+    assert preempt.signal == signal.SIGINT  # and the loop stops on it.
+
+
+def test_a_ctrl_c_elsewhere_is_a_keyboard_interrupt(own_sigint):
+  import signal
+  with pytest.raises(KeyboardInterrupt):
+    signal.raise_signal(signal.SIGINT)
+  assert errors.interrupted()
