@@ -587,8 +587,8 @@ def image_levels(shape, arch: str):
       k += 1
     if s == base and k >= 1:
       return base, k
-  raise UserError(f"{arch} supports resolutions 4*2^k or 7*2^k (28, 32, 64, "
-                  f"...); got {size}x{size}")
+  raise UserError(f"{arch} supports resolutions 4*2^k or 7*2^k with k >= 1 "
+                  f"(8, 14, 16, 28, 32, 56, 64, ...); got {size}x{size}")
 
 
 def one_hot_label(y, num_classes: int, dtype):

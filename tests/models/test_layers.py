@@ -393,9 +393,14 @@ def test_image_levels():
   assert layers.image_levels((28, 28, 1), "x") == (7, 2)
   assert layers.image_levels((32, 32, 3), "x") == (4, 3)
   assert layers.image_levels((64, 64, 3), "x") == (4, 4)
-  for bad in [(30, 30, 1), (28, 32, 1), (2,), (7, 7, 1)]:
+  assert layers.image_levels((8, 8, 1), "x") == (4, 1)
+  assert layers.image_levels((14, 14, 1), "x") == (7, 1)
+  for bad in [(30, 30, 1), (28, 32, 1), (2,), (7, 7, 1), (4, 4, 1)]:
     with pytest.raises(UserError):
       layers.image_levels(bad, "x")
+  # The message's list of sizes is the rule's (4x4 used to read as allowed).
+  with pytest.raises(UserError, match=r"k >= 1 \(8, 14, 16, 28, 32, 56, 64"):
+    layers.image_levels((4, 4, 1), "x")
 
 
 # ------------------------------------------------ dtype and cross-replica BN
