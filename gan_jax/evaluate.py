@@ -24,6 +24,7 @@ import numpy as np
 from gan_jax import features as features_lib
 from gan_jax import flags as flags_lib
 from gan_jax import metrics as metrics_lib
+from gan_jax import writers
 from gan_jax.errors import UserError
 from gan_jax.metrics import toy as toy_metrics
 
@@ -170,10 +171,8 @@ def run_evaluate(workdir: str, num_samples: Optional[int],
   # eval.json: this evaluation, replaced whole (never half-written);
   # eval.jsonl: every evaluation of the run, so evaluating another step or
   # with other settings loses no earlier result.
-  path = os.path.join(workdir, "eval.json")
-  with open(path + ".tmp", "w") as f:
+  with writers.atomic_open(os.path.join(workdir, "eval.json")) as f:
     json.dump(record, f, indent=2)
-  os.replace(path + ".tmp", path)
   with open(os.path.join(workdir, "eval.jsonl"), "a") as f:
     f.write(json.dumps(record) + "\n")
   return results

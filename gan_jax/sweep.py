@@ -39,6 +39,7 @@ import numpy as np
 from absl import flags
 
 from gan_jax import flags as flags_lib
+from gan_jax import writers
 from gan_jax.errors import UserError, die, flag_error_line
 
 FLAGS = flags.FLAGS
@@ -463,8 +464,8 @@ def aggregate(sweep: Sweep, statuses: Dict[str, Tuple[str, str]],
   metric_keys = sorted({k for *_, m in rows for k in m
                         if k != "step" and "/seed_" not in k})
   os.makedirs(sweep.directory, exist_ok=True)
-  with open(os.path.join(sweep.directory, "results.csv"), "w",
-            newline="") as f:
+  with writers.atomic_open(os.path.join(sweep.directory, "results.csv"),
+                          newline="") as f:
     w = csv.writer(f)
     w.writerow(["run"] + axis_names + ["status", "step"] + metric_keys)
     for name, settings, status, detail, metrics in rows:
@@ -515,7 +516,7 @@ def aggregate(sweep: Sweep, statuses: Dict[str, Tuple[str, str]],
   if failed:
     lines += ["", "Failed runs:", ""]
     lines += [f"- `{name}`: {detail}" for name, detail in failed]
-  with open(os.path.join(sweep.directory, "results.md"), "w") as f:
+  with writers.atomic_open(os.path.join(sweep.directory, "results.md")) as f:
     f.write("\n".join(lines) + "\n")
   return {"axes": group_axes, "metrics": shown, "table": table,
           "rows": rows, "markdown": "\n".join(lines)}

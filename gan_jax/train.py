@@ -455,7 +455,7 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
     logged = [r for r in writers.read_metrics(workdir) if r["step"] <= start]
     return logged[-1] if logged else {}
   if is_chief:
-    with open(os.path.join(workdir, "flags.txt"), "w") as f:
+    with writers.atomic_open(os.path.join(workdir, "flags.txt")) as f:
       f.write("\n".join(flags_lib.serialize(cfg)) + "\n")
 
   # -------------------------------------------------------- compiled step

@@ -5,12 +5,24 @@ Only process 0 writes; the others are no-ops (multi-host runs).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from typing import Dict, Optional
+from typing import IO, Dict, Iterator, Optional
 
 import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, **kwargs) -> Iterator[IO[str]]:
+  """Opens ``path + ".tmp"`` for writing and, if the block ends without an
+  exception, renames it over ``path``: readers (and a crash) see the old
+  file or the new one, never half of one."""
+  tmp = path + ".tmp"
+  with open(tmp, "w", **kwargs) as f:
+    yield f
+  os.replace(tmp, path)
 
 
 def _clean(value):
@@ -61,10 +73,8 @@ class MetricWriter:
             kept.append(line)
         except (ValueError, KeyError):
           continue  # a line cut short by a crash
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_open(self.path) as f:
       f.writelines(kept)
-    os.replace(tmp, self.path)
 
   def write_scalars(self, step: int, scalars: Dict[str, float]):
     if not self.enabled:

@@ -40,3 +40,16 @@ def test_non_finite_values_go_to_jsonl_only(tmp_path):
   assert sorted(tensorboard_scalars(tmp_path / "tensorboard")) == [
       ("d_loss", 4, 1.25), ("modes", 2, 0.0), ("modes", 4, 3.0),
       ("reverse_kl", 4, 0.5)]
+
+
+def test_atomic_open_replaces_whole_or_not_at_all(tmp_path):
+  import pytest
+  path = str(tmp_path / "flags.txt")
+  with writers.atomic_open(path) as f:
+    f.write("--a=1\n")
+  assert open(path).read() == "--a=1\n"
+  with pytest.raises(RuntimeError):
+    with writers.atomic_open(path) as f:
+      f.write("--a=2\n--b=")
+      raise RuntimeError("crashed mid-write")
+  assert open(path).read() == "--a=1\n"  # the old file, not half a new one
