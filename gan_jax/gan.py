@@ -145,6 +145,8 @@ INERT_UNLESS = {
                       "it spaces out --penalties"),
     "ema_start": (lambda c: c.ema_decay > 0 and c.ema_start < c.num_steps,
                   "it needs --ema_decay > 0 and a start before --num_steps"),
+    "profile_start": (lambda c: c.profile_steps > 0,
+                      "it places --profile_steps"),
     "mbd_kernels": (lambda c: c.minibatch_disc == "salimans",
                     "it sizes --minibatch_disc=salimans"),
     "mbd_kernel_dim": (lambda c: c.minibatch_disc == "salimans",

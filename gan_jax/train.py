@@ -103,6 +103,41 @@ class _Preemption:
       signal.signal(sig, handler)
 
 
+class _Profile:
+  """``--profile_steps``: a jax.profiler trace of whole compiled calls into
+  WORKDIR/profile, from ``--profile_start`` (default: after this start's
+  first call, so its compilation stays out)."""
+
+  def __init__(self, cfg, workdir: str):
+    self.count, self.start = cfg.profile_steps, cfg.profile_start
+    self.directory = os.path.join(workdir, "profile")
+    if jax.process_count() > 1:  # one trace per process
+      self.directory = os.path.join(self.directory,
+                                    f"process_{jax.process_index()}")
+    self.began: Optional[int] = None
+    self.done = not self.count
+
+  def before_call(self, step: int, calls: int):
+    if self.done or self.began is not None:
+      return
+    if (step >= self.start) if self.start >= 0 else calls >= 1:
+      jax.profiler.start_trace(self.directory)
+      self.began = step
+
+  def after_call(self, step: int, state):
+    if self.began is not None and step >= self.began + self.count:
+      jax.block_until_ready(state)
+      began = self.began
+      self.close()
+      logging.info("wrote a profile of steps %d-%d to %s", began + 1, step,
+                   self.directory)
+
+  def close(self):
+    if self.began is not None:
+      jax.profiler.stop_trace()
+    self.began, self.done = None, True
+
+
 # Named first when several metrics go non-finite in the same step.
 _PRIMARY_METRICS = ("d_loss", "g_loss")
 
@@ -499,6 +534,7 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
   rate = None
   names, record = None, None  # the NaN/Inf tracker (_track_nonfinite)
   warned_nonfinite = False
+  profile, calls = _Profile(cfg, workdir), 0
   try:
     with _Preemption() as preempt, jax.set_mesh(mesh):
       while step < total:
@@ -506,12 +542,15 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
         # from, so a resumed run runs the same compiled programs on the same
         # steps as an uninterrupted one (bitwise-equal results).
         n = min(spl - step % spl, total - step)
+        profile.before_call(step, calls)
         state, metrics = step_fn(n)(state, host_batches(step, n))
+        calls += 1
         if record is None:
           names = sorted(metrics)
           record = (jnp.int32(-1), jnp.zeros((len(names),), bool))
         record = _track_nonfinite(record, metrics, step)
         prev, step = step, step + n
+        profile.after_call(step, state)
         if progress is not None:
           progress.update(n)
         debug_signal = prev < cfg.debug_signal_at_step <= step
@@ -587,6 +626,7 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
             ckpts.wait()
           os.kill(os.getpid(), signal.SIGKILL)
   finally:
+    profile.close()
     host_batches.close()
     if progress is not None:
       progress.close()

@@ -53,3 +53,20 @@ def test_atomic_open_replaces_whole_or_not_at_all(tmp_path):
       f.write("--a=2\n--b=")
       raise RuntimeError("crashed mid-write")
   assert open(path).read() == "--a=1\n"  # the old file, not half a new one
+
+
+def test_profile_steps_writes_one_trace_of_whole_calls(tmp_path, caplog):
+  import logging
+  from gan_jax import train
+  from helpers import tiny_config
+  caplog.set_level(logging.INFO)
+  cfg = tiny_config(num_steps=8, steps_per_loop=2, log_every=2,
+                    profile_steps=3, workdir=str(tmp_path))
+  train.train_and_evaluate(cfg, str(tmp_path))
+  traces = glob.glob(str(tmp_path / "profile" / "plugins" / "profile" / "*"
+                         / "*.xplane.pb"))
+  assert len(traces) == 1, traces
+  # After the first call (compilation), 3 steps rounded up to 2 calls.
+  said = [r.getMessage() for r in caplog.records
+          if r.getMessage().startswith("wrote a profile")]
+  assert said == [f"wrote a profile of steps 3-6 to {tmp_path}/profile"]
