@@ -3,7 +3,6 @@ what their paper says, build, and a shortened run stays finite."""
 
 import copy
 import dataclasses
-import os
 
 import jax
 import numpy as np

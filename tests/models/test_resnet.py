@@ -8,8 +8,6 @@ import pytest
 from gan_jax import flags
 from gan_jax.errors import UserError
 from gan_jax.models import DISCRIMINATORS, GENERATORS
-from model_init import discriminate as _discriminate
-from model_init import generate as _generate
 from model_init import host_init
 
 SHAPES = [(28, 28, 1), (32, 32, 3), (64, 64, 3)]
