@@ -81,6 +81,14 @@ def fingerprint(state) -> Tuple[list, bool]:
   return [int(s) for s in np.asarray(sums)], bool(finite)
 
 
+def has_steps(directory: str) -> bool:
+  """Whether ``directory`` holds a step directory (without opening orbax)."""
+  try:
+    return any(name.isdigit() for name in os.listdir(directory))
+  except OSError:
+    return False
+
+
 class Checkpoints:
   """Saves train states, keeps the last ``keep`` (plus the best by
   ``best_metric`` when given), restores the newest readable one."""
@@ -179,8 +187,8 @@ class Checkpoints:
     ``quarantine`` the bad ones are moved to ``<directory>.corrupt/`` so new
     saves can take their step (in a multi-process run every process must
     pass ``quarantine``: process 0 moves, all re-read the step list). With
-    an explicit ``step`` a failure is an error. SIGINT/SIGTERM during the
-    reads take effect once they are done (``_signals_deferred``).
+    an explicit ``step`` a failure is an error. SIGINT/SIGTERM during a
+    read take effect once it is done (``_signals_deferred``).
     """
     available = self.steps()
     if step is not None and step not in available:
@@ -189,17 +197,12 @@ class Checkpoints:
     candidates = [step] if step is not None else available[::-1]
     if not candidates:
       raise UserError(f"no checkpoint in {self.directory}")
-    with _signals_deferred():
-      return self._restore_first_readable(candidates, step, abstract, check,
-                                          quarantine)
-
-  def _restore_first_readable(self, candidates, step, abstract, check,
-                              quarantine):
     errors, bad = [], []
     _ignore_orphaned_reads()
     for s in candidates:
       try:
-        config = self.read_config(s)
+        with _signals_deferred():
+          config = self.read_config(s)
       except Exception as e:  # pylint: disable=broad-except
         config, error = None, e
       if config is not None:
@@ -207,7 +210,8 @@ class Checkpoints:
           check(config)  # UserError propagates: not a corruption.
         target = abstract(config) if callable(abstract) else abstract
         try:
-          state, meta = self._read(s, target)
+          with _signals_deferred():
+            state, meta = self._read(s, target)
           sums, _ = fingerprint(state)
           if sums != list(meta["fingerprint"]):
             raise ValueError("checksum mismatch")
@@ -273,29 +277,40 @@ class _OrphanedReads(std_logging.Filter):
 
 @contextlib.contextmanager
 def _signals_deferred():
-  """SIGINT and SIGTERM wait until the block ends, then act as usual.
+  """SIGINT and SIGTERM wait until the block (one checkpoint read) ends,
+  then act as usual; the same signal again ends the process at once.
 
   A Ctrl-C that lands inside orbax's reads comes out of tensorstore as a
   generic read error (which the fallback would take for a corrupt step and
-  quarantine) or is swallowed by asyncio's cancellation; restoring is short
-  and is let finish. Main thread only (elsewhere signals cannot be set).
+  quarantine) or is swallowed by asyncio's cancellation. Main thread only
+  (elsewhere signals cannot be set).
   """
   if threading.current_thread() is not threading.main_thread():
     yield
     return
   pending = []
+
+  def record(signum, frame):
+    del frame
+    if signum in pending:  # asked twice: leave now, mid-read
+      sys.stderr.write(f"error: interrupted (signal {signum}) while reading "
+                       "a checkpoint\n")
+      sys.stderr.flush()
+      os._exit(128 + signum)  # pylint: disable=protected-access
+    pending.append(signum)
+
   previous = {}
-  for sig in (signal.SIGINT, signal.SIGTERM):
-    handler = signal.getsignal(sig)
-    if handler is not None:  # None: installed from C, leave it
-      previous[sig] = signal.signal(sig, lambda n, _: pending.append(n))
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    if signal.getsignal(sig) is not None:  # None: installed from C
+      previous[sig] = signal.signal(sig, record)
   try:
     yield
   finally:
     for sig, handler in previous.items():
       signal.signal(sig, handler)
-    for sig in dict.fromkeys(pending):
-      signal.raise_signal(sig)
+    for sig in previous:  # SIGTERM first: a KeyboardInterrupt ends the loop
+      if sig in pending:
+        signal.raise_signal(sig)
 
 
 def _ignore_orphaned_reads():

@@ -57,9 +57,12 @@ def call_guarded(main_fn, *args):
 _interrupts = []
 
 
-def interrupted() -> bool:
-  """Whether Ctrl-C was pressed since ``catch_interrupts``."""
-  return bool(_interrupts)
+def take_interrupt() -> bool:
+  """Whether Ctrl-C was pressed since ``catch_interrupts`` (or the last
+  call); forgets it."""
+  pressed = bool(_interrupts)
+  _interrupts.clear()
+  return pressed
 
 
 def catch_interrupts():
@@ -69,8 +72,13 @@ def catch_interrupts():
   (jax registers one) and reports it as unraisable, so a Ctrl-C landing
   there would be lost; remembered, the training loop still sees it
   (``train._Preemption``) and stops at its next step boundary with a
-  checkpoint. Such unraisable KeyboardInterrupts are not reported.
+  checkpoint. Such unraisable KeyboardInterrupts are not reported. A
+  SIGINT the process was started ignoring (``cmd &`` in a script) stays
+  ignored.
   """
+  if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    return
+
   def handler(signum, frame):
     del frame
     _interrupts.append(signum)

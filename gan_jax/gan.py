@@ -257,10 +257,6 @@ def build(cfg: Config, dataset=None) -> GAN:
   """Resolves every name in the config; unknown names and values out of
   their flags' bounds raise UserError."""
   flags_lib.check_bounds(cfg)
-  repeated = sorted({p for p in cfg.penalties if cfg.penalties.count(p) > 1})
-  if repeated:
-    raise UserError(f"--penalties={','.join(cfg.penalties)} names "
-                    f"{', '.join(repeated)} more than once")
   builders = []  # what each builder reads, for the inert-flag warnings
   if dataset is None:
     builders.append(ReadLog(cfg, f"--dataset={cfg.dataset}"))

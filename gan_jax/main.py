@@ -11,6 +11,7 @@ import importlib
 import logging as std_logging
 import os
 import sys
+import sysconfig
 import traceback
 
 from absl import app
@@ -31,6 +32,20 @@ def parse_flags(argv):
     die(flag_error_line(e))
 
 
+def _is_user_code(filename: str) -> bool:
+  """Not gan_jax's, an installed package's, the standard library's or the
+  import machinery's: the innermost such frame of a failed --extra_modules
+  import is the user's line to show (e.g. a register() of a taken name)."""
+  if filename.startswith("<"):
+    return False
+  path = os.path.abspath(filename)
+  library = [os.path.dirname(os.path.abspath(__file__))] + [
+      sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib",
+                                         "platlib")]
+  return not any(path.startswith(os.path.abspath(d) + os.sep)
+                 for d in library)
+
+
 def import_extra_modules(names):
   """Imports user modules so their registry entries exist. A module that
   cannot be found, or fails while importing, is one line naming the error
@@ -41,11 +56,8 @@ def import_extra_modules(names):
     except ImportError as e:
       raise UserError(f"--extra_modules: cannot import {name!r}: {e}") from e
     except Exception as e:  # pylint: disable=broad-except
-      # The innermost line of the user's code (not gan_jax's, not the
-      # import machinery's), e.g. the register() call of a taken name.
-      package = os.path.dirname(os.path.abspath(__file__))
       frames = [f for f in traceback.extract_tb(e.__traceback__)
-                if not f.filename.startswith((package, "<"))]
+                if _is_user_code(f.filename)]
       where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
       raise UserError(f"--extra_modules: importing {name!r} raised "
                       f"{type(e).__name__}: {e}{where}") from e

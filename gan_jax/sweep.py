@@ -49,7 +49,9 @@ TABLE_METRICS = ("modes", "high_quality", "reverse_kl", "fid", "kid",
                  "inception_score", "d_loss", "g_loss")
 _DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 # Flags a sweep sets itself, or that make no sense per run.
-_RESERVED = ("workdir",)
+# Set by the sweep for every run it starts (--progress: off in the runs'
+# logs); an axis or --sweep_set of them would be overridden.
+_RESERVED = ("workdir", "progress")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,9 +257,9 @@ def build(base: str, directory: str, grid: Sequence[str] = (),
     if "num_seeds" not in flags_lib.SAFE:
       raise UserError("--sweep_vectorize_seeds needs the --num_seeds flag "
                       "(vectorized replicas), which this version lacks")
-    if "num_seeds" in names:
+    if "num_seeds" in names or "num_seeds" in fixed_names:
       raise UserError("--sweep_vectorize_seeds sets --num_seeds itself; "
-                      "drop it from the axes")
+                      "drop it from the axes and --sweep_set")
     ints = [int(s) for s in seed_values]
     if not ints or ints != list(range(ints[0], ints[0] + len(ints))):
       raise UserError("--sweep_vectorize_seeds needs --sweep_seeds to be "

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from gan_jax import checkpoint as ckpt_lib
@@ -53,6 +54,16 @@ def make_mesh(cfg) -> jax.sharding.Mesh:
   return jax.make_mesh((len(devices),), (steps_lib.AXIS,), devices=devices)
 
 
+def check_new_run(cfg):
+  """Checks for a run that starts from scratch only (a run saved before a
+  check existed still resumes, samples and evaluates as it was trained)."""
+  repeated = sorted({p for p in cfg.penalties if cfg.penalties.count(p) > 1})
+  if repeated:
+    raise UserError(f"--penalties={','.join(cfg.penalties)} names "
+                    f"{', '.join(repeated)} more than once (it would count "
+                    f"twice)")
+
+
 def check_config(cfg, n_devices: int):
   """Flag combinations that cannot work, as one-line errors."""
   unit = n_devices * cfg.pack * cfg.num_generators
@@ -83,7 +94,7 @@ class _Preemption:
     self._previous = {}
 
   def __enter__(self):
-    if errors.interrupted():  # a Ctrl-C Python swallowed during startup
+    if errors.take_interrupt():  # a Ctrl-C Python swallowed at startup
       self.signal = signal.SIGINT
     for sig in (signal.SIGTERM, signal.SIGINT):
       try:
@@ -115,26 +126,32 @@ class _Profile:
       self.directory = os.path.join(self.directory,
                                     f"process_{jax.process_index()}")
     self.began: Optional[int] = None
+    self.last = 0
     self.done = not self.count
 
   def before_call(self, step: int, calls: int):
     if self.done or self.began is not None:
       return
-    if (step >= self.start) if self.start >= 0 else calls >= 1:
+    if self.start >= 0 and step >= self.start + self.count:
+      self.done = True  # a resumed run already past the traced steps
+    elif (step >= self.start) if self.start >= 0 else calls >= 1:
       jax.profiler.start_trace(self.directory)
-      self.began = step
+      self.began = self.last = step
 
   def after_call(self, step: int, state):
-    if self.began is not None and step >= self.began + self.count:
-      jax.block_until_ready(state)
-      began = self.began
-      self.close()
-      logging.info("wrote a profile of steps %d-%d to %s", began + 1, step,
-                   self.directory)
+    if self.began is not None:
+      self.last = step
+      if step >= self.began + self.count:
+        jax.block_until_ready(state)
+        self.close()
 
   def close(self):
+    """Stops an open trace (at the end of its steps, or when the loop ends
+    first)."""
     if self.began is not None:
       jax.profiler.stop_trace()
+      logging.info("wrote a profile of steps %d-%d to %s", self.began + 1,
+                   self.last, self.directory)
     self.began, self.done = None, True
 
 
@@ -398,34 +415,59 @@ def last_scalars(cfg, metrics) -> Dict[str, float]:
                                for i in range(cfg.num_seeds)])
 
 
+def _try_lock(workdir: str):
+  """(open lock file or None, error message or None) for ``DIR/.lock``."""
+  os.makedirs(workdir, exist_ok=True)
+  try:
+    f = open(os.path.join(workdir, ".lock"), "a+")  # pylint: disable=consider-using-with
+  except OSError as e:  # e.g. a read-only workdir: no lock to take
+    logging.warning("no lock on --workdir (%s); make sure no other run "
+                    "uses it", e)
+    return None, None
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    f.seek(0)
+    holder = f.read().strip() or "unknown"
+    f.close()
+    return None, (f"--workdir={workdir} is in use by another run (process "
+                  f"{holder}); wait for it or stop it")
+  except OSError as e:  # a file system without flock (Lustre noflock, ...)
+    f.close()
+    logging.warning("no lock on --workdir (%s); make sure no other run "
+                    "uses it", e)
+    return None, None
+  f.seek(0)
+  f.truncate()
+  f.write(f"{os.getpid()} on {socket.gethostname()}\n")
+  f.flush()
+  return f, None
+
+
 @contextlib.contextmanager
-def exclusive_workdir(workdir: str, enabled: bool = True):
+def exclusive_workdir(workdir: str):
   """Holds an exclusive lock on ``workdir`` (``DIR/.lock``, flock) while a
   run trains there: a second run started on the same workdir (a sweep
   launched twice, a job restarted while the old one still runs) stops with
   one line instead of truncating the first one's metrics.jsonl and racing
   its checkpoints. The lock goes with the process, so a killed run leaves
-  none behind. Multi-host: process 0 holds it."""
-  if not enabled:
+  none behind. Where the file system cannot lock, a warning. Multi-host:
+  process 0 takes the lock and every process learns whether it got it (all
+  stop together, none is left waiting in a collective)."""
+  f, error = _try_lock(workdir) if jax.process_index() == 0 else (None, None)
+  if jax.process_count() > 1:
+    ok = multihost_utils.broadcast_one_to_all(np.int32(error is None))
+    if not int(ok):
+      error = error or (f"--workdir={workdir} is in use by another run "
+                        "(process 0 could not lock it)")
+  if error:
+    raise UserError(error)
+  try:
     yield
-    return
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, ".lock"), "a+") as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      f.seek(0)
-      holder = f.read().strip() or "unknown"
-      raise UserError(f"--workdir={workdir} is in use by another run "
-                      f"(process {holder}); wait for it or stop it") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"{os.getpid()} on {socket.gethostname()}\n")
-    f.flush()
-    try:
-      yield
-    finally:
+  finally:
+    if f is not None:
       fcntl.flock(f, fcntl.LOCK_UN)
+      f.close()
 
 
 def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
@@ -434,10 +476,12 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   Returns the last logged scalars.
   """
   flags_lib.check_bounds(cfg)
+  if not ckpt_lib.has_steps(os.path.join(workdir, "checkpoints")):
+    check_new_run(cfg)
   # ---------------------------------------------------------------- mesh
   mesh = make_mesh(cfg)
   check_config(cfg, mesh.devices.size)
-  with exclusive_workdir(workdir, enabled=jax.process_index() == 0):
+  with exclusive_workdir(workdir):
     return _train(cfg, workdir, mesh)
 
 

@@ -9,6 +9,7 @@ import contextlib
 import json
 import math
 import os
+import threading
 from typing import IO, Dict, Iterator, Optional
 
 import numpy as np
@@ -16,13 +17,23 @@ import numpy as np
 
 @contextlib.contextmanager
 def atomic_open(path: str, **kwargs) -> Iterator[IO[str]]:
-  """Opens ``path + ".tmp"`` for writing and, if the block ends without an
-  exception, renames it over ``path``: readers (and a crash) see the old
-  file or the new one, never half of one."""
-  tmp = path + ".tmp"
-  with open(tmp, "w", **kwargs) as f:
-    yield f
-  os.replace(tmp, path)
+  """Opens a temporary file beside ``path`` for writing and, if the block
+  ends without an exception, renames it over ``path``: readers (and a
+  crash) see the old file or the new one, never half of one. On an
+  exception the temporary file is removed and ``path`` is left as it was."""
+  # Per process and thread, so two writers never share it; opened with
+  # open() so the file gets the usual permissions (umask), as path had.
+  tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+  try:
+    with open(tmp, "w", **kwargs) as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
 
 
 def _clean(value):

@@ -158,8 +158,12 @@ def test_ctrl_c_during_a_restore_waits_for_it_and_quarantines_nothing(
   target = sample.load(str(work))[1]  # the abstract state of the run
   target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
                         target)
-  with pytest.raises(KeyboardInterrupt):
-    ckpts.restore(target, quarantine=True)
+  handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      ckpts.restore(target, quarantine=True)
+  finally:
+    signal.signal(signal.SIGINT, handler)
   ckpts.close()
   assert calls and set(calls) == {12}  # no fallback to step 8
   assert steps_of(work) == [8, 12]

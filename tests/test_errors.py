@@ -56,6 +56,7 @@ def fixture_own_sigint():
   import signal
   import sys
   handler, hook = signal.getsignal(signal.SIGINT), sys.unraisablehook
+  signal.signal(signal.SIGINT, signal.default_int_handler)
   errors.catch_interrupts()
   yield
   signal.signal(signal.SIGINT, handler)
@@ -76,13 +77,24 @@ def test_a_ctrl_c_python_swallows_still_stops_the_loop(own_sigint):
       signal.raise_signal(signal.SIGINT)
   gc.callbacks.append(callback)
   gc.collect()  # no KeyboardInterrupt comes out of it ...
-  assert errors.interrupted()  # ... but it is remembered,
   with train._Preemption() as preempt:  # pylint: disable=protected-access
-    assert preempt.signal == signal.SIGINT  # and the loop stops on it.
+    assert preempt.signal == signal.SIGINT  # ... the loop stops on it,
+  with train._Preemption() as preempt:  # pylint: disable=protected-access
+    assert preempt.signal is None  # once: the next loop does not.
 
 
 def test_a_ctrl_c_elsewhere_is_a_keyboard_interrupt(own_sigint):
   import signal
   with pytest.raises(KeyboardInterrupt):
     signal.raise_signal(signal.SIGINT)
-  assert errors.interrupted()
+  assert errors.take_interrupt() and not errors.take_interrupt()
+
+
+def test_an_ignored_sigint_stays_ignored():
+  import signal
+  previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    errors.catch_interrupts()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+  finally:
+    signal.signal(signal.SIGINT, previous)

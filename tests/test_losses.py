@@ -183,9 +183,14 @@ def test_build_warns_about_flags_without_effect(caplog):
              for r in caplog.records)
 
 
-def test_a_penalty_named_twice_is_refused():
+def test_a_penalty_named_twice_is_refused_for_new_runs(tmp_path):
   # It would be applied twice: twice the weight the flags say.
   from gan_jax import gan as gan_lib
+  from gan_jax import train
+  cfg = tiny_config(loss="wgan", penalties=("gp", "r1", "gp"))
   with pytest.raises(UserError, match=r"^--penalties=gp,r1,gp names gp more "
                                       "than once"):
-    gan_lib.build(tiny_config(loss="wgan", penalties=("gp", "r1", "gp")))
+    train.train_and_evaluate(cfg, str(tmp_path))
+  assert not (tmp_path / "checkpoints").exists()
+  # A run saved before the check still loads (sample, evaluate, resume).
+  gan_lib.build(cfg)

@@ -106,6 +106,9 @@ def test_positional_arguments_are_one_line(module):
     # Any other failure while importing.
     ("x = 1\nraise RuntimeError('boom')\n",
      ("importing 'user_mod' raised RuntimeError: boom", "user_mod.py:2)")),
+    # A failure inside a library the module calls: still the user's line.
+    ("import jax.numpy as jnp\nx = jnp.zeros(2) + jnp.zeros(3)\n",
+     ("importing 'user_mod' raised", "user_mod.py:2)")),
     # A module that is not there.
     (None, ("cannot import 'user_mod'",)),
 ])

@@ -204,6 +204,14 @@ def test_spec_parsing():
                       grid=["g_lr:1e-4,3e-4"],
                       overrides=["d_lr=1e-3", "d_lr=1e-4"]),
      "--sweep_set sets --d_lr twice"),
+    # Flags the sweep sets itself for every run.
+    (lambda s: s.build("experiments/quickstart.flags", "/tmp/x",
+                      seeds=["0-3"], vectorize_seeds=True,
+                      overrides=["num_seeds=2"]),
+     "--sweep_vectorize_seeds sets --num_seeds itself"),
+    (lambda s: s.build("experiments/quickstart.flags", "/tmp/x",
+                      seeds=["0-1"], overrides=["progress=true"]),
+     "--sweep_set --progress: the sweep sets it per run"),
 ])
 def test_axis_values_out_of_bounds_are_refused(call, expected):
   from gan_jax import sweep

@@ -53,6 +53,7 @@ def test_atomic_open_replaces_whole_or_not_at_all(tmp_path):
       f.write("--a=2\n--b=")
       raise RuntimeError("crashed mid-write")
   assert open(path).read() == "--a=1\n"  # the old file, not half a new one
+  assert os.listdir(tmp_path) == ["flags.txt"]  # and no temporary left
 
 
 def test_profile_steps_writes_one_trace_of_whole_calls(tmp_path, caplog):
