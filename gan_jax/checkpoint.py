@@ -301,7 +301,8 @@ def _signals_deferred():
 
   previous = {}
   for sig in (signal.SIGTERM, signal.SIGINT):
-    if signal.getsignal(sig) is not None:  # None: installed from C
+    # None: installed from C; SIG_IGN: the process ignores it, keep to that.
+    if signal.getsignal(sig) not in (None, signal.SIG_IGN):
       previous[sig] = signal.signal(sig, record)
   try:
     yield

@@ -147,9 +147,10 @@ def run_evaluate(workdir: str, num_samples: Optional[int],
                  step: Optional[int],
                  overrides: Optional[Dict[str, Any]] = None
                  ) -> Dict[str, float]:
-  """Evaluates a run's checkpoint; ``overrides``: safe flags over the run's
-  saved config (``--inception_weights``, ``--kid_subset_size``, data
-  paths, ...), as the CLI passes those given on its command line."""
+  """Evaluates a run's checkpoint; ``overrides``: flags over the run's
+  saved config, as the CLI passes those given on its command line: safe
+  ones (``--inception_weights``, ``--kid_subset_size``, data paths, ...)
+  replace the run's values, structural ones must equal them."""
   from gan_jax import sample  # pylint: disable=g-import-not-at-top
   from gan_jax import train  # pylint: disable=g-import-not-at-top
   # Every replica of a --num_seeds run: name/seed_S each, and their mean.

@@ -163,12 +163,16 @@ integer("num_devices", 0, "Local devices to run data-parallel on; 0 = all.",
         safe=True, bounds=">= 0")
 boolean("progress", True, "Show a progress bar on the console.", safe=True)
 integer("profile_steps", 0, "Record a jax.profiler trace of this many "
-        "training steps into WORKDIR/profile (TensorBoard's profile plugin, "
-        "Perfetto); 0 = off. Whole compiled calls are traced: the count is "
-        "rounded up to --steps_per_loop.", safe=True, bounds=">= 0")
-integer("profile_start", -1, "First step of the --profile_steps trace; "
-        "-1 = after the first compiled call of this start (its compilation "
-        "stays out of the trace).", safe=True, bounds=">= -1")
+        "training steps into WORKDIR/profile (WORKDIR/profile/process_I on "
+        "multi-host; TensorBoard's profile plugin, Perfetto); 0 = off. "
+        "Whole compiled calls are traced: the count is rounded up to a "
+        "multiple of --steps_per_loop (fewer if the run ends first).",
+        safe=True, bounds=">= 0")
+integer("profile_start", -1, "Step from which the --profile_steps trace "
+        "starts (at the first --steps_per_loop boundary at or after it; the "
+        "first call's compilation is included if it falls there); -1 = "
+        "after this process's first compiled call.", safe=True,
+        bounds=">= -1")
 enum("compute_dtype", "float32", ["float32", "bfloat16"], "Dtype of "
      "activations; parameters and optimizer states stay float32.")
 

@@ -97,6 +97,8 @@ class _Preemption:
     if errors.take_interrupt():  # a Ctrl-C Python swallowed at startup
       self.signal = signal.SIGINT
     for sig in (signal.SIGTERM, signal.SIGINT):
+      if signal.getsignal(sig) is signal.SIG_IGN:
+        continue  # started ignoring it (``cmd &`` in a script): keep to that
       try:
         self._previous[sig] = signal.signal(sig, self._handle)
       except ValueError:  # not the main thread

@@ -98,3 +98,16 @@ def test_an_ignored_sigint_stays_ignored():
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
   finally:
     signal.signal(signal.SIGINT, previous)
+
+
+def test_the_training_loop_keeps_an_ignored_sigint_ignored():
+  import signal
+  from gan_jax import train
+  previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    with train._Preemption():  # pylint: disable=protected-access
+      assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+      assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+  finally:
+    signal.signal(signal.SIGINT, previous)
