@@ -323,3 +323,11 @@ def test_silently_corrupted_bytes_fail_the_checksum(tmp_path):
   with pytest.raises(ckpt_lib.UserError, match="no checkpoint for step 7"):
     ckpts.restore(ckpt_lib.abstract(big), 7)
   ckpts.close()
+
+
+def test_has_steps_sees_step_directories_only(tmp_path):
+  assert not ckpt_lib.has_steps(str(tmp_path / "missing"))
+  (tmp_path / "12.orbax-checkpoint-tmp-3").mkdir()  # a save in flight
+  assert not ckpt_lib.has_steps(str(tmp_path))
+  (tmp_path / "12").mkdir()
+  assert ckpt_lib.has_steps(str(tmp_path))
