@@ -40,7 +40,7 @@ from jax.experimental import multihost_utils
 from absl import logging
 from jax import lax
 
-from gan_jax.errors import UserError
+from gan_jax.errors import UserError, die
 
 _POLICIES = ocp.checkpoint_managers
 
@@ -293,10 +293,8 @@ def _signals_deferred():
   def record(signum, frame):
     del frame
     if signum in pending:  # asked twice: leave now, mid-read
-      sys.stderr.write(f"error: interrupted (signal {signum}) while reading "
-                       "a checkpoint\n")
-      sys.stderr.flush()
-      os._exit(128 + signum)  # pylint: disable=protected-access
+      die(f"interrupted (signal {signum}) while reading a checkpoint",
+          code=128 + signum, at_once=True)
     pending.append(signum)
 
   previous = {}

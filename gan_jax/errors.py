@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -15,11 +16,17 @@ class UserError(Exception):
   """
 
 
-def die(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
-  """Prints one line to stderr and exits."""
+def die(message: str, code: int = 2,
+        at_once: bool = False) -> "NoReturn":  # noqa: F821
+  """Prints one line to stderr and exits; ``at_once`` skips the
+  interpreter's teardown (``os._exit``), for exits while native threads
+  (tensorstore's reads) may still be running."""
   message = " ".join(str(message).split())  # keep it to one line
   sys.stderr.write(f"error: {message}\n")
   sys.stderr.flush()
+  if at_once:
+    sys.stdout.flush()
+    os._exit(code)  # pylint: disable=protected-access
   raise SystemExit(code)
 
 

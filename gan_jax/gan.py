@@ -223,23 +223,21 @@ def inert_flags(cfg: Config, kind: Optional[str] = None,
   (the ReadLogs the generator, discriminator and dataset builders ran on)
   read it: image_size is judged when the dataset's builder is among them,
   the others when the architectures' builders are."""
-  lines = [f"--{name}={getattr(cfg, name)} has no effect here: {purpose}"
-           for name, (active, purpose) in INERT_UNLESS.items()
-           if _changed(cfg, name) and not active(cfg)]
+  why = {name: purpose for name, (active, purpose) in INERT_UNLESS.items()
+         if _changed(cfg, name) and not active(cfg)}
   if kind is not None:
-    lines += [f"--{name}={getattr(cfg, name)} has no effect here: {purpose}"
-              for name, (wanted, purpose) in DATA_KIND_FLAGS.items()
-              if _changed(cfg, name) and (kind == "toy") != (wanted == "toy")]
-  said = {line.split("=", 1)[0][2:] for line in lines}
+    why.update({name: purpose
+                for name, (wanted, purpose) in DATA_KIND_FLAGS.items()
+                if _changed(cfg, name) and (kind == "toy") != (wanted == "toy")})
   data = [b for b in builders if b.label.startswith("--dataset=")]
   nets = [b for b in builders if not b.label.startswith("--dataset=")]
   for name in COMPONENT_FLAGS:
     owners = data if name == "image_size" else nets
-    if (owners and _changed(cfg, name) and name not in said
+    if (owners and _changed(cfg, name) and name not in why
         and not any(b.reads(name) for b in builders)):
-      lines.append(f"--{name}={getattr(cfg, name)} has no effect here: not "
-                   f"read by {' or '.join(b.label for b in owners)}")
-  return tuple(lines)
+      why[name] = f"not read by {' or '.join(b.label for b in owners)}"
+  return tuple(f"--{name}={getattr(cfg, name)} has no effect here: {purpose}"
+               for name, purpose in why.items())
 
 
 def architectures(cfg: Config, shape, num_classes: int):

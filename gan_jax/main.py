@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import logging as std_logging
 import os
-import sys
 import sysconfig
 import traceback
 
@@ -121,11 +120,7 @@ def run_cli(main_fn, interrupted: str = "interrupted"):
       # its saves); leave without the interpreter's teardown, which can
       # crash (SIGSEGV) when Ctrl-C cut a checkpoint read short and
       # tensorstore's threads are still running.
-      message = " ".join(interrupted.split())
-      sys.stderr.write(f"error: {message}\n")
-      sys.stdout.flush()
-      sys.stderr.flush()
-      os._exit(130)  # pylint: disable=protected-access
+      die(interrupted, code=130, at_once=True)
 
   setup_logging()
   catch_interrupts()

@@ -127,16 +127,19 @@ class _Profile:
     if jax.process_count() > 1:  # one trace per process
       self.directory = os.path.join(self.directory,
                                     f"process_{jax.process_index()}")
+    self.first: Optional[int] = None  # this process's first step
     self.began: Optional[int] = None
     self.last = 0
     self.done = not self.count
 
-  def before_call(self, step: int, calls: int):
+  def before_call(self, step: int):
+    if self.first is None:
+      self.first = step
     if self.done or self.began is not None:
       return
     if self.start >= 0 and step >= self.start + self.count:
       self.done = True  # a resumed run already past the traced steps
-    elif (step >= self.start) if self.start >= 0 else calls >= 1:
+    elif (step >= self.start) if self.start >= 0 else step > self.first:
       jax.profiler.start_trace(self.directory)
       self.began = self.last = step
 
@@ -420,13 +423,9 @@ def last_scalars(cfg, metrics) -> Dict[str, float]:
 def _try_lock(workdir: str):
   """(open lock file or None, error message or None) for ``DIR/.lock``."""
   os.makedirs(workdir, exist_ok=True)
+  f = None
   try:
     f = open(os.path.join(workdir, ".lock"), "a+")  # pylint: disable=consider-using-with
-  except OSError as e:  # e.g. a read-only workdir: no lock to take
-    logging.warning("no lock on --workdir (%s); make sure no other run "
-                    "uses it", e)
-    return None, None
-  try:
     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
     f.seek(0)
@@ -434,8 +433,9 @@ def _try_lock(workdir: str):
     f.close()
     return None, (f"--workdir={workdir} is in use by another run (process "
                   f"{holder}); wait for it or stop it")
-  except OSError as e:  # a file system without flock (Lustre noflock, ...)
-    f.close()
+  except OSError as e:  # a read-only workdir, a file system without flock
+    if f is not None:
+      f.close()
     logging.warning("no lock on --workdir (%s); make sure no other run "
                     "uses it", e)
     return None, None
@@ -580,7 +580,7 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
   rate = None
   names, record = None, None  # the NaN/Inf tracker (_track_nonfinite)
   warned_nonfinite = False
-  profile, calls = _Profile(cfg, workdir), 0
+  profile = _Profile(cfg, workdir)
   try:
     with _Preemption() as preempt, jax.set_mesh(mesh):
       while step < total:
@@ -588,9 +588,8 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
         # from, so a resumed run runs the same compiled programs on the same
         # steps as an uninterrupted one (bitwise-equal results).
         n = min(spl - step % spl, total - step)
-        profile.before_call(step, calls)
+        profile.before_call(step)
         state, metrics = step_fn(n)(state, host_batches(step, n))
-        calls += 1
         if record is None:
           names = sorted(metrics)
           record = (jnp.int32(-1), jnp.zeros((len(names),), bool))
