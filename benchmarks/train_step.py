@@ -341,8 +341,15 @@ def _table(rows: List[Dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+  """Bad arguments end in one line on stderr (no usage block), exit 2."""
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = _Parser(description=__doc__.split("\n")[0])
   parser.add_argument("--cases", default="dcgan64,dcgan256,toy",
                       help=f"comma-separated subset of {','.join(CASES)}")
   parser.add_argument("--steps", type=int, default=0,
@@ -395,6 +402,9 @@ def main(argv=None):
       parser.error(f"--set {item!r}: {e}")
   if args.steps < 0 or args.repeats < 1:
     parser.error("--steps must be >= 0 and --repeats >= 1")
+  if not args.matmul_gflops >= 0:  # also refuses nan
+    parser.error(f"--matmul_gflops must be >= 0 (0 = measure), got "
+                 f"{args.matmul_gflops}")
   have_torch = _torch_available()
   use_torch = have_torch if args.torch is None else args.torch
   if use_torch and not have_torch:

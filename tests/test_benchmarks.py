@@ -51,15 +51,19 @@ def test_benchmark_prints_json_lines():
     ("--set=no_such_flag=1", "expected FLAG=VALUE with a gan_jax flag"),
     # Parsed, then rejected by gan_jax when the case is built.
     ("--set=generator=dcgan", "error: dcgan needs square images"),
+    ("--matmul_gflops=-5", "--matmul_gflops must be >= 0"),
+    ("--matmul_gflops=nan", "--matmul_gflops must be >= 0"),
 ])
 def test_benchmark_rejects_bad_arguments(arg, message):
   result = subprocess.run(
       [sys.executable, os.path.join(REPO, "benchmarks", "train_step.py"),
-       "--cases=toy", arg, "--matmul_gflops=100"],
+       "--cases=toy", "--matmul_gflops=100", arg],
       cwd=REPO, env=dict(os.environ, XLA_FLAGS=""), capture_output=True,
       text=True, timeout=120)
   assert result.returncode == 2
-  assert message in result.stderr
+  errors = [l for l in result.stderr.splitlines() if "error" in l]
+  assert len(errors) == 1 and message in errors[0], result.stderr
+  assert "usage:" not in result.stderr  # one line, not argparse's usage
   assert "Traceback" not in result.stderr
 
 
