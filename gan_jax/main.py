@@ -19,6 +19,7 @@ from absl import logging
 
 from gan_jax import distributed
 from gan_jax import flags as flags_lib
+from gan_jax import writers
 from gan_jax.errors import (UserError, call_guarded, catch_interrupts, die,
                             flag_error_line)
 
@@ -65,8 +66,9 @@ def import_extra_modules(names):
 def print_summary(scalars):
   if not scalars:
     return
-  keys = [k for k in ("modes", "high_quality", "reverse_kl", "d_loss",
-                      "g_loss", "steps_per_sec") if k in scalars]
+  keys = [k for k in writers.METRIC_KEYS + ("d_loss", "g_loss",
+                                            "steps_per_sec")
+          if k in scalars]
   print(f"final (step {scalars.get('step')}): " + ", ".join(
       f"{k}={scalars[k]:.4g}" if isinstance(scalars[k], float)
       else f"{k}={scalars[k]}" for k in keys))

@@ -635,12 +635,17 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
           t_last, step_last = now, step
           scalars.update(visualize_replicas(gan, sampler, state, step,
                                             workdir, writer, real_toy))
+          evaluated = {}
           if eval_now:
-            scalars.update(evaluate_replicas(evaluator, cfg, state))
+            evaluated = evaluate_replicas(evaluator, cfg, state)
+            scalars.update(evaluated)
           scalars["steps_per_sec"] = rate
           writer.write_scalars(step, scalars)
           last = {"step": step, **scalars}
-          line = writers.format_line(step, total, rate, scalars)
+          line = writers.format_line(
+              step, total, rate, scalars,
+              extra=[k for k in evaluated
+                     if "/" not in k and not k.endswith("_std")])
           if progress is not None:
             progress.write(line)
           else:

@@ -10,7 +10,7 @@ import json
 import math
 import os
 import threading
-from typing import IO, Dict, Iterator, Optional
+from typing import IO, Dict, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -125,15 +125,24 @@ def read_metrics(workdir: str):
     return [json.loads(line) for line in f if line.strip()]
 
 
+# The quality metrics shown on the console (toy mode metrics, Stacked MNIST
+# modes and KL, the built-in evaluation metrics), in this order.
+METRIC_KEYS = ("modes", "high_quality", "reverse_kl", "kl", "fid", "kid",
+               "inception_score", "precision", "recall")
+
+
 def format_line(step: int, total: int, rate: Optional[float],
-                scalars: Dict[str, float]) -> str:
-  """One console line: step, steps/s, ETA and the losses."""
+                scalars: Dict[str, float], extra: Sequence[str] = ()) -> str:
+  """One console line: step, steps/s, ETA, the losses, the quality metrics
+  (``METRIC_KEYS``) and ``extra`` keys (a user metric's outputs)."""
   parts = [f"step {step}/{total}"]
   if rate:
     eta = (total - step) / rate
     parts.append(f"{rate:.1f} steps/s")
     parts.append(f"ETA {int(eta // 60)}:{int(eta % 60):02d}")
-  for key in ("d_loss", "g_loss", "modes", "high_quality", "reverse_kl"):
+  keys = ("d_loss", "g_loss") + METRIC_KEYS
+  keys += tuple(k for k in extra if k not in keys)
+  for key in keys:
     if key in scalars:
       parts.append(f"{key} {float(scalars[key]):.4g}")
   return " | ".join(parts)

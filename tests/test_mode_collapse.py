@@ -399,3 +399,13 @@ def test_table1_summary_mean_and_standard_error(tmp_path):
   first = out("--step=500", str(tmp_path)).strip().splitlines()[-1]
   assert "| 500 | 2 | 3.0±1.0 / 20.0±10.0% / 1.50±0.50 |" in first
   assert len(out("--step=7", str(tmp_path)).strip().splitlines()) == 2
+  # A Stacked MNIST run (Tables 2-3): modes / KL from the last evaluated
+  # record; one trial has no standard error.
+  stacked = tmp_path / "pacdcgan2_stacked_mnist"
+  stacked.mkdir()
+  (stacked / "metrics.jsonl").write_text(
+      json.dumps({"step": 2500, "modes": 990.0, "kl": 0.123}) + "\n" +
+      json.dumps({"step": 3000, "d_loss": 1.0}) + "\n")
+  row = out(str(tmp_path), "pacdcgan2_stacked_mnist").strip().splitlines()[-1]
+  assert row == ("| pacdcgan2_stacked_mnist | 2500 | 1 | 990.0 / 0.12 | "
+                 "1000.0±0.00 / 0.06±0.003 |")

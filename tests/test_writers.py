@@ -71,3 +71,26 @@ def test_profile_steps_writes_one_trace_of_whole_calls(tmp_path, caplog):
   said = [r.getMessage() for r in caplog.records
           if r.getMessage().startswith("wrote a profile")]
   assert said == [f"wrote a profile of steps 3-6 to {tmp_path}/profile"]
+
+
+def test_console_line_shows_losses_and_quality_metrics():
+  """The progress line shows the evaluation metrics (Stacked MNIST's KL,
+  FID, ...) after the losses, and a user metric's outputs when the loop
+  passes them as ``extra``; diagnostics stay in metrics.jsonl only."""
+  scalars = {"d_loss": 1.25, "g_loss": 0.5, "d_grad_norm": 3.0,
+             "modes": 912.0, "kl": 0.3456, "fid": 12.5, "my_score": 7.0}
+  line = writers.format_line(200, 1000, 10.0, scalars)
+  assert line == ("step 200/1000 | 10.0 steps/s | ETA 1:20 | d_loss 1.25 | "
+                  "g_loss 0.5 | modes 912 | kl 0.3456 | fid 12.5")
+  line = writers.format_line(200, 1000, None, scalars, extra=["my_score"])
+  assert line.endswith("| fid 12.5 | my_score 7")
+
+
+def test_final_summary_includes_evaluation_metrics(capsys):
+  from gan_jax import main  # pylint: disable=g-import-not-at-top
+  main.print_summary({"step": 30, "d_loss": 1.0, "g_loss": 2.0,
+                      "kl": 0.25, "modes": 990.0, "d_grad_norm": 1.0,
+                      "steps_per_sec": 12.5})
+  assert capsys.readouterr().out == (
+      "final (step 30): modes=990, kl=0.25, d_loss=1, g_loss=2, "
+      "steps_per_sec=12.5\n")

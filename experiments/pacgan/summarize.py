@@ -1,4 +1,4 @@
-"""Mean +- standard error over replicas of PacGAN Table 1 style runs.
+"""Mean +- standard error over replicas of PacGAN Table 1-3 style runs.
 
 Usage: python experiments/pacgan/summarize.py [--step=N] RUNS_DIR [RUN ...]
 
@@ -7,7 +7,10 @@ RUNS_DIR/<run>/metrics.jsonl of each run (default: every subdirectory), takes th
 ``high_quality/seed_S``, ``reverse_kl/seed_S``, written by --num_seeds runs)
 and prints one markdown row per run: modes / high-quality % / reverse KL as
 mean +- s.e. (sample standard deviation / sqrt(n), as PacGAN's tables), with
-the paper's Table 1 cell beside it when the run is one of its cells.
+the paper's Table 1 cell beside it when the run is one of its cells. Stacked
+MNIST runs (records with ``kl``, Tables 2 and 3) give modes / KL instead; a
+run directory named like its flagfile (``pacdcgan2_stacked_mnist``) gets the
+paper's cell.
 """
 
 import json
@@ -28,6 +31,12 @@ PAPER = {
     "pacgan2_grid": "23.8±0.7 / 91.3±0.8% / 0.13±0.04",
     "pacgan3_grid": "24.6±0.4 / 94.2±0.4% / 0.06±0.02",
     "pacgan4_grid": "24.8±0.2 / 93.6±0.6% / 0.04±0.01",
+    # Tables 2 and 3 (Stacked MNIST): modes / KL.
+    "dcgan_stacked_mnist": "78.9±6.46 / 4.50±0.127 (VEEGAN's run: 99.0 / "
+                           "3.40)",
+    "pacdcgan2_stacked_mnist": "1000.0±0.00 / 0.06±0.003",
+    "dcgan_stacked_mnist_d4": "30.6±20.73 / 5.99±0.42",
+    "pacdcgan2_stacked_mnist_d4": "484.5±32.99 / 2.61±0.22",
 }
 
 
@@ -46,8 +55,11 @@ def mean_se(values, scale=1.0, digits=2):
   finite = x[np.isfinite(x)]
   if len(finite) == 0:
     return "inf"
-  se = finite.std(ddof=1) / math.sqrt(len(finite)) if len(finite) > 1 else 0.
-  text = f"{finite.mean():.{digits}f}±{se:.{digits}f}"
+  if len(finite) == 1:
+    text = f"{finite[0]:.{digits}f}"  # one trial: no standard error
+  else:
+    se = finite.std(ddof=1) / math.sqrt(len(finite))
+    text = f"{finite.mean():.{digits}f}±{se:.{digits}f}"
   if len(finite) < len(x):
     text += f" ({len(x) - len(finite)} inf)"
   return text
@@ -60,8 +72,15 @@ def summarize(workdir, step=None):
     records = [r for r in records if r["step"] == step]
     if not records:
       return None
-  record = records[-1]
+  # The last record with the evaluation metrics (a run's final record may
+  # be a plain log step).
+  evaluated = [r for r in records if "modes" in r or "modes/seed_0" in r]
+  record = (evaluated or records)[-1]
   modes = per_replica(record, "modes")
+  if per_replica(record, "kl"):  # Stacked MNIST
+    kl = per_replica(record, "kl")
+    return (record["step"], len(modes),
+            f"{mean_se(modes, digits=1)} / {mean_se(kl)}")
   hq = per_replica(record, "high_quality")
   kl = per_replica(record, "reverse_kl")
   cell = (f"{mean_se(modes, digits=1)} / {mean_se(hq, 100, 1)}% / "
@@ -83,7 +102,8 @@ def main(argv):
   runs = args[1:] or sorted(
       d for d in os.listdir(root)
       if os.path.exists(os.path.join(root, d, "metrics.jsonl")))
-  print("| run | steps | trials | ours: modes / HQ / reverse KL | paper |")
+  print("| run | steps | trials | ours: modes / HQ / reverse KL (Stacked "
+        "MNIST: modes / KL) | paper |")
   print("|---|---|---|---|---|")
   for run in runs:
     row = summarize(os.path.join(root, run), step)
