@@ -95,11 +95,16 @@ def main(argv):
 
 
 class _QuietLibraries(std_logging.Filter):
-  """Keeps orbax's per-save INFO chatter off the console (warnings pass)."""
+  """Keeps orbax's per-save INFO chatter off the console (warnings pass,
+  except orbax's note that a manager opened read-only, as evaluate and
+  sample open a run's checkpoints on purpose, is read-only)."""
 
   def filter(self, record):
-    return (record.levelno >= std_logging.WARNING
-            or "orbax" not in record.pathname)
+    if "orbax" not in record.pathname:
+      return True
+    if record.levelno < std_logging.WARNING:
+      return False
+    return not str(record.msg).startswith("Given directory is read only")
 
 
 def setup_logging():

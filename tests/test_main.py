@@ -143,3 +143,21 @@ def test_a_workdir_in_use_is_refused_and_left_alone(tmp_path):
   # Once the holder is gone, the lock is free again.
   with train.exclusive_workdir(str(workdir)):
     pass
+
+
+def test_quiet_libraries_filter():
+  """orbax's INFO chatter and its read-only note (evaluate and sample open
+  checkpoints read-only on purpose) stay off the console; its other
+  warnings and everything from other libraries pass."""
+  import logging as std_logging  # pylint: disable=g-import-not-at-top
+  from gan_jax import main as main_lib  # pylint: disable=g-import-not-at-top
+  quiet = main_lib._QuietLibraries()  # pylint: disable=protected-access
+  def record(path, level, msg):
+    return std_logging.LogRecord("absl", level, path, 1, msg, ("/x",), None)
+  orbax = "/venv/site-packages/orbax/checkpoint/checkpoint_manager.py"
+  assert not quiet.filter(record(orbax, std_logging.INFO, "Saving %s"))
+  assert not quiet.filter(record(orbax, std_logging.WARNING,
+                                 "Given directory is read only=%s"))
+  assert quiet.filter(record(orbax, std_logging.WARNING, "Failed %s"))
+  assert quiet.filter(record("/repo/gan_jax/train.py", std_logging.INFO,
+                             "step %s"))
