@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
+from typing import (Any, Callable, Dict, Iterable, List, NamedTuple, Optional,
+                    Set, Tuple)
 
 from absl import flags
 
@@ -82,7 +83,8 @@ def check_bounds(values) -> None:
 
 
 def _define(kind: str, name: str, default: Any, help_: str, *, safe=False,
-            in_config=True, bounds: Optional[str] = None, **kwargs):
+            in_config=True, bounds: Optional[str] = None,
+            validator: Optional[Callable[[Any], None]] = None, **kwargs):
   if name in SAFE or name in NOT_IN_CONFIG:
     return
   if bounds is not None:
@@ -100,6 +102,13 @@ def _define(kind: str, name: str, default: Any, help_: str, *, safe=False,
         raise flags.ValidationError(why)
       return True
     flags.register_validator(name, check)
+  if validator is not None:
+    def run_validator(value, validator=validator):
+      why = validator(value)
+      if why:
+        raise flags.ValidationError(why)
+      return True
+    flags.register_validator(name, run_validator)
   if in_config:
     SAFE[name] = safe
   else:
@@ -137,10 +146,20 @@ def multi_strings(name, default, help_, *, safe=False, **kw):
   _define("multi_string", name, default, help_, safe=safe, **kw)
 
 
+def not_a_url(value: Optional[str]) -> Optional[str]:
+  """Why a directory flag's value is not usable (a URL), or None: gan_jax
+  writes its directories with ordinary file operations (and locks with
+  flock), so ``gs://bucket/run`` would become a local ``gs:`` folder."""
+  if value and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value):
+    return ("must be a local or mounted directory, not a URL (mount the "
+            "bucket, e.g. with gcsfuse, and pass the mount's path)")
+  return None
+
+
 # ---------------------------------------------------------------- run / loop
 string("workdir", None, "Run directory: flags.txt, metrics.jsonl, "
        "TensorBoard events, images and checkpoints. Resumes if it holds "
-       "checkpoints.", safe=True)
+       "checkpoints.", safe=True, validator=not_a_url)
 strings("extra_modules", [], "Python modules imported before the config is "
         "resolved, so they can register losses, models, datasets, metrics.",
         safe=True)
@@ -438,7 +457,8 @@ multi_strings("sweep_set", [], "Sweep: a fixed override FLAG=VALUE for "
               "every run, not part of the run names (repeatable).",
               in_config=False)
 string("sweep_dir", None, "Sweep: directory of the run workdirs, "
-       "results.csv, results.md and the plot.", in_config=False)
+       "results.csv, results.md and the plot.", in_config=False,
+       validator=not_a_url)
 integer("sweep_workers", 1, "Sweep: runs trained in parallel (local "
         "subprocesses).", in_config=False, bounds=">= 1")
 boolean("sweep_print_only", False, "Sweep: print one gan_jax.main command "

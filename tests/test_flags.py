@@ -164,3 +164,16 @@ def test_build_warns_about_flags_its_builders_do_not_read(caplog):
       in messages, messages
   assert any(m.startswith("--d_channels=8 has no effect here")
              for m in messages), messages
+
+
+def test_directory_flags_refuse_urls():
+  """--workdir and --sweep_dir are written with file operations: a URL
+  would become a local 'gs:' folder, so it is refused when parsed."""
+  assert flags_lib.not_a_url("runs/a") is None
+  assert flags_lib.not_a_url("/mnt/gcs/runs/a") is None
+  assert flags_lib.not_a_url("runs/a:b://c") is None  # a path, not a URL
+  assert "not a URL" in flags_lib.not_a_url("gs://bucket/run")
+  for name in ("workdir", "sweep_dir"):
+    fv = private_flags()
+    with pytest.raises(flags.IllegalFlagValueError, match="not a URL"):
+      fv(["prog", f"--{name}=s3://bucket/run"])

@@ -57,6 +57,9 @@ def test_evaluate_without_checkpoint_is_one_line(tmp_path):
     # A missing flagfile, without absl's "ERROR::" prefix.
     (("--flagfile=experiments/does_not_exist.flags",),
      ("error: Unable to open flagfile", "does_not_exist")),
+    # A bucket URL as the workdir (it would become a local "gs:" folder).
+    (("--workdir=gs://bucket/run",), ("--workdir=gs://bucket/run",
+                                      "not a URL")),
 ])
 def test_bad_flags_are_one_line(tmp_path, args, parts):
   r = run_module("gan_jax.main", "--flagfile=experiments/quickstart.flags",
