@@ -36,6 +36,27 @@ def flag_error_line(e: Exception) -> str:
   return re.sub(r"^ERROR:+\s*", "", line)
 
 
+def undecodable_flagfile_line(args, e: UnicodeDecodeError) -> str:
+  """One line for a flagfile that is not text (absl reads flagfiles as
+  UTF-8 and raises UnicodeDecodeError): names the first ``--flagfile`` of
+  ``args`` that does not decode, else the decoding error."""
+  paths = []
+  for i, arg in enumerate(args):
+    if arg.startswith(("--flagfile=", "-flagfile=")):
+      paths.append(arg.split("=", 1)[1])
+    elif arg in ("--flagfile", "-flagfile") and i + 1 < len(args):
+      paths.append(args[i + 1])
+  for path in paths:
+    try:
+      with open(path, encoding="utf-8") as f:
+        f.read()
+    except UnicodeDecodeError:
+      return f"--flagfile={path} is not a text (UTF-8) flagfile"
+    except OSError:
+      continue
+  return f"a flagfile is not text (UTF-8): {e}"
+
+
 def describe_os_error(e: OSError) -> str:
   """One line for a file-system failure: the path and the system's reason."""
   reason = e.strerror or str(e) or type(e).__name__

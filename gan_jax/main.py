@@ -21,7 +21,7 @@ from gan_jax import distributed
 from gan_jax import flags as flags_lib
 from gan_jax import writers
 from gan_jax.errors import (UserError, call_guarded, catch_interrupts, die,
-                            flag_error_line)
+                            flag_error_line, undecodable_flagfile_line)
 
 
 def parse_flags(argv):
@@ -30,6 +30,8 @@ def parse_flags(argv):
     return flags.FLAGS(argv)
   except flags.Error as e:
     die(flag_error_line(e))
+  except UnicodeDecodeError as e:  # a --flagfile that is not text
+    die(undecodable_flagfile_line(argv, e))
 
 
 def _is_user_code(filename: str) -> bool:

@@ -40,7 +40,8 @@ from absl import flags
 
 from gan_jax import flags as flags_lib
 from gan_jax import writers
-from gan_jax.errors import UserError, die, flag_error_line
+from gan_jax.errors import (UserError, die, flag_error_line,
+                            undecodable_flagfile_line)
 
 FLAGS = flags.FLAGS
 
@@ -133,8 +134,16 @@ def parse_random(specs: Sequence[str], n: int, seed: int
       if not lo <= hi or (dist == "loguniform" and lo <= 0):
         raise UserError(f"--sweep_random={spec}: need 0 < LOW <= HIGH for "
                         f"loguniform, LOW <= HIGH otherwise")
+      if dist == "int" and not all(math.isfinite(v) and v == int(v)
+                                   and abs(v) < 2**62 for v in (lo, hi)):
+        raise UserError(f"--sweep_random={spec}: int needs whole-number "
+                        f"bounds below 2**62 in size")
       for end in (lo, hi):
         check_flag(name, str(int(end)) if dist == "int" else format_value(end))
+      if dist != "int" and isinstance(FLAGS[name].parser,
+                                      flags.IntegerParser):
+        raise UserError(f"--sweep_random={spec}: --{name} takes integers; "
+                        f"use {name}:int:LOW:HIGH")
     parsed.append((name, dist, parts))
   rng = np.random.default_rng(seed)
   points = []
@@ -182,6 +191,8 @@ def expand_flags(args: Sequence[str]) -> Dict[str, str]:
     flat = FLAGS.read_flags_from_files(list(args), force_gnu=False)
   except flags.Error as e:
     raise UserError(flag_error_line(e)) from e
+  except UnicodeDecodeError as e:
+    raise UserError(undecodable_flagfile_line(list(args), e)) from e
   values = {}
   for arg in flat:
     if not arg.startswith("-"):
@@ -291,8 +302,9 @@ def build(base: str, directory: str, grid: Sequence[str] = (),
       name = run_name(settings)
       workdir = os.path.join(directory, name)
       resolved = {**base_values, **dict(combo)}
-      num_steps = int(resolved.get("num_steps",
-                                   FLAGS["num_steps"].default))
+      # As absl parses it (0x100 included).
+      num_steps = int(FLAGS["num_steps"].parser.parse(
+          str(resolved.get("num_steps", FLAGS["num_steps"].default))))
       runs.append(Run(name=name, settings=tuple(settings), workdir=workdir,
                       args=tuple(args + [f"--workdir={workdir}"]),
                       num_steps=num_steps,
@@ -548,6 +560,8 @@ def plot(sweep: Sweep, rows, metric: str, axis: Optional[str]
       continue
     key = tuple(settings.get(o, "") for o in others)
     lines.setdefault(key, {}).setdefault(settings[axis], []).append(value)
+  if not lines:  # no run has a finite value of the metric: nothing to draw
+    return None
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top

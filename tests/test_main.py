@@ -164,3 +164,14 @@ def test_quiet_libraries_filter():
   assert quiet.filter(record(orbax, std_logging.WARNING, "Failed %s"))
   assert quiet.filter(record("/repo/gan_jax/train.py", std_logging.INFO,
                              "step %s"))
+
+
+def test_binary_flagfile_is_one_line(tmp_path):
+  """A flagfile that is not text (a .pth passed by mistake): absl raises
+  UnicodeDecodeError while reading it; one line naming the file."""
+  binary = tmp_path / "weights.pth"
+  binary.write_bytes(b"PK\x03\x04\x8d\xff\xfe" * 10)
+  r = run_module("gan_jax.main", f"--flagfile={binary}",
+                 f"--workdir={tmp_path}/w")
+  line = assert_one_line_error(r)
+  assert line == f"error: --flagfile={binary} is not a text (UTF-8) flagfile"

@@ -12,6 +12,7 @@ import pytest
 from gan_jax.errors import UserError
 from helpers import assert_one_line_error, run_module
 
+BINARY_FLAGFILE = "/tmp/gan_jax_test_binary.flags"
 TINY_SET = ["num_steps=4", "log_every=2", "steps_per_loop=2",
             "checkpoint_every=2", "g_hidden=16", "g_layers=2", "d_hidden=8",
             "d_layers=2", "maxout_pieces=2", "batch_size=16",
@@ -212,9 +213,24 @@ def test_spec_parsing():
     (lambda s: s.build("experiments/quickstart.flags", "/tmp/x",
                       seeds=["0-1"], overrides=["progress=true"]),
      "--sweep_set --progress: the sweep sets it per run"),
+    # A uniform draw of an integer flag would give 137.2 steps.
+    (lambda s: s.parse_random(["num_steps:uniform:100:200"], 3, seed=0),
+     "--num_steps takes integers; use num_steps:int:LOW:HIGH"),
+    # int bounds: whole, finite, within int64.
+    (lambda s: s.parse_random(["seed:int:0:inf"], 3, seed=0),
+     "int needs whole-number bounds"),
+    (lambda s: s.parse_random(["seed:int:0:1e19"], 3, seed=0),
+     "int needs whole-number bounds"),
+    (lambda s: s.parse_random(["seed:int:0:2.5"], 3, seed=0),
+     "int needs whole-number bounds"),
+    # A flagfile that is not text (absl raises UnicodeDecodeError).
+    (lambda s: s.expand_flags(["--flagfile=" + BINARY_FLAGFILE]),
+     "is not a text (UTF-8) flagfile"),
 ])
 def test_axis_values_out_of_bounds_are_refused(call, expected):
   from gan_jax import sweep
+  with open(BINARY_FLAGFILE, "wb") as f:
+    f.write(b"--seed=1\n\xff\xfe\x8d")
   with pytest.raises(UserError) as e:
     call(sweep)
   assert expected in str(e.value)
@@ -230,3 +246,17 @@ def test_vectorized_run_records_split_per_seed(tmp_path):
   rows = sweep.run_records(run)
   assert [(s["seed"], m["modes"], m["step"]) for s, m in rows] == [
       ("3", 5.0, 4), ("4", 6.0, 4)]
+
+
+def test_hex_num_steps_and_a_plot_without_finite_values(tmp_path):
+  """num_steps as absl parses it (0x10 = 16); a metric that is inf in every
+  run gives no plot instead of failing after the results are written."""
+  from gan_jax import sweep
+  sw = sweep.build("experiments/quickstart.flags", str(tmp_path),
+                   grid=["num_steps:0x10,20"])
+  assert [r.num_steps for r in sw.runs] == [16, 20]
+  rows = [(r.name, dict(r.settings), "done", "", {"reverse_kl": math.inf})
+          for r in sw.runs]
+  assert sweep.plot(sw, rows, "reverse_kl", None) is None
+  rows[0][4]["reverse_kl"] = 0.5
+  assert os.path.exists(sweep.plot(sw, rows, "reverse_kl", None))
