@@ -147,6 +147,11 @@ def _load_stock(name, split, data_dir, manual_dir, image_size):
     builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
   except tfds.core.registered.DatasetNotFoundError:
     raise UserError(f"unknown tensorflow-datasets dataset {name!r}") from None
+  except Exception as e:  # pylint: disable=broad-except
+    # An unknown config or version (ValueError, AssertionError), a name
+    # tfds cannot parse, a corrupt dataset_info.json (protobuf ParseError).
+    raise UserError(f"cannot use tensorflow-datasets dataset {name!r}: "
+                    f"{_first_line(e)}") from None
   try:
     source = builder.as_data_source(split=split)
   except (NotImplementedError, AssertionError, FileNotFoundError, KeyError,

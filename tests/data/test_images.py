@@ -131,6 +131,15 @@ def test_names_resolve():
   with pytest.raises(UserError, match="unknown dataset") as e:
     data_lib.get(flags_lib.defaults(dataset="no_such_dataset_xyz"))
   assert "\n" not in str(e.value)
+  # A known dataset with an unknown config or version, or a name tfds
+  # cannot parse: tfds raises ValueError / AssertionError, given as one line.
+  for name, part in (("tfds:cifar10/nope", "BuilderConfig nope not found"),
+                     ("tfds:cifar10:9.9.9", "cannot be loaded at version"),
+                     ("tfds:cifar-10", "Parsing builder name")):
+    with pytest.raises(UserError, match="cannot use tensorflow-datasets "
+                       "dataset") as e:
+      images.load_arrays(name, "train")
+    assert part in str(e.value) and "\n" not in str(e.value)
 
 
 def test_missing_files_fail_fast_in_one_line(tmp_path):
