@@ -405,7 +405,8 @@ def test_table1_summary_mean_and_standard_error(tmp_path):
   stacked.mkdir()
   (stacked / "metrics.jsonl").write_text(
       json.dumps({"step": 2500, "modes": 990.0, "kl": 0.123}) + "\n" +
-      json.dumps({"step": 3000, "d_loss": 1.0}) + "\n")
+      json.dumps({"step": 3000, "d_loss": 1.0}) + "\n"
+      + '{"step": 3500, "mod')  # a line cut short by a crash
   row = out(str(tmp_path), "pacdcgan2_stacked_mnist").strip().splitlines()[-1]
   assert row == ("| pacdcgan2_stacked_mnist | 2500 | 1 | 990.0 / 0.12 | "
                  "1000.0±0.00 / 0.06±0.003 |")

@@ -66,8 +66,15 @@ def mean_se(values, scale=1.0, digits=2):
 
 
 def summarize(workdir, step=None):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    records = [json.loads(line) for line in f if line.strip()]
+  records = []
+  with open(os.path.join(workdir, "metrics.jsonl"), errors="replace") as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except ValueError:
+        continue  # a line cut short by a crash
+      if isinstance(record, dict) and isinstance(record.get("step"), int):
+        records.append(record)
   if step is not None:
     records = [r for r in records if r["step"] == step]
     if not records:
@@ -93,12 +100,21 @@ def main(argv):
   args = []
   for a in argv[1:]:
     if a.startswith("--step="):
-      step = int(a.split("=", 1)[1])
+      try:
+        step = int(a.split("=", 1)[1])
+      except ValueError:
+        sys.exit(f"error: {a}: expected --step=N with a whole number")
     else:
       args.append(a)
   if not args:
     sys.exit("usage: summarize.py [--step=N] RUNS_DIR [RUN ...]")
   root = args[0]
+  if not os.path.isdir(root):
+    sys.exit(f"error: {root} is not a directory")
+  missing = [r for r in args[1:]
+             if not os.path.isfile(os.path.join(root, r, "metrics.jsonl"))]
+  if missing:
+    sys.exit(f"error: no metrics.jsonl in {os.path.join(root, missing[0])}")
   runs = args[1:] or sorted(
       d for d in os.listdir(root)
       if os.path.exists(os.path.join(root, d, "metrics.jsonl")))
