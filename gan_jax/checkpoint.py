@@ -184,8 +184,8 @@ class Checkpoints:
     before the state is read and may raise UserError (e.g. flags that change
     the structure). A newest checkpoint that cannot be read or fails its
     checksum is skipped with a warning and the previous one is used; with
-    ``quarantine`` the bad ones are moved to ``<directory>.corrupt/`` so new
-    saves can take their step (in a multi-process run every process must
+    ``quarantine`` the bad ones are then moved to ``<directory>.corrupt/``
+    so new saves can take their step (when none reads back, none is moved) (in a multi-process run every process must
     pass ``quarantine``: process 0 moves, all re-read the step list). With
     an explicit ``step`` a failure is an error. SIGINT/SIGTERM during a
     read take effect once it is done (``_signals_deferred``).
@@ -226,10 +226,12 @@ class Checkpoints:
       logging.warning("checkpoint at step %d is unreadable (%s)%s", s,
                       errors[-1], "" if step is not None else
                       "; falling back to the previous one")
-    if quarantine and bad:
-      self._quarantine(bad)
+    # None read back: nothing is moved. Every step failing points at the
+    # code or model having changed since they were saved rather than at
+    # corruption, and moving them all would make a rerun start over (and
+    # rewrite metrics.jsonl from step 0).
     raise UserError(f"no readable checkpoint in {self.directory} "
-                    f"({'; '.join(errors)})")
+                    f"({'; '.join(errors)}); none was moved")
 
   def _read(self, step: int, target):
     out = self._manager.restore(step, args=ocp.args.Composite(
@@ -250,8 +252,10 @@ class Checkpoints:
       for step in steps:
         src = os.path.join(self.directory, str(step))
         dst = os.path.join(dst_dir, str(step))
-        if os.path.exists(dst):
-          shutil.rmtree(dst)
+        k = 0
+        while os.path.exists(dst):  # an earlier bad copy of the step: keep it
+          k += 1
+          dst = os.path.join(dst_dir, f"{step}.{k}")
         if os.path.exists(src):
           shutil.move(src, dst)
     if jax.process_count() > 1:

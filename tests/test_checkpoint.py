@@ -184,14 +184,23 @@ def test_no_readable_checkpoint_is_one_error_and_keeps_them(tmp_path, env,
     for path in data:
       with open(path, "wb") as f:
         f.write(os.urandom(100))
+  metrics = metrics_of(work)
   r = train(env, work)
   assert r.returncode == 2, r.stderr[-2000:]
   assert "Traceback" not in r.stderr and "Event loop" not in r.stderr
   errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and "no readable checkpoint" in errors[0]
+  assert errors[0].endswith("; none was moved")
   assert r.stderr.strip().splitlines()[-1] == errors[0]
-  # Nothing is deleted: the unreadable steps wait in checkpoints.corrupt/.
-  assert sorted(os.listdir(ckpt_dir(work) + ".corrupt")) == ["12", "8"]
+  # Nothing is moved or deleted (all failing points at a changed model
+  # rather than corruption; moved away, a rerun would start over and
+  # rewrite metrics.jsonl): a rerun fails the same way.
+  assert steps_of(work) == [8, 12]
+  assert not os.path.exists(ckpt_dir(work) + ".corrupt")
+  assert metrics_of(work) == metrics
+  r = train(env, work)
+  assert r.returncode == 2 and "no readable checkpoint" in r.stderr
+  assert steps_of(work) == [8, 12] and metrics_of(work) == metrics
 
 
 def test_nan_stops_with_metric_and_step_and_keeps_last_good(tmp_path, env):
@@ -331,3 +340,18 @@ def test_has_steps_sees_step_directories_only(tmp_path):
   assert not ckpt_lib.has_steps(str(tmp_path))
   (tmp_path / "12").mkdir()
   assert ckpt_lib.has_steps(str(tmp_path))
+
+
+def test_quarantine_keeps_every_bad_copy_of_a_step(tmp_path):
+  """A step moved aside twice (saved again, corrupted again) keeps both
+  copies in checkpoints.corrupt/: nothing there is deleted."""
+  ckpts = ckpt_lib.Checkpoints(str(tmp_path / "checkpoints"))
+  for text in ("first", "second"):
+    os.makedirs(tmp_path / "checkpoints" / "5")
+    (tmp_path / "checkpoints" / "5" / "note").write_text(text)
+    ckpts._quarantine([5])  # pylint: disable=protected-access
+  ckpts.close()
+  corrupt = tmp_path / "checkpoints.corrupt"
+  assert sorted(os.listdir(corrupt)) == ["5", "5.1"]
+  assert (corrupt / "5" / "note").read_text() == "first"
+  assert (corrupt / "5.1" / "note").read_text() == "second"
