@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import sys
+from typing import NoReturn
 
 
 class UserError(Exception):
@@ -17,7 +18,7 @@ class UserError(Exception):
 
 
 def die(message: str, code: int = 2,
-        at_once: bool = False) -> "NoReturn":  # noqa: F821
+        at_once: bool = False) -> NoReturn:
   """Prints one line to stderr and exits; ``at_once`` skips the
   interpreter's teardown (``os._exit``), for exits while native threads
   (tensorstore's reads) may still be running."""

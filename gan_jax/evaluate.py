@@ -174,8 +174,7 @@ def run_evaluate(workdir: str, num_samples: Optional[int],
   # with other settings loses no earlier result.
   with writers.atomic_open(os.path.join(workdir, "eval.json")) as f:
     json.dump(record, f, indent=2)
-  with open(os.path.join(workdir, "eval.jsonl"), "a") as f:
-    f.write(json.dumps(record) + "\n")
+  writers.append_line(os.path.join(workdir, "eval.jsonl"), json.dumps(record))
   return results
 
 

@@ -363,8 +363,7 @@ def make_train_step(gan, mesh, steps_per_call: int):
     # Independent replicas on a leading axis of the state (and of each
     # step's host batch); metrics come back (steps, num_seeds).
     if gan.cfg.seed_batching == "map":
-      def step(st, host):
-        return lax.map(lambda args: one(*args), (st, host))
+      step = lambda st, host: lax.map(lambda args: one(*args), (st, host))  # pylint: disable=unnecessary-lambda-assignment
     else:
       step = jax.vmap(one)
 

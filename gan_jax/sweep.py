@@ -24,7 +24,6 @@ import concurrent.futures
 import csv
 import dataclasses
 import hashlib
-import json
 import math
 import os
 import re
@@ -324,16 +323,9 @@ def build(base: str, directory: str, grid: Sequence[str] = (),
 # ------------------------------------------------------------------ running
 def last_record(workdir: str) -> Optional[Dict[str, Any]]:
   """The last complete line of ``workdir/metrics.jsonl``."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return None
   last = None
-  with open(path) as f:
-    for line in f:
-      try:
-        last = json.loads(line)
-      except ValueError:
-        continue  # a line cut short by a kill
+  for last in writers.iter_records(os.path.join(workdir, "metrics.jsonl")):
+    pass
   if last is not None:  # writers.py spells non-finite values as strings
     last = {k: float(v) if v in ("inf", "-inf", "nan") else v
             for k, v in last.items()}

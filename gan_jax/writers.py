@@ -10,7 +10,7 @@ import json
 import math
 import os
 import threading
-from typing import IO, Dict, Iterator, Optional, Sequence
+from typing import IO, Any, Dict, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -76,14 +76,8 @@ class MetricWriter:
       self._purge_step = int(step) + 1
     if not os.path.exists(self.path):
       return
-    kept = []
-    with open(self.path) as f:
-      for line in f:
-        try:
-          if json.loads(line)["step"] <= step:
-            kept.append(line)
-        except (ValueError, KeyError):
-          continue  # a line cut short by a crash
+    kept = [json.dumps(r) + "\n" for r in iter_records(self.path)
+            if r["step"] <= step]
     with atomic_open(self.path) as f:
       f.writelines(kept)
 
@@ -92,8 +86,7 @@ class MetricWriter:
       return
     record = {"step": int(step)}
     record.update({k: _clean(v) for k, v in sorted(scalars.items())})
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    append_line(self.path, json.dumps(record))
     for name, value in scalars.items():
       # TensorBoard gets finite values only (an inf, e.g. the toy reverse KL
       # before any sample is of high quality, would flatten the plot);
@@ -116,13 +109,40 @@ class MetricWriter:
       self._tb = None
 
 
-def read_metrics(workdir: str):
-  """The records of metrics.jsonl, in order."""
-  path = os.path.join(workdir, "metrics.jsonl")
+def iter_records(path: str) -> Iterator[Dict[str, Any]]:
+  """The records of a JSON-lines file written by this module, in order,
+  skipping what a crash or a stray edit can leave: a line cut short, bytes
+  that are not UTF-8, a line that is not an object with an integer
+  ``step``."""
   if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    return
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except ValueError:
+        continue
+      if (isinstance(record, dict) and isinstance(record.get("step"), int)
+          and not isinstance(record["step"], bool)):
+        yield record
+
+
+def append_line(path: str, line: str) -> None:
+  """Appends ``line`` and a newline to ``path``, first ending a last line
+  a crash left without its newline (so the new record is not glued to
+  it, which would lose both)."""
+  with open(path, "ab") as f:
+    if f.tell() > 0:
+      with open(path, "rb") as r:
+        r.seek(-1, os.SEEK_END)
+        if r.read(1) != b"\n":
+          f.write(b"\n")
+    f.write(line.encode("utf-8") + b"\n")
+
+
+def read_metrics(workdir: str):
+  """The records of metrics.jsonl, in order (``iter_records``)."""
+  return list(iter_records(os.path.join(workdir, "metrics.jsonl")))
 
 
 # The quality metrics shown on the console (toy mode metrics, Stacked MNIST

@@ -94,3 +94,21 @@ def test_final_summary_includes_evaluation_metrics(capsys):
   assert capsys.readouterr().out == (
       "final (step 30): modes=990, kl=0.25, d_loss=1, g_loss=2, "
       "steps_per_sec=12.5\n")
+
+
+def test_records_survive_crash_debris(tmp_path):
+  """A crash can leave a line cut short (no newline), and stray bytes or
+  hand edits can leave lines that are not UTF-8 or not records: readers
+  skip them, the next record is not glued to a cut line, and resuming
+  (truncate_after) keeps exactly the whole records up to its step."""
+  w = writers.MetricWriter(str(tmp_path))
+  w.write_scalars(1, {"d_loss": 1.0})
+  with open(w.path, "ab") as f:
+    f.write(b"\xff\xfe garbage\n123\n[]\n{\"step\": null}\n{\"step\": 2, \"d_lo")
+  w.write_scalars(3, {"d_loss": 3.0})
+  assert [r["step"] for r in writers.read_metrics(str(tmp_path))] == [1, 3]
+  w.truncate_after(2)
+  assert [r["step"] for r in writers.read_metrics(str(tmp_path))] == [1]
+  with open(w.path) as f:
+    assert f.read() == '{"step": 1, "d_loss": 1.0}\n'
+  w.close()
