@@ -39,8 +39,8 @@ from absl import flags
 
 from gan_jax import flags as flags_lib
 from gan_jax import writers
-from gan_jax.errors import (UserError, die, flag_error_line,
-                            undecodable_flagfile_line)
+from gan_jax.errors import (UserError, describe_os_error, die,
+                            flag_error_line, undecodable_flagfile_line)
 
 FLAGS = flags.FLAGS
 
@@ -382,7 +382,6 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
           f"skipping them", file=out, flush=True)
 
   def one(run: Run):
-    os.makedirs(run.workdir, exist_ok=True)
     log_path = os.path.join(run.workdir, "train.log")
     resume = os.path.exists(os.path.join(run.workdir, "checkpoints"))
     start = time.time()
@@ -390,11 +389,18 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
     # SLURM allocation.
     cmd = main_command(run, sys.executable) + ["--noprogress",
                                                "--distributed=off"]
-    with open(log_path, "a") as log:
-      rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL, env=env)
+    try:
+      os.makedirs(run.workdir, exist_ok=True)
+      with open(log_path, "a") as log:
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, env=env)
+      os_error = None
+    except OSError as e:  # e.g. the run's workdir is a file: this run fails
+      rc, os_error = None, describe_os_error(e)
     seconds = time.time() - start
-    if rc != 0:
+    if os_error is not None:
+      status = ("failed", os_error)
+    elif rc != 0:
       status = ("failed", error_line(log_path, rc))
     elif is_finished(run):
       status = ("finished", f"{seconds:.1f}s" + (" (resumed)" if resume

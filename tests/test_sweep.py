@@ -260,3 +260,20 @@ def test_hex_num_steps_and_a_plot_without_finite_values(tmp_path):
   assert sweep.plot(sw, rows, "reverse_kl", None) is None
   rows[0][4]["reverse_kl"] = 0.5
   assert os.path.exists(sweep.plot(sw, rows, "reverse_kl", None))
+
+
+def test_a_run_whose_workdir_is_a_file_fails_alone(tmp_path):
+  """An OSError setting up one run (its workdir is a file) marks that run
+  failed, as a failed training would, instead of escaping from the worker
+  while the other runs keep training."""
+  from gan_jax import sweep
+  sw = sweep.build("experiments/quickstart.flags", str(tmp_path),
+                   grid=["g_lr:1e-4"])
+  (run,) = sw.runs
+  os.makedirs(os.path.dirname(run.workdir), exist_ok=True)
+  with open(run.workdir, "w") as f:
+    f.write("not a directory")
+  import io  # pylint: disable=g-import-not-at-top
+  statuses = sweep.execute(sw.runs, 1, out=io.StringIO())
+  status, detail = statuses[run.name]
+  assert status == "failed" and "exists and is not a directory" in detail
