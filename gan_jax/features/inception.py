@@ -436,6 +436,10 @@ def _load_legacy(path: str) -> Dict[str, np.ndarray]:
       (numel,) = struct.unpack("<q", f.read(8))
       ref = refs.get(str(key))
       dtype = ref.dtype if ref is not None else np.dtype("<f4")
+      left = os.fstat(f.fileno()).st_size - f.tell()
+      if not 0 <= numel * dtype.itemsize <= left:
+        raise ValueError(f"storage {key} of {numel} elements does not fit "
+                         f"in the file")
       raw = f.read(numel * dtype.itemsize)
       storages[str(key)] = np.frombuffer(raw, dtype, count=numel)
   return _finish(obj, storages)
@@ -452,9 +456,14 @@ def load_pth(path: str) -> Dict[str, np.ndarray]:
     if zipfile.is_zipfile(path):
       return _load_zip(path)
     return _load_legacy(path)
-  except (pickle.UnpicklingError, EOFError, KeyError, ValueError,
-          struct.error, zipfile.BadZipFile) as e:
-    raise UserError(f"cannot read weight file {path}: {e}") from None
+  except (UserError, OSError):
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # Whatever a damaged or foreign file makes the unpickler or the zip
+    # reader raise (UnpicklingError, EOFError, OverflowError, TypeError,
+    # NotImplementedError for an unsupported zip compression, ...).
+    raise UserError(f"cannot read weight file {path}: "
+                    f"{type(e).__name__}: {e}".splitlines()[0]) from None
 
 
 def missing_weights_message(path: str) -> str:
