@@ -81,6 +81,17 @@ def call_guarded(main_fn, *args):
     die(describe_os_error(e))
   except MemoryError as e:  # e.g. numpy's allocation of a resized dataset
     die(f"out of host memory: {e or 'allocation failed'}")
+  except Exception as e:  # pylint: disable=broad-except
+    # XLA's allocation failure (jax.errors.JaxRuntimeError with
+    # RESOURCE_EXHAUSTED on accelerators, "Out of memory allocating N
+    # bytes" on CPU), matched by name so this module does not import jax.
+    if (type(e).__name__ in ("JaxRuntimeError", "XlaRuntimeError")
+        and ("RESOURCE_EXHAUSTED" in str(e)
+             or "out of memory" in str(e).lower())):
+      detail = str(e).strip().splitlines()[0][:300]
+      die(f"out of device memory ({detail}); use a smaller --batch_size "
+          f"(or --num / --eval_num_samples for sampling and evaluation)")
+    raise
 
 
 _interrupts = []

@@ -7,6 +7,10 @@ import pytest
 from gan_jax import errors
 
 
+class JaxRuntimeError(RuntimeError):
+  """Stands in for jax.errors.JaxRuntimeError (matched by name)."""
+
+
 def fails_with(exc):
   def main(argv):
     del argv
@@ -26,6 +30,17 @@ def fails_with(exc):
      "error: /a -> /b: Invalid cross-device link"),
     (MemoryError("Unable to allocate 58.6 GiB"),
      "error: out of host memory: Unable to allocate 58.6 GiB"),
+    # XLA's allocation failures: on a GPU/TPU and on the CPU backend.
+    (JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to "
+                     "allocate 80.00GiB.\nBFC allocator stats ..."),
+     "error: out of device memory (RESOURCE_EXHAUSTED: Out of memory while "
+     "trying to allocate 80.00GiB.); use a smaller --batch_size (or --num / "
+     "--eval_num_samples for sampling and evaluation)"),
+    (JaxRuntimeError("INTERNAL: Out of memory allocating 800000000000 "
+                     "bytes."),
+     "error: out of device memory (INTERNAL: Out of memory allocating "
+     "800000000000 bytes.); use a smaller --batch_size (or --num / "
+     "--eval_num_samples for sampling and evaluation)"),
 ])
 def test_guarded_entry_point_prints_one_line_and_exits_2(capsys, exc, line):
   with pytest.raises(SystemExit) as e:
@@ -37,6 +52,9 @@ def test_guarded_entry_point_prints_one_line_and_exits_2(capsys, exc, line):
 def test_other_errors_are_bugs_and_keep_their_traceback():
   with pytest.raises(KeyError):
     errors.call_guarded(fails_with(KeyError("x")), ["prog"])
+  with pytest.raises(JaxRuntimeError):  # an XLA error other than memory
+    errors.call_guarded(fails_with(JaxRuntimeError("INVALID_ARGUMENT: x")),
+                        ["prog"])
 
 
 def test_guarded_entry_point_returns_the_result():
