@@ -185,7 +185,8 @@ class Checkpoints:
     the structure). A newest checkpoint that cannot be read or fails its
     checksum is skipped with a warning and the previous one is used; with
     ``quarantine`` the bad ones are then moved to ``<directory>.corrupt/``
-    so new saves can take their step (when none reads back, none is moved) (in a multi-process run every process must
+    so new saves can take their step; when none reads back, none is moved
+    (in a multi-process run every process must
     pass ``quarantine``: process 0 moves, all re-read the step list). With
     an explicit ``step`` a failure is an error. SIGINT/SIGTERM during a
     read take effect once it is done (``_signals_deferred``).

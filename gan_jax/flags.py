@@ -84,7 +84,8 @@ def check_bounds(values) -> None:
 
 def _define(kind: str, name: str, default: Any, help_: str, *, safe=False,
             in_config=True, bounds: Optional[str] = None,
-            validator: Optional[Callable[[Any], None]] = None, **kwargs):
+            validator: Optional[Callable[[Any], Optional[str]]] = None,
+            **kwargs):
   if name in SAFE or name in NOT_IN_CONFIG:
     return
   if bounds is not None:
