@@ -29,6 +29,12 @@ def make(kind: str, lr: float, beta1: float, beta2: float, sched: str,
     # WGAN (Arjovsky et al. 2017) uses plain RMSProp; these are the authors'
     # PyTorch defaults: alpha 0.99, eps 1e-8 added outside the square root
     # (inside it, sqrt(1e-8) = 1e-4 would swamp small gradients).
+    if eps_root:
+      # Differentiated through (unrolled GAN): sqrt(nu) has an infinite
+      # derivative at nu = 0 (a gradient that is exactly 0), so the eps goes
+      # inside as (1e-8)^2: the same denominator at nu = 0 and for large
+      # nu, within a factor sqrt(2) in between; same state pytree.
+      return optax.rmsprop(rate, decay=0.99, eps=1e-16, eps_in_sqrt=True)
     return optax.rmsprop(rate, decay=0.99, eps=1e-8, eps_in_sqrt=False)
   if kind == "sgd":
     return optax.sgd(rate, momentum=beta1 or None)
@@ -46,8 +52,9 @@ def discriminator(cfg, differentiable: bool = False
   differentiates through: Adam with eps_root=1e-16 (optax's advice for
   differentiating through the update), so sqrt(v + eps_root) has a finite
   derivative where a gradient, hence v, is exactly 0 (a dead maxout piece);
-  otherwise the values are the same up to float rounding. The optimizer
-  state is the same pytree."""
+  otherwise the values are the same up to float rounding. RMSProp likewise
+  takes its eps inside the square root (see ``make``). The optimizer state
+  is the same pytree."""
   return make(cfg.d_optimizer, cfg.d_lr, cfg.d_beta1, cfg.d_beta2,
               cfg.lr_schedule, cfg.num_steps * cfg.d_steps,
               eps_root=1e-16 if differentiable else 0.0)

@@ -57,6 +57,9 @@ def test_evaluate_without_checkpoint_is_one_line(tmp_path):
     # A missing flagfile, without absl's "ERROR::" prefix.
     (("--flagfile=experiments/does_not_exist.flags",),
      ("error: Unable to open flagfile", "does_not_exist")),
+    # A conditional architecture without --conditional: says what to add.
+    (("--generator=cgan_mlp", "--discriminator=cgan_maxout"),
+     ("cgan_mlp is a conditional GAN: add --conditional",)),
     # A bucket URL as the workdir (it would become a local "gs:" folder).
     (("--workdir=gs://bucket/run",), ("--workdir=gs://bucket/run",
                                       "not a URL")),

@@ -225,6 +225,37 @@ def test_unrolled_gradient_is_finite_without_xla_optimizations():
   assert all(np.all(np.isfinite(x)) for x in leaves(unrolled))
 
 
+@pytest.mark.parametrize("optimizer", ["rmsprop", "sgd"])
+def test_unrolled_gradient_is_finite_with_other_d_optimizers(optimizer):
+  """Regression: with --d_optimizer=rmsprop the unrolled G gradient was NaN
+  at the first step (sqrt(nu) differentiated at nu = 0, a D gradient that
+  is exactly 0)."""
+  unrolled = _g_grad(tiny_config(unroll_steps=2, d_optimizer=optimizer),
+                     "unrolled")
+  assert all(np.all(np.isfinite(x)) for x in leaves(unrolled))
+
+
+def test_differentiable_rmsprop_matches_the_plain_one():
+  """The unrolled copy of RMSProp (eps inside the square root) has a finite
+  derivative at a zero gradient and the plain one's values elsewhere."""
+  import optax  # pylint: disable=g-import-not-at-top
+  from gan_jax import optim  # pylint: disable=g-import-not-at-top
+  plain = optim.make("rmsprop", 1e-3, 0.0, 0.0, "constant", 10)
+  diff = optim.make("rmsprop", 1e-3, 0.0, 0.0, "constant", 10,
+                    eps_root=1e-16)
+  params = jnp.zeros(4)
+  def update(tx, g):
+    return tx.update(g, tx.init(params), params)[0]
+  g = jnp.array([0.0, 1e-3, 0.5, -2.0])
+  # Apart within eps's own relative effect, 1e-8 / sqrt(nu) (1e-4 here).
+  np.testing.assert_allclose(update(diff, g), update(plain, g), rtol=2e-4)
+  grad = jax.grad(lambda g: update(diff, g).sum())(jnp.zeros(4))
+  assert np.all(np.isfinite(grad))
+  assert jax.tree.structure(diff.init(params)) == jax.tree.structure(
+      plain.init(params))
+  del optax
+
+
 def test_unrolled_updates_with_zero_learning_rate_change_nothing():
   # D updates of size 0 leave D where it is, so the unrolled gradient is the
   # plain one (a check that the unrolled D is d_update's, lr included).

@@ -139,8 +139,9 @@ def _discriminator(cfg, shape, num_classes: int) -> nn.Module:
 def _conditional(factory, name: str):
   def make(cfg, shape, num_classes: int) -> nn.Module:
     if num_classes <= 0:
-      raise UserError(f"{name} is a conditional GAN and needs a labelled "
-                      "dataset; use goodfellow_* for unlabelled data")
+      raise UserError(f"{name} is a conditional GAN: add --conditional (on "
+                      "a labelled dataset), or use goodfellow_* for an "
+                      "unconditional one")
     return factory(cfg, shape, num_classes)
   make.__name__ = name
   return make
