@@ -230,9 +230,16 @@ class Checkpoints:
     # None read back: nothing is moved. Every step failing points at the
     # code or model having changed since they were saved rather than at
     # corruption, and moving them all would make a rerun start over (and
-    # rewrite metrics.jsonl from step 0).
-    raise UserError(f"no readable checkpoint in {self.directory} "
-                    f"({'; '.join(errors)}); none was moved")
+    # rewrite metrics.jsonl from step 0). The reload lets the failed
+    # restores' reads still in flight settle before the process exits
+    # (they would print their errors after the one-line message).
+    self._manager.reload()
+    error = UserError(f"no readable checkpoint in {self.directory} "
+                      f"({'; '.join(errors)}); none was moved")
+    # Exit without the interpreter's teardown, where those reads' errors
+    # would print after the one-line message.
+    error.at_once = True
+    raise error
 
   def _read(self, step: int, target):
     out = self._manager.restore(step, args=ocp.args.Composite(

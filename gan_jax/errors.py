@@ -76,7 +76,8 @@ def call_guarded(main_fn, *args):
   try:
     return main_fn(*args)
   except UserError as e:
-    die(str(e))
+    # at_once: native threads may still report (a failed restore's reads).
+    die(str(e), at_once=getattr(e, "at_once", False))
   except OSError as e:
     die(describe_os_error(e))
   except MemoryError as e:  # e.g. numpy's allocation of a resized dataset
