@@ -13,13 +13,14 @@ run directory named like its flagfile (``pacdcgan2_stacked_mnist``) gets the
 paper's cell.
 """
 
-import json
 import math
 import os
 import re
 import sys
 
 import numpy as np
+
+from gan_jax import writers
 
 # PacGAN (Lin et al. 2018) Table 1: modes / high-quality % / reverse KL.
 PAPER = {
@@ -66,15 +67,8 @@ def mean_se(values, scale=1.0, digits=2):
 
 
 def summarize(workdir, step=None):
-  records = []
-  with open(os.path.join(workdir, "metrics.jsonl"), errors="replace") as f:
-    for line in f:
-      try:
-        record = json.loads(line)
-      except ValueError:
-        continue  # a line cut short by a crash
-      if isinstance(record, dict) and isinstance(record.get("step"), int):
-        records.append(record)
+  # Skips what a crash leaves (a line cut short, stray bytes).
+  records = writers.read_metrics(workdir)
   if step is not None:
     records = [r for r in records if r["step"] == step]
     if not records:
