@@ -40,7 +40,7 @@ from jax.experimental import multihost_utils
 from absl import logging
 from jax import lax
 
-from gan_jax.errors import UserError, die
+from gan_jax.errors import UserError, die, is_out_of_memory
 
 _POLICIES = ocp.checkpoint_managers
 
@@ -183,7 +183,9 @@ class Checkpoints:
     function of the checkpoint's config returning it. ``check(config)`` runs
     before the state is read and may raise UserError (e.g. flags that change
     the structure). A newest checkpoint that cannot be read or fails its
-    checksum is skipped with a warning and the previous one is used; with
+    checksum is skipped with a warning and the previous one is used
+    (running out of memory while reading is raised, not taken for
+    corruption); with
     ``quarantine`` the bad ones are then moved to ``<directory>.corrupt/``
     so new saves can take their step; when none reads back, none is moved
     (in a multi-process run every process must
@@ -205,6 +207,8 @@ class Checkpoints:
         with _signals_deferred():
           config = self.read_config(s)
       except Exception as e:  # pylint: disable=broad-except
+        if is_out_of_memory(e):
+          raise
         config, error = None, e
       if config is not None:
         if check is not None:
@@ -220,6 +224,10 @@ class Checkpoints:
             self._quarantine(bad)
           return state, config, s
         except Exception as e:  # pylint: disable=broad-except
+          if is_out_of_memory(e):
+            # Not the checkpoint's fault: falling back would resume from an
+            # older step (and quarantine a good one). The caller reports it.
+            raise
           error = e
       errors.append(f"step {s}: {type(error).__name__}: "
                     f"{str(error).strip()}".splitlines()[0][:300])

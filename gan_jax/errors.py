@@ -83,16 +83,27 @@ def call_guarded(main_fn, *args):
   except MemoryError as e:  # e.g. numpy's allocation of a resized dataset
     die(f"out of host memory: {e or 'allocation failed'}")
   except Exception as e:  # pylint: disable=broad-except
-    # XLA's allocation failure (jax.errors.JaxRuntimeError with
-    # RESOURCE_EXHAUSTED on accelerators, "Out of memory allocating N
-    # bytes" on CPU), matched by name so this module does not import jax.
-    if (type(e).__name__ in ("JaxRuntimeError", "XlaRuntimeError")
-        and ("RESOURCE_EXHAUSTED" in str(e)
-             or "out of memory" in str(e).lower())):
+    if is_device_out_of_memory(e):
       detail = str(e).strip().splitlines()[0][:300]
       die(f"out of device memory ({detail}); use a smaller --batch_size "
           f"(or --num / --eval_num_samples for sampling and evaluation)")
     raise
+
+
+def is_device_out_of_memory(e: BaseException) -> bool:
+  """XLA's allocation failure (jax.errors.JaxRuntimeError with
+  RESOURCE_EXHAUSTED on accelerators, "Out of memory allocating N bytes" on
+  CPU), matched by name so this module does not import jax."""
+  return (type(e).__name__ in ("JaxRuntimeError", "XlaRuntimeError")
+          and ("RESOURCE_EXHAUSTED" in str(e)
+               or "out of memory" in str(e).lower()))
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+  """Host or device memory ran out: a fact about this machine and these
+  flags, not about the files being read (a restore must not take it for a
+  corrupt checkpoint)."""
+  return isinstance(e, MemoryError) or is_device_out_of_memory(e)
 
 
 _interrupts = []

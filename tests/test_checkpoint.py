@@ -355,3 +355,35 @@ def test_quarantine_keeps_every_bad_copy_of_a_step(tmp_path):
   assert sorted(os.listdir(corrupt)) == ["5", "5.1"]
   assert (corrupt / "5" / "note").read_text() == "first"
   assert (corrupt / "5.1" / "note").read_text() == "second"
+
+
+@pytest.mark.parametrize("error", [
+    MemoryError(),
+    jax.errors.JaxRuntimeError(
+        "RESOURCE_EXHAUSTED: Out of memory allocating 4096 bytes")])
+def test_running_out_of_memory_while_reading_is_not_corruption(
+    tmp_path, monkeypatch, error):
+  """Out of memory reading the newest checkpoint is raised as it is: not a
+  fallback to the previous step, and nothing is quarantined (the newest is
+  intact and the next attempt, with less memory in use, resumes from it)."""
+  ckpts = ckpt_lib.Checkpoints(str(tmp_path / "c"), keep=3)
+  for step in (1, 2):
+    ckpts.save(step, tree(step), {"x": 1})
+  ckpts.close()
+  ckpts = ckpt_lib.Checkpoints(str(tmp_path / "c"), keep=3)
+  read = ckpts._read  # pylint: disable=protected-access
+
+  def failing_read(step, target):
+    if step == 2:
+      raise error
+    return read(step, target)
+
+  monkeypatch.setattr(ckpts, "_read", failing_read)
+  with pytest.raises(type(error)):
+    ckpts.restore(ckpt_lib.abstract(tree(0)), quarantine=True)
+  assert ckpts.steps() == [1, 2]
+  assert not os.path.exists(tmp_path / "c.corrupt")
+  monkeypatch.setattr(ckpts, "_read", read)
+  _, _, step = ckpts.restore(ckpt_lib.abstract(tree(0)), quarantine=True)
+  assert step == 2
+  ckpts.close()
