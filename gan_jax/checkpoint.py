@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging as std_logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -40,7 +41,8 @@ from jax.experimental import multihost_utils
 from absl import logging
 from jax import lax
 
-from gan_jax.errors import UserError, die, is_out_of_memory
+from gan_jax.errors import (UserError, describe_os_error, die,
+                             is_out_of_memory)
 
 _POLICIES = ocp.checkpoint_managers
 
@@ -81,12 +83,19 @@ def fingerprint(state) -> Tuple[list, bool]:
   return [int(s) for s in np.asarray(sums)], bool(finite)
 
 
+def steps_on_disk(directory: str) -> list:
+  """The committed steps in ``directory``, read from the file system (not
+  orbax's list, which already leaves out steps due for deletion)."""
+  try:
+    return sorted(int(name) for name in os.listdir(directory)
+                  if name.isdigit())
+  except OSError:
+    return []
+
+
 def has_steps(directory: str) -> bool:
   """Whether ``directory`` holds a step directory (without opening orbax)."""
-  try:
-    return any(name.isdigit() for name in os.listdir(directory))
-  except OSError:
-    return False
+  return bool(steps_on_disk(directory))
 
 
 class Checkpoints:
@@ -126,6 +135,39 @@ class Checkpoints:
         cleanup_tmp_directories=not read_only,  # saves killed mid-write
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._writing = None  # the step of the save in flight
+    self._write_error = None  # once a save failed: the one-line reason
+
+  @contextlib.contextmanager
+  def _write_errors(self):
+    """A failed save (disk full, no permission, an I/O error) becomes one
+    UserError naming the step and what is kept; orbax reports it in a later
+    call (the next save or a wait), since saves run in the background."""
+    try:
+      yield
+    except UserError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      if is_out_of_memory(e):
+        raise
+      step = self._writing
+      self._writing = None
+      kept = [s for s in steps_on_disk(self.directory) if s != step]
+      if kept:
+        after = (f"the steps saved before it are kept "
+                 f"({', '.join(map(str, kept))}): make room and rerun the "
+                 f"same command to resume from step {kept[-1]}")
+      else:
+        after = ("no checkpoint was saved before it: make room and rerun "
+                 "the same command (it starts over)")
+      self._write_error = (
+          f"writing the checkpoint of step {step} to {self.directory} "
+          f"failed ({_io_reason(e)}); {after}")
+      error = UserError(self._write_error)
+      # The failed save's other writes are still winding down in native
+      # threads: exit without the interpreter's teardown.
+      error.at_once = True
+      raise error from None
 
   def steps(self):
     return sorted(self._manager.all_steps())
@@ -155,12 +197,18 @@ class Checkpoints:
       value = metrics.get(self.best_metric)
       if value is not None and np.isfinite(value):
         ranked = {self.best_metric: float(value)}
+    if self._write_error is not None:
+      raise UserError(self._write_error)
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         config=ocp.args.JsonSave(config),
         meta=ocp.args.JsonSave({"step": int(step), "fingerprint": sums}))
-    return self._manager.save(int(step), args=args, metrics=ranked,
-                              force=True)
+    _ignore_orphaned_io()
+    with self._write_errors():
+      self._manager.wait_until_finished()  # the previous save's failure
+      self._writing = int(step)
+      return self._manager.save(int(step), args=args, metrics=ranked,
+                                force=True)
 
   def read_config(self, step: int) -> Dict[str, Any]:
     out = self._manager.restore(
@@ -201,7 +249,7 @@ class Checkpoints:
     if not candidates:
       raise UserError(f"no checkpoint in {self.directory}")
     errors, bad = [], []
-    _ignore_orphaned_reads()
+    _ignore_orphaned_io()
     for s in candidates:
       try:
         with _signals_deferred():
@@ -279,20 +327,32 @@ class Checkpoints:
     self._manager.reload()
 
   def wait(self):
-    self._manager.wait_until_finished()
+    if self._write_error is not None:
+      return  # reported once, by the call that met it
+    with self._write_errors():
+      self._manager.wait_until_finished()
+    self._writing = None
 
   def close(self):
-    self._manager.wait_until_finished()
-    self._manager.close()
+    try:
+      self.wait()
+    finally:
+      try:
+        self._manager.close()
+      except Exception:  # pylint: disable=broad-except
+        if self._write_error is None:
+          raise
 
 
 class _OrphanedReads(std_logging.Filter):
-  """Drops asyncio's report of an orbax read that nobody awaited anymore."""
+  """Drops asyncio's report of an orbax read or write that nobody awaited
+  anymore."""
 
   def filter(self, record):
     message = record.getMessage()
     return not ("Task exception was never retrieved" in message
-                and "async_deserialize" in message)
+                and ("async_deserialize" in message
+                     or "async_serialize" in message))
 
 
 @contextlib.contextmanager
@@ -332,10 +392,24 @@ def _signals_deferred():
         signal.raise_signal(sig)
 
 
-def _ignore_orphaned_reads():
-  """Keeps the reads a failed restore leaves in flight quiet.
+def _io_reason(e: Exception) -> str:
+  """The operating system's reason inside a tensorstore/orbax write error
+  ("No space left on device"), else the error's first line."""
+  if isinstance(e, OSError):
+    return describe_os_error(e)
+  text = str(e).strip()
+  # tensorstore: "... [os_error_code='28']"; Python's: "[Errno 28] ...".
+  found = re.search(r"os_error_code='?(\d+)|\[Errno (\d+)\]", text)
+  if found:
+    return os.strerror(int(found.group(1) or found.group(2)))
+  return f"{type(e).__name__}: {text.splitlines()[0][:300] if text else ''}"
 
-  When one array of a checkpoint fails to read, orbax's restore raises and
+
+def _ignore_orphaned_io():
+  """Keeps the reads and writes a failed restore or save leaves in flight
+  quiet.
+
+  When one array of a checkpoint fails to read (or write), orbax raises and
   closes its event loop while tensorstore's other reads of that checkpoint
   are still running. As each finishes, tensorstore reports the closed loop
   as an unraisable exception; when the orphans are collected, asyncio logs

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import sys
-from typing import NoReturn
+from typing import Iterator, NoReturn
 
 
 class UserError(Exception):
@@ -66,6 +67,19 @@ def describe_os_error(e: OSError) -> str:
   paths = [p for p in (e.filename, e.filename2) if p is not None]
   where = " -> ".join(str(p) for p in paths)
   return f"{where}: {reason}" if where else reason
+
+
+@contextlib.contextmanager
+def naming(path: str) -> Iterator[None]:
+  """An OSError of the block without a file name gets ``path``: a failed
+  write() or flush (disk full, file too large) names no file by itself,
+  and the one-line error should say which."""
+  try:
+    yield
+  except OSError as e:
+    if e.filename is None:
+      e.filename = path
+    raise
 
 
 def call_guarded(main_fn, *args):

@@ -106,6 +106,10 @@ class _QuietLibraries(std_logging.Filter):
       return True
     if record.levelno < std_logging.WARNING:
       return False
+    # A failed background save is logged by each of orbax's threads with
+    # its traceback; gan_jax reports it in one line (checkpoint.py), so
+    # orbax's records keep their message and lose the traceback.
+    record.exc_info, record.exc_text = None, None
     return not str(record.msg).startswith("Given directory is read only")
 
 

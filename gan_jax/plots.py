@@ -7,6 +7,8 @@ from typing import Optional
 
 import numpy as np
 
+from gan_jax.errors import naming
+
 
 def scatter_png(path: str, samples: np.ndarray, real: np.ndarray,
                 title: str = "", modes: Optional[np.ndarray] = None) -> np.ndarray:
@@ -43,7 +45,7 @@ def _save_figure(fig, path: str) -> np.ndarray:
   buf = io.BytesIO()
   fig.savefig(buf, format="png")
   plt.close(fig)
-  with open(path, "wb") as f:
+  with naming(path), open(path, "wb") as f:
     f.write(buf.getvalue())
   buf.seek(0)
   return np.asarray(Image.open(buf).convert("RGB"))
@@ -75,7 +77,8 @@ def grid(images: np.ndarray, rows: Optional[int] = None,
 
 def save_png(path: str, image: np.ndarray):
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  Image.fromarray(image).save(path)
+  with naming(path):
+    Image.fromarray(image).save(path)
 
 
 def paths_png(path: str, linear: np.ndarray, spherical: np.ndarray,

@@ -31,7 +31,7 @@ from gan_jax import main as main_lib
 from gan_jax import plots
 from gan_jax import state as state_lib
 from gan_jax import steps as steps_lib
-from gan_jax.errors import UserError
+from gan_jax.errors import UserError, naming
 
 FLAGS = flags_lib.FLAGS
 _EXTENSIONS = (".png", ".npz")
@@ -166,7 +166,8 @@ def write(path: str, arrays: Dict[str, np.ndarray], gan, title: str):
   """FILE.npz: the arrays; FILE.png: a grid or, for toy data, a plot."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   if path.endswith(".npz"):
-    np.savez(path, **arrays)
+    with naming(path):
+      np.savez(path, **arrays)
     return
   ds = gan.dataset
   if ds.kind == "toy":

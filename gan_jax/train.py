@@ -675,11 +675,28 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
           if not save_now:  # earlier saves committed; this step's in flight
             ckpts.wait()
           os.kill(os.getpid(), signal.SIGKILL)
-  finally:
-    profile.close()
-    host_batches.close()
-    if progress is not None:
-      progress.close()
-    ckpts.close()
-    writer.close()
+  except BaseException:
+    # The error on its way out is the one to report: a failure to close
+    # (the same full disk) must not replace it.
+    _close_all(profile, host_batches, progress, ckpts, writer, quiet=True)
+    raise
+  _close_all(profile, host_batches, progress, ckpts, writer)
   return last
+
+
+def _close_all(profile, host_batches, progress, ckpts, writer,
+               quiet: bool = False):
+  """Ends the loop's helpers, each even if one before it fails; raises
+  the first failure, or none if ``quiet`` (another error is already on
+  its way out)."""
+  closers = [profile.close, host_batches.close, ckpts.close, writer.close]
+  if progress is not None:
+    closers.insert(2, progress.close)
+  failures = []
+  for close in closers:
+    try:
+      close()
+    except Exception as e:  # pylint: disable=broad-except
+      failures.append(e)
+  if failures and not quiet:
+    raise failures[0]

@@ -14,6 +14,8 @@ from typing import IO, Any, Dict, Iterator, Optional, Sequence
 
 import numpy as np
 
+from gan_jax.errors import UserError, describe_os_error, naming
+
 
 @contextlib.contextmanager
 def atomic_open(path: str, **kwargs) -> Iterator[IO[str]]:
@@ -25,7 +27,7 @@ def atomic_open(path: str, **kwargs) -> Iterator[IO[str]]:
   # open() so the file gets the usual permissions (umask), as path had.
   tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
   try:
-    with open(tmp, "w", **kwargs) as f:
+    with naming(path), open(tmp, "w", **kwargs) as f:
       yield f
       f.flush()
       os.fsync(f.fileno())
@@ -59,9 +61,32 @@ class MetricWriter:
     """The TensorBoard writer, opened on first use (after truncate_after)."""
     if self._tb is None and self.enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      _watch_tensorboard_threads()
+      # A queue that one log step's events cannot fill: tensorboardX's
+      # put() blocks on a full queue, forever if its writer thread died.
       self._tb = SummaryWriter(logdir=self._tb_dir,
-                               purge_step=self._purge_step)
+                               purge_step=self._purge_step,
+                               max_queue=1000)
     return self._tb
+
+  @contextlib.contextmanager
+  def _tb_errors(self):
+    """A failed TensorBoard write (disk full, file too large) is one
+    UserError, whether this call met it or tensorboardX's writer thread
+    did (that thread then ends, and events queued for it would wait
+    forever). tensorboardX's exit hook then fails too, so the process exits
+    without the interpreter's teardown."""
+    try:
+      if _tensorboard_failures:
+        raise _tensorboard_failures[0]
+      yield
+    except OSError as e:
+      e.filename = e.filename or self._tb_dir
+      error = UserError(f"writing TensorBoard events failed "
+                        f"({describe_os_error(e)}); {self.path} and the "
+                        f"checkpoints saved so far are kept")
+      error.at_once = True
+      raise error from None
 
   def truncate_after(self, step: int):
     """Drops records past ``step`` (written after the checkpoint we resume
@@ -92,21 +117,46 @@ class MetricWriter:
       # before any sample is of high quality, would flatten the plot);
       # metrics.jsonl keeps them as "inf" / "nan".
       if math.isfinite(float(value)):
-        self.tb.add_scalar(name, float(value), int(step))
+        with self._tb_errors():
+          self.tb.add_scalar(name, float(value), int(step))
 
   def write_image(self, step: int, name: str, image: np.ndarray):
     """``image``: uint8 (H, W, C)."""
     if self.enabled:
-      self.tb.add_image(name, image, int(step), dataformats="HWC")
+      with self._tb_errors():
+        self.tb.add_image(name, image, int(step), dataformats="HWC")
 
   def flush(self):
     if self._tb is not None:
-      self._tb.flush()
+      with self._tb_errors():
+        self._tb.flush()
 
   def close(self):
     if self._tb is not None:
-      self._tb.close()
-      self._tb = None
+      tb, self._tb = self._tb, None
+      with self._tb_errors():
+        tb.close()
+
+
+_tensorboard_failures = []
+
+
+def _watch_tensorboard_threads():
+  """Records (instead of printing) the OSError that ends tensorboardX's
+  event-writing thread, for the next TensorBoard call to report."""
+  hook = threading.excepthook
+  if getattr(hook, "gan_jax_tensorboard", False):
+    return
+
+  def excepthook(args):
+    if (type(args.thread).__name__ == "_EventLoggerThread"
+        and isinstance(args.exc_value, OSError)):
+      _tensorboard_failures.append(args.exc_value)
+      return
+    hook(args)
+
+  excepthook.gan_jax_tensorboard = True
+  threading.excepthook = excepthook
 
 
 def iter_records(path: str) -> Iterator[Dict[str, Any]]:
@@ -131,7 +181,7 @@ def append_line(path: str, line: str) -> None:
   """Appends ``line`` and a newline to ``path``, first ending a last line
   a crash left without its newline (so the new record is not glued to
   it, which would lose both)."""
-  with open(path, "ab") as f:
+  with naming(path), open(path, "ab") as f:
     if f.tell() > 0:
       with open(path, "rb") as r:
         r.seek(-1, os.SEEK_END)

@@ -25,17 +25,26 @@ def tiny_config(**overrides):
   return flags_lib.defaults(**base)
 
 
-def run_module(module, *args, env=None, timeout=600):
+def run_module(module, *args, env=None, timeout=600, max_file_bytes=None):
   """Runs ``python -m module args`` in a subprocess (for CLI tests).
 
   The subprocess sees one CPU device unless ``env`` sets XLA_FLAGS.
+  ``max_file_bytes``: no file it writes may grow past this (RLIMIT_FSIZE;
+  a write beyond fails with EFBIG, "File too large"): a full disk that
+  strikes the largest files first.
   """
   full_env = dict(os.environ)
   full_env["XLA_FLAGS"] = FAST_COMPILE
   full_env.update(env or {})
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
-                        env=full_env, capture_output=True, text=True,
-                        timeout=timeout)
+  cmd = [sys.executable, "-m", module, *args]
+  if max_file_bytes is not None:
+    # Through bash (no preexec_fn: forking this multithreaded process to
+    # run Python in the child can deadlock). SIGXFSZ ignored: EFBIG, not a
+    # kill; ulimit -f counts KiB.
+    cmd = ["bash", "-c", f"trap '' XFSZ; ulimit -f {max_file_bytes // 1024}"
+           ' && exec "$@"', "bash", *cmd]
+  return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True,
+                        text=True, timeout=timeout)
 
 
 def assert_one_line_error(result):

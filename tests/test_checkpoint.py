@@ -387,3 +387,60 @@ def test_running_out_of_memory_while_reading_is_not_corruption(
   _, _, step = ckpts.restore(ckpt_lib.abstract(tree(0)), quarantine=True)
   assert step == 2
   ckpts.close()
+
+
+def _last_line_is_the_only_error(r, *expected):
+  assert r.returncode == 2, r.stderr[-3000:]
+  assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr
+  errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1, r.stderr[-3000:]
+  assert r.stderr.strip().splitlines()[-1] == errors[0]
+  for text in expected:
+    assert text in errors[0], errors[0]
+  return errors[0]
+
+
+def test_tensorboard_writes_failing_end_the_run_in_one_line_and_it_resumes(
+    tmp_path, env, reference):
+  """The TensorBoard events file (the largest file of a tiny run) meets a
+  full disk: tensorboardX's writer thread dies, and its queue used to
+  block the next log step forever. Now one line, the checkpoints kept, and
+  a rerun resumes to the reference's exact records."""
+  work = tmp_path / "run"
+  r = run_module("gan_jax.main", *RUN, f"--workdir={work}", env=env,
+                 max_file_bytes=40_000, timeout=300)
+  _last_line_is_the_only_error(r, "writing TensorBoard events failed",
+                               "File too large", "are kept")
+  kept = steps_of(work)
+  assert kept and max(kept) < 12
+  r = train(env, work)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert metrics_of(work) == metrics_of(reference)
+  assert_same_state(work, reference)
+
+
+def test_a_checkpoint_write_failing_ends_the_run_in_one_line_and_keeps_the_older(
+    tmp_path, env):
+  """A full disk under a checkpoint save (orbax writes in the background
+  and reports at the next save or wait): one line naming the step and the
+  steps kept; the half-written step is not taken for a checkpoint, and a
+  rerun with room resumes from the last one kept."""
+  work = tmp_path / "run"
+  wide = ["--g_hidden=128", "--checkpoint_every=2", "--log_every=2"]
+  r = train(env, work, *wide, "--num_steps=4")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert steps_of(work) == [2, 4]
+  r = run_module("gan_jax.main", *RUN, f"--workdir={work}", *wide,
+                 "--num_steps=8", env=env, max_file_bytes=40_000,
+                 timeout=300)
+  # --keep_checkpoints=2: step 2 would go once step 6 is written.
+  line = _last_line_is_the_only_error(
+      r, "writing the checkpoint of step 6", "File too large",
+      "the steps saved before it are kept (2, 4)")
+  assert "rerun" in line
+  assert steps_of(work) == [2, 4]
+  r = train(env, work, *wide, "--num_steps=8")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "resumed from step 4" in r.stderr
+  assert steps_of(work) == [6, 8]
+  assert [m["step"] for m in metrics_of(work)] == [2, 4, 6, 8]

@@ -57,6 +57,31 @@ def test_other_errors_are_bugs_and_keep_their_traceback():
                         ["prog"])
 
 
+def test_a_write_error_without_a_file_name_gets_the_path(tmp_path, capsys):
+  """write()/flush() failures (disk full) carry no file name; the one line
+  names the file anyway, for every gan_jax writer."""
+  from gan_jax import writers  # pylint: disable=import-outside-toplevel
+
+  def main(argv):
+    del argv
+    with errors.naming("/runs/x/metrics.jsonl"):
+      raise OSError(errno.ENOSPC, "No space left on device")
+
+  with pytest.raises(SystemExit):
+    errors.call_guarded(main, ["prog"])
+  assert capsys.readouterr().err == (
+      "error: /runs/x/metrics.jsonl: No space left on device\n")
+  with pytest.raises(OSError) as e, errors.naming("/other"):
+    raise OSError(errno.EACCES, "Permission denied", "/own/name")
+  assert e.value.filename == "/own/name"  # a name it has is kept
+  # atomic_open (metrics.jsonl, flags.txt, eval.json, sweep results) too.
+  path = str(tmp_path / "m.jsonl")
+  with pytest.raises(OSError) as e:
+    with writers.atomic_open(path):
+      raise OSError(errno.ENOSPC, "No space left on device")
+  assert e.value.filename == path
+
+
 def test_guarded_entry_point_returns_the_result():
   assert errors.call_guarded(lambda a, b: a + b, 2, 3) == 5
 

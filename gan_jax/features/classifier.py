@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gan_jax.errors import UserError
+from gan_jax.errors import UserError, naming
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
 NUM_CLASSES = 10
@@ -73,7 +73,7 @@ def init_variables(seed: int = 0):
 
 
 def save(variables, path: str) -> None:
-  with open(path, "wb") as f:
+  with naming(path), open(path, "wb") as f:
     f.write(flax.serialization.to_bytes(jax.device_get(variables)))
 
 
