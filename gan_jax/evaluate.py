@@ -51,7 +51,8 @@ class Evaluator:
     self._real = None
     self.protocol = None
     if gan.dataset.kind != "toy":
-      self.protocol = features_lib.protocol(self.cfg.dataset)
+      self.protocol = features_lib.protocol(self.cfg.dataset,
+                                            tuple(self.cfg.eval_metrics))
       self._check_settings()
       features_lib.extractor(self.protocol.extractor,
                              self.cfg.inception_weights)
@@ -122,7 +123,14 @@ class Evaluator:
     and the metrics' parameters (KID's subset size as used: at most the
     smaller sample set)."""
     if self.protocol is None:
-      return {}
+      ds = self.gan.dataset
+      if ds.modes is None:
+        return {}
+      # PacGAN's protocol (gan_jax.metrics.toy): nearest mode, measured in
+      # standard deviations; high quality within 3.
+      return {"features": "samples", "num_modes": len(ds.modes),
+              "mode_std": [float(s) for s in np.ravel(ds.std)],
+              "high_quality_within_std": 3.0}
     cfg, names = self.cfg, self.protocol.metrics
     out: Dict[str, Any] = {"features": self.protocol.extractor}
     if any(metrics_lib.METRICS.get(n).needs_real for n in names):
@@ -164,7 +172,10 @@ def run_evaluate(workdir: str, num_samples: Optional[int],
   results = {"step": float(step), "num_samples": float(n),
              **train.evaluate_replicas(evaluator, gan.cfg, state,
                                        progress=True)}
-  record = {k: (int(v) if k in ("step", "num_samples") else v)
+  # Non-finite values as "inf" / "nan" strings, as in metrics.jsonl (JSON
+  # has no Infinity: strict parsers refuse Python's bare one).
+  record = {k: (int(v) if k in ("step", "num_samples") else
+                writers.clean_value(v))
             for k, v in results.items()}
   settings = evaluator.settings()
   if settings:

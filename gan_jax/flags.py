@@ -374,6 +374,11 @@ integer("num_samples", None, "Evaluate CLI: generated samples (default: "
 string("inception_weights", None, "Path to pytorch-fid's "
        "pt_inception-2015-12-05-6726825d.pth (Inception-v3 FID weights, read "
        "without PyTorch); needed for Inception FID/KID/IS/PR.", safe=True)
+strings("eval_metrics", [], "Metrics of image evaluations, by registered "
+        "name (gan_jax.metrics.METRICS; yours too, registered from a module "
+        "given to --extra_modules). Empty: the dataset's own (fid, kid, "
+        "inception_score, precision_recall; stacked_mnist_modes for Stacked "
+        "MNIST).", safe=True)
 integer("kid_subsets", 100, "KID: number of random subsets (Binkowski et "
         "al. 2018).", safe=True, bounds=">= 1")
 integer("kid_subset_size", 1000, "KID: samples per subset.", safe=True,
@@ -468,9 +473,10 @@ string("sweep_metric", "modes", "Sweep: metric (a key of metrics.jsonl) "
        "plotted and listed first in results.md.", in_config=False)
 string("sweep_plot_axis", None, "Sweep: axis on the plot's x axis "
        "(default: the first axis with several values).", in_config=False)
-boolean("sweep_vectorize_seeds", False, "Sweep: when seeds are the only "
-        "axis, train them as one program with --num_seeds instead of one "
-        "process per seed.", in_config=False)
+boolean("sweep_vectorize_seeds", False, "Sweep: train the seeds of each "
+        "setting as one program with --num_seeds instead of one process per "
+        "seed (the results are split back into one row per seed).",
+        in_config=False)
 
 
 class Config:

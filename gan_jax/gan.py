@@ -170,6 +170,7 @@ COMPONENT_FLAGS = (
 DATA_KIND_FLAGS = {
     "eval_samples": ("toy", "it sizes the toy metrics"),
     "eval_num_samples": ("image", "it sizes image evaluations"),
+    "eval_metrics": ("image", "toy data gets its mode metrics"),
     "interp_pairs": ("image", "image runs write interpolation strips"),
     "interp_points": ("image", "image runs write interpolation strips"),
 }
@@ -211,8 +212,19 @@ class ReadLog(Config):
     return name in self.names or "*" in self.names
 
 
+def _comparable(value):
+  return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
 def _changed(cfg: Config, name: str) -> bool:
-  return getattr(cfg, name) != flags_lib.FLAGS[name].default
+  return (_comparable(getattr(cfg, name))
+          != _comparable(flags_lib.FLAGS[name].default))
+
+
+def _as_flag(value) -> str:
+  if isinstance(value, (list, tuple)):
+    return ",".join(map(str, value))
+  return str(value)
 
 
 def inert_flags(cfg: Config, kind: Optional[str] = None,
@@ -236,7 +248,8 @@ def inert_flags(cfg: Config, kind: Optional[str] = None,
     if (owners and _changed(cfg, name) and name not in why
         and not any(b.reads(name) for b in builders)):
       why[name] = f"not read by {' or '.join(b.label for b in owners)}"
-  return tuple(f"--{name}={getattr(cfg, name)} has no effect here: {purpose}"
+  return tuple(f"--{name}={_as_flag(getattr(cfg, name))} has no effect "
+               f"here: {purpose}"
                for name, purpose in why.items())
 
 

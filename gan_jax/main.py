@@ -97,11 +97,18 @@ def main(argv):
 
 
 class _QuietLibraries(std_logging.Filter):
-  """Keeps orbax's per-save INFO chatter off the console (warnings pass,
-  except orbax's note that a manager opened read-only, as evaluate and
-  sample open a run's checkpoints on purpose, is read-only)."""
+  """Keeps the libraries' INFO chatter (orbax's per save, tfds', jax's
+  backend probing) off the console (warnings pass, except orbax's note
+  that a manager opened read-only, as evaluate and sample open a run's
+  checkpoints on purpose, is read-only)."""
 
   def filter(self, record):
+    if record.levelno < std_logging.WARNING and (
+        "tensorflow_datasets" in record.pathname
+        or record.pathname.endswith("xla_bridge.py")):
+      # tfds' "Load dataset info from ..." and jax's "Unable to initialize
+      # backend 'tpu'": lines before every one-line error, not news.
+      return False
     if "orbax" not in record.pathname:
       return True
     if record.levelno < std_logging.WARNING:

@@ -50,6 +50,8 @@ class Registry:
   def names(self):
     return sorted(self._items)
 
+  __getitem__ = get  # REGISTRY["name"], with get's one-line error
+
   def __contains__(self, name: str) -> bool:
     return name in self._items
 

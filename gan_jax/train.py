@@ -648,7 +648,7 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
                      if "/" not in k and not k.endswith("_std")])
           if progress is not None:
             progress.write(line)
-          else:
+          elif is_chief:  # the console is process 0's, as the summary
             logging.info(line)
         # The first log with every metric source in it (the evaluator's
         # too) settles whether --best_metric names a logged metric; a typo

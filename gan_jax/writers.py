@@ -38,7 +38,8 @@ def atomic_open(path: str, **kwargs) -> Iterator[IO[str]]:
     raise
 
 
-def _clean(value):
+def clean_value(value):
+  """A metric for JSON: the float, or "inf" / "-inf" / "nan" as a string."""
   value = float(value)
   return value if math.isfinite(value) else str(value)
 
@@ -110,7 +111,7 @@ class MetricWriter:
     if not self.enabled:
       return
     record = {"step": int(step)}
-    record.update({k: _clean(v) for k, v in sorted(scalars.items())})
+    record.update({k: clean_value(v) for k, v in sorted(scalars.items())})
     append_line(self.path, json.dumps(record))
     for name, value in scalars.items():
       # TensorBoard gets finite values only (an inf, e.g. the toy reverse KL

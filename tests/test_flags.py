@@ -143,6 +143,12 @@ def test_inert_flags_follow_what_the_builders_read():
   # A builder that takes the whole config reads every flag.
   data_log.to_dict()
   assert gan_lib.inert_flags(cfg, None, (data_log,)) == ()
+  # List flags: an empty tuple is the default [], a list reads as the flag.
+  assert gan_lib.inert_flags(tiny_config(), "toy") == ()
+  assert gan_lib.inert_flags(tiny_config(eval_metrics=("fid", "kid")),
+                             "toy") == (
+      "--eval_metrics=fid,kid has no effect here: toy data gets its mode "
+      "metrics",)
 
 
 def test_read_log_is_a_config_that_records_reads():

@@ -154,6 +154,20 @@ def test_dcgan_mnist_trains_through_the_cli(mnist_data_dir, tmp_path):
   assert result["settings"]["is_splits"] == 4
   np.testing.assert_allclose(result["fid"], records[1]["fid"], rtol=1e-4)
   assert abs(result["kid"] - records[1]["kid"]) > 1e-6
+  # --eval_metrics picks metrics by name, a user's own included.
+  r = run_module("gan_jax.evaluate", f"--workdir={workdir}",
+                 "--num_samples=64", "--eval_metrics=fid,feat_mean",
+                 "--extra_modules=user_metrics",
+                 env={"PYTHONPATH": os.path.dirname(__file__)})
+  assert r.returncode == 0, r.stderr[-3000:]
+  result = json.load(open(workdir / "eval.json"))
+  assert {k for k in result if k not in ("step", "num_samples", "settings")
+          } == {"fid", "feat_mean"}
+  np.testing.assert_allclose(result["fid"], records[1]["fid"], rtol=1e-4)
+  assert np.isfinite(result["feat_mean"])
+  r = run_module("gan_jax.evaluate", f"--workdir={workdir}",
+                 "--num_samples=64", "--eval_metrics=fid,fdi")
+  assert "unknown metric 'fdi'" in assert_one_line_error(r)
   samples = workdir / "samples"
   for step in (2, 4):
     grid = png(samples / f"step_{step:07d}.png")

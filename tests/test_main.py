@@ -7,6 +7,8 @@ import pytest
 
 from helpers import assert_one_line_error, run_module
 
+from gan_jax import writers
+
 
 def test_quickstart_end_to_end_writes_every_artifact(tmp_path):
   workdir = tmp_path / "qs"
@@ -30,10 +32,22 @@ def test_quickstart_end_to_end_writes_every_artifact(tmp_path):
   # The evaluate CLI on the final checkpoint writes the toy metrics.
   r3 = run_module("gan_jax.evaluate", f"--workdir={workdir}")
   assert r3.returncode == 0, r3.stderr[-2000:]
-  result = json.loads((workdir / "eval.json").read_text())
+  def strict(constant):  # JSON has no Infinity / NaN
+    raise ValueError(f"non-standard JSON constant {constant}")
+  result = json.loads((workdir / "eval.json").read_text(),
+                      parse_constant=strict)
   assert result["step"] == 40 and result["num_samples"] == 500
   for key in ("modes", "high_quality", "reverse_kl"):
     assert key in result and key in r3.stdout
+  # The protocol behind the numbers (PacGAN's ring: 8 modes, std 0.01).
+  assert result["settings"] == {
+      "features": "samples", "num_modes": 8,
+      "mode_std": [pytest.approx(0.01)] * 2, "high_quality_within_std": 3.0}
+  assert writers.read_metrics(str(workdir))  # still readable
+  # A non-finite metric is the string "inf" / "nan", as in metrics.jsonl.
+  assert writers.clean_value(float("inf")) == "inf"
+  assert writers.clean_value(float("nan")) == "nan"
+  assert writers.clean_value(2) == 2.0
   # Replaying flags.txt in a fresh workdir is accepted (checked quickly by
   # asking for zero steps).
   r2 = run_module("gan_jax.main", f"--flagfile={workdir / 'flags.txt'}",

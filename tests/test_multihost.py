@@ -98,8 +98,9 @@ def test_two_processes_train_what_one_process_with_four_devices_does(
   outs = _run_ok(_two_processes(TINY, two) + [
       _launch(TINY + [f"--workdir={one}"], 4)])
   assert "4 global devices" in outs[0] and "process 1 of 2" in outs[1]
-  # Only process 0 reports.
+  # Only process 0 reports: the step lines and the summary.
   assert "final (step 6)" in outs[0] and "final (step 6)" not in outs[1]
+  assert "step 6/6 |" in outs[0] and "step 6/6 |" not in outs[1]
 
   # Same parameters and optimizer states, up to float reassociation across
   # the gloo all-reduce.

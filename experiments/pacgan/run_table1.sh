@@ -4,9 +4,12 @@
 #
 # Full protocol (400,000 updates per trial; a GPU is advised):
 #   experiments/pacgan/run_table1.sh runs/pacgan_table1
-# The shortened CPU run of docs/results/pacgan_table1.md:
-#   experiments/pacgan/run_table1.sh runs/pacgan_table1 --num_steps=500 \
-#     --log_every=250 --checkpoint_every=0
+# The shortened CPU runs of docs/results/pacgan_table1.md (--log_every must
+# be a multiple of --steps_per_loop, 100 in the flagfiles):
+#   DATASETS=ring experiments/pacgan/run_table1.sh runs/pacgan_table1 \
+#     --num_steps=2000 --log_every=500 --steps_per_loop=100 --checkpoint_every=1000
+#   DATASETS=grid experiments/pacgan/run_table1.sh runs/pacgan_table1 \
+#     --num_steps=1000 --log_every=500 --steps_per_loop=100 --checkpoint_every=500
 # DATASETS="ring" or "grid" runs one column (e.g. two columns in parallel).
 # Then: python experiments/pacgan/summarize.py runs/pacgan_table1
 set -euo pipefail

@@ -14,6 +14,7 @@ import hashlib
 import os
 from typing import Dict, Optional, Tuple
 
+from absl import logging
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
@@ -136,6 +137,14 @@ class MnistIdx(tfds.core.GeneratorBasedBuilder):
       "Put the official train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,"
       " t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz in the manual "
       "dir.")
+
+  # tfds prints "Downloading and preparing dataset ..." before preparing;
+  # nothing is downloaded here, so say what happens instead.
+  def _log_download_bytes(self) -> None:
+    logging.info("preparing %s from the official files of the manual dir "
+                 "(no download) into %s, once", self.builder_config.name,
+                 self.data_dir)
+
   @tfds.core.utils.classproperty
   @classmethod
   def code_path(cls):

@@ -32,7 +32,35 @@ class Protocol:
   metrics: Tuple[str, ...]
 
 
-def protocol(dataset: str) -> Protocol:
+# What each feature network gives the metrics (``compute``'s keys).
+GIVES = {"mnist": ("features", "logits"),
+         "fashion_mnist": ("features", "logits"),
+         "inception": ("features", "logits"),
+         "mnist_channels": ("digits",)}
+
+
+def protocol(dataset: str, metrics: Tuple[str, ...] = ()) -> Protocol:
+  """The dataset's feature network and metrics; ``metrics`` (registered
+  names, e.g. ``--eval_metrics``) replaces the default list, checked
+  against the registry and what the feature network gives."""
+  default = _default_protocol(dataset)
+  if not metrics:
+    return default
+  from gan_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  gives = GIVES[default.extractor]
+  for name in metrics:
+    missing = [k for k in metrics_lib.METRICS.get(name).needs
+               if k not in gives]
+    if missing:
+      raise UserError(
+          f"--eval_metrics: metric {name!r} needs {', '.join(missing)}, "
+          f"which the feature network of --dataset={dataset} "
+          f"({default.extractor}) does not give (it gives "
+          f"{', '.join(gives)})")
+  return Protocol(default.extractor, tuple(dict.fromkeys(metrics)))
+
+
+def _default_protocol(dataset: str) -> Protocol:
   if dataset in CLASSIFIER_DATASETS:
     return Protocol(dataset, ("fid", "kid", "inception_score",
                               "precision_recall"))

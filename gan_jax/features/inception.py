@@ -466,8 +466,10 @@ def load_pth(path: str) -> Dict[str, np.ndarray]:
                     f"{type(e).__name__}: {e}".splitlines()[0]) from None
 
 
-def missing_weights_message(path: str) -> str:
-  return (f"Inception weights not found at {path}; download {WEIGHTS_NAME} "
+def missing_weights_message(path: Optional[str]) -> str:
+  where = (f"not found at {path}" if path else
+           "not given (--inception_weights)")
+  return (f"Inception weights {where}; download {WEIGHTS_NAME} "
           "from the pytorch-fid releases and pass --inception_weights=PATH")
 
 

@@ -48,3 +48,19 @@ def test_registry_end_to_end():
                       "inception_score_std", "precision", "recall", "modes",
                       "kl"}
   assert all(np.isfinite(v) for v in out.values())
+
+
+def test_chosen_metrics_replace_the_default_and_are_checked():
+  assert features.protocol("mnist", ("kid", "fid", "kid")).metrics == (
+      "kid", "fid")
+  assert features.protocol("stacked_mnist", ()).metrics == (
+      "stacked_mnist_modes",)
+  with pytest.raises(UserError, match="unknown metric 'fdi'; valid: "):
+    features.protocol("mnist", ("fdi",))
+  # Stacked MNIST's network gives per-channel digits, not features.
+  with pytest.raises(UserError, match="'fid' needs features, which the "
+                     "feature network of --dataset=stacked_mnist"):
+    features.protocol("stacked_mnist", ("fid",))
+  assert metrics.METRICS["fid"] is metrics.METRICS.get("fid")
+  with pytest.raises(UserError, match="unknown metric"):
+    metrics.METRICS["nope"]  # pylint: disable=pointless-statement
