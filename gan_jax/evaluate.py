@@ -20,11 +20,13 @@ from typing import Any, Dict, Optional
 
 import jax
 import numpy as np
+from absl import logging
 
 from gan_jax import features as features_lib
 from gan_jax import flags as flags_lib
 from gan_jax import metrics as metrics_lib
 from gan_jax import writers
+from gan_jax.features import classifier as classifier_lib
 from gan_jax.errors import UserError
 from gan_jax.metrics import toy as toy_metrics
 
@@ -56,6 +58,15 @@ class Evaluator:
       self._check_settings()
       features_lib.extractor(self.protocol.extractor,
                              self.cfg.inception_weights)
+      size = tuple(gan.dataset.shape[:2])
+      if (self.protocol.extractor in features_lib.GIVES
+          and self.protocol.extractor != "inception"
+          and size != classifier_lib.INPUT_SIZE):
+        logging.warning(
+            "evaluating %dx%d images with the 28x28 %s classifier: they "
+            "are resized to 28x28 for it, so compare these numbers only "
+            "with runs at the same --image_size", *size,
+            self.protocol.extractor)
 
   def _check_settings(self):
     """Metric settings that this many samples cannot meet fail here, before

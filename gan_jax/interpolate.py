@@ -38,3 +38,11 @@ def strips(z0, z1, steps: int):
   t = jnp.linspace(0.0, 1.0, steps)[None, :, None]
   a, b = z0[:, None, :], z1[:, None, :]
   return lerp(a, b, t), slerp(a, b, t)
+
+
+if __name__ == "__main__":
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.stderr.write("error: gan_jax.interpolate is a library module; "
+                   "interpolations are written by python -m gan_jax.sample "
+                   "--workdir=DIR --interpolate --out=FILE.png\n")
+  sys.exit(2)

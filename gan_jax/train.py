@@ -199,7 +199,9 @@ def check_resume(saved: Dict[str, Any], cfg, workdir: str):
   diffs = flags_lib.structural_differences(saved, cfg)
   if diffs:
     def show(v):
-      return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+      if isinstance(v, (list, tuple)):
+        return ",".join(map(str, v)) or "none"  # an empty list flag
+      return v
     listing = ", ".join(f"--{d} (was {show(saved[d])}, now "
                         f"{show(getattr(cfg, d))})" for d in diffs)
     raise UserError(f"cannot resume {workdir}: flags that change the model "

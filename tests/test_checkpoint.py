@@ -282,6 +282,14 @@ def test_num_steps_is_structural_under_a_decaying_schedule():
                        debug_nan_at_step=3)) == []
 
 
+def test_refusal_names_an_empty_list_flag_none():
+  from gan_jax import train  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ckpt_lib.UserError,
+                     match=r"--penalties \(was none, now r1\)"):
+    train.check_resume(tiny_config().to_dict(),
+                       tiny_config(penalties=("r1",)), "DIR")
+
+
 def test_sample_cli_flags_are_not_part_of_the_config():
   cfg = tiny_config()
   for name in ("num", "step", "labels", "interpolate"):

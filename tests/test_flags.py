@@ -143,6 +143,19 @@ def test_inert_flags_follow_what_the_builders_read():
   # A builder that takes the whole config reads every flag.
   data_log.to_dict()
   assert gan_lib.inert_flags(cfg, None, (data_log,)) == ()
+  # DCGAN's D at 14 px has one convolution, the (never normalized) input
+  # layer: --d_norm does nothing there, unless spectral (it then acts on the
+  # convolution and the output layer).
+  for norm, inert in (("layer", True), ("spectral", False)):
+    cfg = tiny_config(generator="dcgan", discriminator="dcgan", d_norm=norm,
+                      g_hidden=64, d_hidden=64, g_layers=3, d_layers=3,
+                      maxout_pieces=5)
+    for size, small in ((14, True), (28, False)):
+      *_, logs = gan_lib.architectures(cfg, (size, size, 1), 0)
+      line = (f"--d_norm={norm} has no effect here: not read by "
+              "--generator=dcgan or --discriminator=dcgan")
+      assert (line in gan_lib.inert_flags(cfg, "image", logs)) == (
+          inert and small), (norm, size)
   # List flags: an empty tuple is the default [], a list reads as the flag.
   assert gan_lib.inert_flags(tiny_config(), "toy") == ()
   assert gan_lib.inert_flags(tiny_config(eval_metrics=("fid", "kid")),

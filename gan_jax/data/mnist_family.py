@@ -145,6 +145,10 @@ class MnistIdx(tfds.core.GeneratorBasedBuilder):
                  "(no download) into %s, once", self.builder_config.name,
                  self.data_dir)
 
+  def _log_download_done(self) -> None:
+    logging.info("%s prepared; later runs read it from %s",
+                 self.builder_config.name, self.data_dir)
+
   @tfds.core.utils.classproperty
   @classmethod
   def code_path(cls):

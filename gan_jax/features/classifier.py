@@ -22,6 +22,7 @@ from gan_jax.errors import UserError, naming
 WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
 NUM_CLASSES = 10
 FEATURE_DIM = 128
+INPUT_SIZE = (28, 28)  # other sizes are resized to it
 
 
 class Classifier(nn.Module):
@@ -111,6 +112,11 @@ def load(name: str) -> Callable[[jnp.ndarray], Tuple[jnp.ndarray, jnp.ndarray]]:
     x = jnp.asarray(x, jnp.float32)
     if x.ndim == 3:
       x = x[..., None]
+    if x.shape[1:3] != INPUT_SIZE:
+      # Another --image_size: to the classifier's 28x28 (bilinear, with
+      # antialiasing when shrinking), as Inception resizes to 299.
+      x = jax.image.resize(x, (x.shape[0], *INPUT_SIZE, x.shape[3]),
+                           "linear")
     return model.apply(v, x, train=False)
 
   # Weights are an argument, not constants baked into the compiled program.

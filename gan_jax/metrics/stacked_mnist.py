@@ -39,21 +39,21 @@ def mode_stats(digit_predictions) -> Dict[str, float]:
 
 def classify_channels(images, apply_fn: Optional[Callable] = None,
                       batch_size: int = 1000) -> np.ndarray:
-  """Digits of each channel of ``(N, 28, 28, 3)`` images in [-1, 1] -> (N, 3).
+  """Digits of each channel of ``(N, H, W, 3)`` images in [-1, 1] -> (N, 3).
 
   ``apply_fn(x) -> (features, logits)`` defaults to the shipped MNIST
-  classifier.
+  classifier (which resizes other sizes than 28x28 to it).
   """
   from gan_jax.features import classifier  # pylint: disable=g-import-not-at-top
   x = np.asarray(images, np.float32)
-  if x.ndim != 4 or x.shape[1:] != (28, 28, 3):
-    raise ValueError(f"images must be (N, 28, 28, 3), got {x.shape}")
+  if x.ndim != 4 or x.shape[-1] != 3:
+    raise ValueError(f"images must be (N, H, W, 3), got {x.shape}")
   if apply_fn is None:
     apply_fn = classifier.cached("mnist")
-  n = x.shape[0]
-  # (N, 28, 28, 3) -> (3N, 28, 28, 1), channel-major so each channel's
+  n, h, w, _ = x.shape
+  # (N, H, W, 3) -> (3N, H, W, 1), channel-major so each channel's
   # predictions come back as one contiguous block.
-  channels = np.transpose(x, (3, 0, 1, 2)).reshape(3 * n, 28, 28, 1)
+  channels = np.transpose(x, (3, 0, 1, 2)).reshape(3 * n, h, w, 1)
   _, logits = classifier.batched(apply_fn, channels, batch_size)
   return np.argmax(logits, -1).reshape(3, n).T
 

@@ -129,10 +129,15 @@ def dcgan_generator(cfg, shape, num_classes: int) -> nn.Module:
 
 @DISCRIMINATORS.register("dcgan")
 def dcgan_discriminator(cfg, shape, num_classes: int) -> nn.Module:
-  layers.image_levels(shape, "dcgan")
+  _, downs = layers.image_levels(shape, "dcgan")
+  norm = layers.resolve_norm(cfg.d_norm, "batch")
+  if downs == 1 and norm != "spectral":
+    # One convolution (8 or 14 px): the input layer, never normalized;
+    # only spectral norm (of it and the output layer) acts.
+    layers.not_applied(cfg, "d_norm")
   return DCGANDiscriminator(
       in_shape=tuple(shape), channels=cfg.d_channels, conv=cfg.d_conv,
-      norm=layers.resolve_norm(cfg.d_norm, "batch"), num_classes=num_classes,
+      norm=norm, num_classes=num_classes,
       minibatch=cfg.minibatch_disc, mbd_kernels=cfg.mbd_kernels,
       mbd_kernel_dim=cfg.mbd_kernel_dim,
       mbstd_group_size=cfg.mbstd_group_size,

@@ -57,6 +57,16 @@ def resolve_norm(kind: str, auto: str) -> str:
   return kind
 
 
+def not_applied(cfg, name: str) -> None:
+  """For builders: flag ``name`` was read but does nothing with this
+  architecture's settings, so the inert-flag warning names it (the
+  builders' configs record what they read: ``gan.ReadLog``; a plain config
+  is left as it is)."""
+  names = getattr(cfg, "names", None)
+  if isinstance(names, set):
+    names.discard(name)
+
+
 # ------------------------------------------------------------ normalization
 
 

@@ -1,5 +1,6 @@
 """Which feature network and metrics fit each dataset; compute()."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -30,6 +31,20 @@ def test_compute_shapes():
   x3 = np.random.default_rng(1).uniform(-1, 1, (5, 28, 28, 3))
   digits = features.compute("mnist_channels", x3)["digits"]
   assert digits.shape == (5, 3) and digits.min() >= 0 and digits.max() <= 9
+  # Other --image_size values are resized to the classifiers' 28x28.
+  small = np.asarray(jax.image.resize(x, (5, 14, 14, 1), "linear"))
+  out14 = features.compute("fashion_mnist", small, batch_size=4)
+  assert out14["features"].shape == (5, 128)
+  digits = features.compute("mnist_channels", np.repeat(small, 3, -1))
+  assert digits["digits"].shape == (5, 3)
+  # A smooth 28x28 image at 56x56 gives nearly its own features.
+  smooth = np.asarray(jax.image.resize(
+      np.random.default_rng(2).uniform(-1, 1, (5, 7, 7, 1)), (5, 28, 28, 1),
+      "linear"))
+  big = np.asarray(jax.image.resize(smooth, (5, 56, 56, 1), "linear"))
+  want = features.compute("mnist", smooth, batch_size=4)["features"]
+  got = features.compute("mnist", big, batch_size=4)["features"]
+  assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
 
 
 def test_registry_end_to_end():
