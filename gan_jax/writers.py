@@ -63,6 +63,7 @@ class MetricWriter:
     if self._tb is None and self.enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       _watch_tensorboard_threads()
+      _tensorboard_failures.clear()  # an earlier writer's, in this process
       # A queue that one log step's events cannot fill: tensorboardX's
       # put() blocks on a full queue, forever if its writer thread died.
       self._tb = SummaryWriter(logdir=self._tb_dir,

@@ -5,6 +5,7 @@ import json
 import os
 import struct
 
+import pytest
 from tensorboardX.proto import event_pb2
 
 from gan_jax import writers
@@ -112,3 +113,38 @@ def test_records_survive_crash_debris(tmp_path):
   with open(w.path) as f:
     assert f.read() == '{"step": 1, "d_loss": 1.0}\n'
   w.close()
+
+
+def test_a_tensorboard_write_failing_in_its_thread_is_one_error(tmp_path,
+                                                               monkeypatch):
+  """tensorboardX writes events in a thread that ends on an OSError (disk
+  full); the next TensorBoard call reports it as one UserError instead of
+  queueing events for the dead thread, which used to block forever."""
+  import errno  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  from tensorboardX import event_file_writer  # pylint: disable=import-outside-toplevel
+  from gan_jax.errors import UserError  # pylint: disable=import-outside-toplevel
+
+  w = writers.MetricWriter(str(tmp_path))
+  w.write_scalars(1, {"a": 1.0})
+  w.flush()  # step 1's event is written before the disk "fills"
+
+  def full(self, event):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(event_file_writer.EventsWriter, "write_event", full)
+  start = time.time()
+  try:
+    with pytest.raises(UserError, match=r"writing TensorBoard events failed "
+                       r"\(.*No space left on device\); .*metrics.jsonl and "
+                       "the checkpoints saved so far are kept"):
+      for step in range(2, 5000):  # more events than tensorboardX's queue
+        w.write_scalars(step, {"a": float(step)})
+  finally:
+    writers._tensorboard_failures.clear()  # pylint: disable=protected-access
+    monkeypatch.undo()
+    w.close()  # (its exit hook would otherwise do it at the end of pytest)
+  assert time.time() - start < 60
+  # metrics.jsonl has every record, the last one's TensorBoard write failed.
+  steps = [r["step"] for r in writers.read_metrics(str(tmp_path))]
+  assert steps == list(range(1, len(steps) + 1)) and len(steps) < 4999
