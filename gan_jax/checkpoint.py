@@ -148,7 +148,8 @@ class Checkpoints:
     except UserError:
       raise
     except Exception as e:  # pylint: disable=broad-except
-      if is_out_of_memory(e):
+      reason = _io_reason(e)
+      if reason is None:  # not the file system's doing: a bug, keep it whole
         raise
       step = self._writing
       self._writing = None
@@ -162,7 +163,7 @@ class Checkpoints:
                  "the same command (it starts over)")
       self._write_error = (
           f"writing the checkpoint of step {step} to {self.directory} "
-          f"failed ({_io_reason(e)}); {after}")
+          f"failed ({reason}); {after}")
       error = UserError(self._write_error)
       # The failed save's other writes are still winding down in native
       # threads: exit without the interpreter's teardown.
@@ -392,9 +393,10 @@ def _signals_deferred():
         signal.raise_signal(sig)
 
 
-def _io_reason(e: Exception) -> str:
-  """The operating system's reason inside a tensorstore/orbax write error
-  ("No space left on device"), else the error's first line."""
+def _io_reason(e: Exception) -> Optional[str]:
+  """The operating system's reason for a failed write ("No space left on
+  device"), from an OSError or the OS error code in a tensorstore/orbax
+  error's text; None for any other error (not an I/O failure)."""
   if isinstance(e, OSError):
     return describe_os_error(e)
   text = str(e).strip()
@@ -402,7 +404,7 @@ def _io_reason(e: Exception) -> str:
   found = re.search(r"os_error_code='?(\d+)|\[Errno (\d+)\]", text)
   if found:
     return os.strerror(int(found.group(1) or found.group(2)))
-  return f"{type(e).__name__}: {text.splitlines()[0][:300] if text else ''}"
+  return None
 
 
 def _ignore_orphaned_io():

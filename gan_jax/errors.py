@@ -90,12 +90,14 @@ def call_guarded(main_fn, *args):
   try:
     return main_fn(*args)
   except UserError as e:
-    # at_once: native threads may still report (a failed restore's reads).
+    # at_once: native threads may still report (a failed restore's reads,
+    # a failed save's writes, a dead TensorBoard writer's exit hook).
     die(str(e), at_once=getattr(e, "at_once", False))
   except OSError as e:
-    die(describe_os_error(e))
+    die(describe_os_error(e), at_once=getattr(e, "at_once", False))
   except MemoryError as e:  # e.g. numpy's allocation of a resized dataset
-    die(f"out of host memory: {e or 'allocation failed'}")
+    die(f"out of host memory: {e or 'allocation failed'}",
+        at_once=getattr(e, "at_once", False))
   except Exception as e:  # pylint: disable=broad-except
     if is_device_out_of_memory(e):
       detail = str(e).strip().splitlines()[0][:300]

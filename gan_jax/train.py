@@ -677,10 +677,19 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
           if not save_now:  # earlier saves committed; this step's in flight
             ckpts.wait()
           os.kill(os.getpid(), signal.SIGKILL)
-  except BaseException:
+  except BaseException as e:
     # The error on its way out is the one to report: a failure to close
-    # (the same full disk) must not replace it.
-    _close_all(profile, host_batches, progress, ckpts, writer, quiet=True)
+    # (the same full disk) must not replace it. But if closing left native
+    # threads failing (orbax's writes, tensorboardX's writer, whose exit
+    # hook would print tracebacks), the exit skips the interpreter's
+    # teardown (errors.die's at_once) whatever the error.
+    failures = _close_all(profile, host_batches, progress, ckpts, writer,
+                          quiet=True)
+    if any(getattr(f, "at_once", False) for f in failures):
+      try:
+        e.at_once = True
+      except AttributeError:  # an exception type without attributes
+        pass
     raise
   _close_all(profile, host_batches, progress, ckpts, writer)
   return last
@@ -689,8 +698,8 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
 def _close_all(profile, host_batches, progress, ckpts, writer,
                quiet: bool = False):
   """Ends the loop's helpers, each even if one before it fails; raises
-  the first failure, or none if ``quiet`` (another error is already on
-  its way out)."""
+  the first failure, or, if ``quiet`` (another error is already on its way
+  out), returns the failures."""
   closers = [profile.close, host_batches.close, ckpts.close, writer.close]
   if progress is not None:
     closers.insert(2, progress.close)
@@ -702,3 +711,4 @@ def _close_all(profile, host_batches, progress, ckpts, writer,
       failures.append(e)
   if failures and not quiet:
     raise failures[0]
+  return failures

@@ -7,13 +7,16 @@ compilation cache, so each further run costs little more than its imports.
 
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import assert_one_line_error, run_module, tiny_config
+from helpers import (FAST_COMPILE, REPO, assert_one_line_error, run_module,
+                     tiny_config)
 
 from gan_jax import checkpoint as ckpt_lib
 from gan_jax import flags as flags_lib
@@ -452,3 +455,76 @@ def test_a_checkpoint_write_failing_ends_the_run_in_one_line_and_keeps_the_older
   assert "resumed from step 4" in r.stderr
   assert steps_of(work) == [6, 8]
   assert [m["step"] for m in metrics_of(work)] == [2, 4, 6, 8]
+
+
+FULL_DISK_AT_STEP_4 = '''
+import builtins, errno, sys
+from gan_jax import main, plots
+import tensorboardX.record_writer as rw
+full = []
+class FullFile:  # write() fails as on a full disk: no file name in the error
+  def __init__(self, f):
+    self.f = f
+  def __enter__(self):
+    return self
+  def __exit__(self, *exc):
+    self.f.close()
+  def write(self, data):
+    full.append(1)
+    raise OSError(errno.ENOSPC, "No space left on device")
+def failing_open(path, *args, **kwargs):  # plots' open()
+  f = builtins.open(path, *args, **kwargs)
+  return FullFile(f) if "step_0000004" in str(path) else f
+plots.open = failing_open
+write, flush = rw.RecordWriter.write, rw.RecordWriter.flush
+def failing(real):
+  def call(self, *args):
+    if full:
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return real(self, *args)
+  return call
+rw.RecordWriter.write, rw.RecordWriter.flush = failing(write), failing(flush)
+sys.argv = ["gan_jax.main"] + sys.argv[1:]
+main.run()
+'''
+
+
+def test_a_full_disk_under_a_sample_png_is_one_line_with_tensorboard_failing(
+    tmp_path, env):
+  """The disk fills under a sample image; closing the TensorBoard writer
+  then fails too. One line naming the PNG, and no traceback from
+  tensorboardX's exit hook (the exit skips the interpreter's teardown)."""
+  script = tmp_path / "full_disk.py"
+  script.write_text(FULL_DISK_AT_STEP_4)
+  work = tmp_path / "run"
+  full_env = dict(os.environ, **env, XLA_FLAGS=FAST_COMPILE)
+  r = subprocess.run([sys.executable, str(script), *TINY, "--num_steps=6",
+                      "--log_every=2", "--steps_per_loop=1",
+                      "--checkpoint_every=2", f"--workdir={work}"],
+                     cwd=REPO, env=full_env, capture_output=True, text=True,
+                     timeout=300)
+  _last_line_is_the_only_error(r, "samples/step_0000004.png: No space left "
+                               "on device")
+  assert steps_of(work) == [2]
+
+
+def test_a_save_failing_for_another_reason_than_io_keeps_its_traceback(
+    tmp_path, monkeypatch):
+  """Only file-system failures become the one-line "writing the checkpoint
+  ... failed"; anything else from a save is a bug and stays itself."""
+  ckpts = ckpt_lib.Checkpoints(str(tmp_path / "c"))
+
+  def broken(*args, **kwargs):
+    raise KeyError("args_for_item")
+
+  monkeypatch.setattr(ckpts._manager, "save", broken)  # pylint: disable=protected-access
+  with pytest.raises(KeyError):
+    ckpts.save(1, tree(1), {})
+  monkeypatch.undo()
+  assert ckpts.save(2, tree(2), {})
+  ckpts.close()
+  assert ckpt_lib._io_reason(ValueError(  # pylint: disable=protected-access
+      "OUT_OF_RANGE: Failed to write 10 bytes to file 11: File too large "
+      "[os_error_code='27'] [source locations='{...: true}']")) == (
+          "File too large")
+  assert ckpt_lib._io_reason(KeyError("x")) is None  # pylint: disable=protected-access
