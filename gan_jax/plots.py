@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from typing import Optional
 
 import numpy as np
@@ -32,9 +33,20 @@ def scatter_png(path: str, samples: np.ndarray, real: np.ndarray,
   ax.set_xlim(extent[0], extent[1])
   ax.set_ylim(extent[2], extent[3])
   ax.set_aspect("equal")
-  ax.set_title(title, fontsize=9)
+  ax.set_title(_fit(title), fontsize=9)
   ax.legend(loc="upper right", fontsize=7)
   return _save_figure(fig, path)
+
+
+def _fit(title: str) -> str:
+  """A title on lines that fit a 4-inch figure at 9 pt (a long one was
+  cut at both edges): a long one breaks after its first colon, then at
+  spaces."""
+  width = 46
+  if len(title) > width and ": " in title:
+    title = title.replace(": ", ":\n", 1)
+  return "\n".join(textwrap.fill(line, width=width, break_long_words=False)
+                   for line in title.split("\n"))
 
 
 def _save_figure(fig, path: str) -> np.ndarray:
@@ -97,5 +109,6 @@ def paths_png(path: str, linear: np.ndarray, spherical: np.ndarray,
     ax.plot(lin[:, 0], lin[:, 1], "-o", ms=2, lw=1, c=c)
     ax.plot(sph[:, 0], sph[:, 1], "--o", ms=2, lw=1, c=c)
   ax.set_aspect("equal")
-  ax.set_title(title or "linear (solid) / spherical (dashed)", fontsize=9)
+  ax.set_title(_fit(title or "linear (solid) / spherical (dashed)"),
+               fontsize=9)
   return _save_figure(fig, path)

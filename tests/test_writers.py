@@ -148,3 +148,14 @@ def test_a_tensorboard_write_failing_in_its_thread_is_one_error(tmp_path,
   # metrics.jsonl has every record, the last one's TensorBoard write failed.
   steps = [r["step"] for r in writers.read_metrics(str(tmp_path))]
   assert steps == list(range(1, len(steps) + 1)) and len(steps) < 4999
+
+
+def test_a_long_plot_title_breaks_after_its_colon_to_fit_the_figure():
+  """Scatter titles ("DATASET step N: modes, HQ, KL") were cut at both
+  edges of the 4-inch figure."""
+  from gan_jax import plots  # pylint: disable=g-import-not-at-top
+  title = "25gaussians step 20000: 25/25 modes, 74.6% HQ, KL 0.0267"
+  lines = plots._fit(title).split("\n")  # pylint: disable=protected-access
+  assert lines == ["25gaussians step 20000:",
+                   "25/25 modes, 74.6% HQ, KL 0.0267"]
+  assert plots._fit("swissroll step 20000") == "swissroll step 20000"  # pylint: disable=protected-access
