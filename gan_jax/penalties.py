@@ -37,6 +37,9 @@ def per_example_grad_sq_norm(d_fn, x):
   this independence; WGAN-GP's critic has no BatchNorm for that reason.
   """
   logits, vjp = jax.vjp(d_fn, x)
+  if logits.ndim != 1:  # e.g. MAD-GAN's k+1 outputs: no single gradient
+    raise ValueError(f"a gradient penalty needs one logit per example; D "
+                     f"returned shape {logits.shape}")
   (grads,) = vjp(jnp.ones_like(logits))
   n = logits.shape[0]
   return jnp.sum(grads.reshape(n, -1).astype(jnp.float32) ** 2, axis=1)

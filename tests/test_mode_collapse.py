@@ -344,6 +344,8 @@ def test_madgan_training_is_finite_and_moves_every_generator():
     dict(loss="madgan"),                             # one generator
     dict(num_generators=2, loss="madgan", pack=2),
     dict(num_generators=2, loss="madgan", discriminator="dcgan"),
+    dict(num_generators=2, loss="madgan", penalties=("r1",)),
+    dict(num_generators=2, loss="madgan", penalties=("gp",)),
 ])
 def test_madgan_bad_flag_combinations(overrides):
   with pytest.raises(UserError):

@@ -95,11 +95,13 @@ class MaxoutDiscriminator(nn.Module):
     init = _uniform(0.005)
     sn = self.norm == "spectral"
     h = x.astype(self.dtype).reshape(x.shape[0], -1)
+    # Input dropout (Goodfellow et al.'s 0.8 keep rate on the pixels) drops
+    # x only: a dropped label would have D judge the sample unconditioned.
+    if self.input_dropout > 0:
+      h = nn.Dropout(self.input_dropout, deterministic=not train)(h)
     label = layers.one_hot_label(y, self.num_classes, self.dtype)
     if label is not None:
       h = jnp.concatenate([h, label], axis=-1)
-    if self.input_dropout > 0:
-      h = nn.Dropout(self.input_dropout, deterministic=not train)(h)
     for _ in range(self.num_layers):
       h = layers.spectral_norm(
           layers.MaxoutDense(self.hidden, self.pieces, dtype=self.dtype,

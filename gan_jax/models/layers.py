@@ -503,9 +503,13 @@ class MinibatchDiscrimination(nn.Module):
 
   Features f(x_i) in R^A are mapped by a tensor T in R^{A x B x C} to rows
   M_i in R^{B x C}; c_b(x_i, x_j) = exp(-||M_{i,b} - M_{j,b}||_L1) and
-  o(x_i)_b = sum_j c_b(x_i, x_j) (the sum includes j = i, as in the paper's
-  equation). Returns [f(x_i), o(x_i)], shape (N, A + B). Defaults B=100,
-  C=5 as in the authors' improved-GAN code.
+  o(x_i)_b = sum_j c_b(x_i, x_j). The sum includes j = i, as in the
+  paper's equation; the authors' improved-GAN code excludes it (and adds a
+  bias per kernel), which differs by the constant 1 per kernel that D's
+  next layer can absorb. Returns [f(x_i), o(x_i)], shape (N, A + B).
+  Defaults B=100, C=5 as in the authors' code. T is not spectrally
+  normalized under ``--d_norm=spectral`` (it is not a linear layer of D's
+  path but a projection inside the feature).
   """
   num_kernels: int = 100
   kernel_dim: int = 5

@@ -96,6 +96,23 @@ def test_conditional_depends_on_label(gname, dname):
   assert abs(float(logits[0] - logits[1])) > 1e-6
 
 
+def test_input_dropout_drops_pixels_not_the_label():
+  """Goodfellow's input dropout is on x; with x = 0 (nothing to drop) and
+  no hidden dropout, training mode must then equal evaluation mode. When
+  the label went through the input dropout too, some rows lost it and the
+  rest got it scaled by 1/0.8."""
+  d = DISCRIMINATORS("cgan_maxout", _cfg(d_input_dropout=0.2, d_dropout=0.0),
+                     (28, 28, 1), 10)
+  x = jnp.zeros((64, 28, 28, 1))
+  y = jnp.arange(64) % 10
+  v = host_init(d, x, y, train=False)
+  apply = jax.jit(lambda k, train: d.apply(v, x, y, train=train,
+                                           rngs={"dropout": k}),
+                  static_argnums=1)
+  np.testing.assert_allclose(apply(jax.random.PRNGKey(3), True),
+                             apply(jax.random.PRNGKey(3), False), rtol=1e-6)
+
+
 def test_cgan_requires_labels():
   with pytest.raises(UserError):
     GENERATORS("cgan_mlp", _cfg(), (28, 28, 1), 0)
