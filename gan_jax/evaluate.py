@@ -39,7 +39,11 @@ _EVAL_KEY = 1_000_003
 class Evaluator:
   """Generates ``num_samples`` and computes the dataset's metrics.
 
-  Real-data arrays (features of the test split) are computed once and cached.
+  Real-data arrays (features of the first ``num_samples`` images of
+  ``--eval_real_split``) are computed once and cached. Generated images are
+  quantized to the real images' 256 levels before their features are taken
+  (as when samples are saved as PNG and scored, pytorch-fid's way), so the
+  two sets differ in content, not in precision.
   Construction checks that the feature network can be loaded, so a missing
   weight file fails before training starts, not at the first evaluation.
   """
@@ -77,6 +81,11 @@ class Evaluator:
     if "precision_recall" in names and n <= cfg.pr_k:
       raise UserError(f"--pr_k={cfg.pr_k} needs more than {cfg.pr_k} "
                       f"samples; {where}")
+    if "kid" in names and n <= cfg.kid_subset_size:
+      logging.warning(
+          "KID with %d samples and --kid_subset_size=%d: every subset is the "
+          "whole set, so its std is 0, not a spread (use more samples or "
+          "smaller subsets)", n, cfg.kid_subset_size)
     if "inception_score" in names and cfg.is_splits > n:
       raise UserError(f"--is_splits={cfg.is_splits} needs at least "
                       f"{cfg.is_splits} samples; {where}")
@@ -87,7 +96,7 @@ class Evaluator:
 
   def _real_arrays(self):
     if self._real is None:
-      images, _ = self.gan.dataset.eval_arrays("test")
+      images, _ = self.gan.dataset.eval_arrays(self.cfg.eval_real_split)
       images = images[:self.num_samples].astype(np.float32) / 127.5 - 1.0
       self._real = self._arrays(images)
     return self._real
@@ -120,7 +129,7 @@ class Evaluator:
       if ds.modes is None:
         return {}
       return toy_metrics.mode_metrics(fake, ds.modes, ds.std)
-    fake_arrays = self._arrays(fake)
+    fake_arrays = self._arrays(quantize(fake))
     out: Dict[str, float] = {}
     for name in self.protocol.metrics:
       metric = metrics_lib.METRICS.get(name)
@@ -144,7 +153,9 @@ class Evaluator:
               "high_quality_within_std": 3.0}
     cfg, names = self.cfg, self.protocol.metrics
     out: Dict[str, Any] = {"features": self.protocol.extractor}
+    out["generated"] = "quantized to 8 bits"
     if any(metrics_lib.METRICS.get(n).needs_real for n in names):
+      out["real_split"] = cfg.eval_real_split
       out["num_real"] = len(next(iter(self._real_arrays().values())))
     if "kid" in names:
       out["kid_subsets"] = cfg.kid_subsets
@@ -155,6 +166,14 @@ class Evaluator:
     if "inception_score" in names:
       out["is_splits"] = cfg.is_splits
     return out
+
+
+def quantize(images: np.ndarray) -> np.ndarray:
+  """[-1, 1] floats -> the nearest of the 256 levels uint8 / 127.5 - 1 that
+  real images take."""
+  levels = np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5),
+                   0, 255)
+  return levels / np.float32(127.5) - np.float32(1.0)
 
 
 def format_table(results: Dict[str, float]) -> str:

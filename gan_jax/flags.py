@@ -368,6 +368,10 @@ integer("eval_every", 0, "Evaluate the dataset's metrics (gan_jax.evaluate) "
 integer("eval_num_samples", 10000, "Generated samples per periodic "
         "evaluation of an image run (also the real test images used).",
         safe=True, bounds=">= 2")
+enum("eval_real_split", "test", ["test", "train"], "Image evaluations: the "
+     "split whose first N images (N = the generated samples) are the real "
+     "set of FID/KID/precision-recall. PyTorch-StudioGAN's CIFAR-10 FIDs use "
+     "train with 50,000 samples; Mimicry's too.", safe=True)
 integer("num_samples", None, "Evaluate CLI: generated samples (default: "
         "--eval_samples of the run for toy data, --eval_num_samples for "
         "images).", in_config=False, bounds=">= 2")

@@ -171,6 +171,7 @@ DATA_KIND_FLAGS = {
     "eval_samples": ("toy", "it sizes the toy metrics"),
     "eval_num_samples": ("image", "it sizes image evaluations"),
     "eval_metrics": ("image", "toy data gets its mode metrics"),
+    "eval_real_split": ("image", "toy data gets its mode metrics"),
     "interp_pairs": ("image", "image runs write interpolation strips"),
     "interp_points": ("image", "image runs write interpolation strips"),
 }

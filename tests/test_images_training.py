@@ -138,6 +138,8 @@ def test_dcgan_mnist_trains_through_the_cli(mnist_data_dir, tmp_path):
   np.testing.assert_allclose(result["fid"], records[1]["fid"], rtol=1e-4)
   np.testing.assert_allclose(result["kid"], records[1]["kid"], rtol=1e-4)
   assert result["settings"] == {"features": "mnist", "num_real": 64,
+                                "generated": "quantized to 8 bits",
+                                "real_split": "test",
                                 "kid_subsets": 100, "kid_subset_size": 64,
                                 "pr_k": 3, "is_splits": 10}
   # Metric settings on the evaluate command line override the run's.
@@ -154,6 +156,14 @@ def test_dcgan_mnist_trains_through_the_cli(mnist_data_dir, tmp_path):
   assert result["settings"]["is_splits"] == 4
   np.testing.assert_allclose(result["fid"], records[1]["fid"], rtol=1e-4)
   assert abs(result["kid"] - records[1]["kid"]) > 1e-6
+  # The real set can be the train split's first N images instead.
+  r = run_module("gan_jax.evaluate", f"--workdir={workdir}",
+                 "--num_samples=64", "--eval_real_split=train",
+                 "--eval_metrics=fid")
+  assert r.returncode == 0, r.stderr[-3000:]
+  result = json.load(open(workdir / "eval.json"))
+  assert result["settings"]["real_split"] == "train"
+  assert abs(result["fid"] - records[1]["fid"]) > 1e-3
   # --eval_metrics picks metrics by name, a user's own included.
   r = run_module("gan_jax.evaluate", f"--workdir={workdir}",
                  "--num_samples=64", "--eval_metrics=fid,feat_mean",

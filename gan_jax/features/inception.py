@@ -5,7 +5,11 @@ layout with the FID patches (average pools in the A, C and first E blocks
 exclude the padding; the last E block max-pools its pool branch), 1008
 logits, inputs resized bilinearly to 299x299 (no antialiasing, half-pixel
 centres, like ``F.interpolate(align_corners=False)``) and scaled to [-1, 1].
-``pool3`` (2048 features) serves FID/KID/PR and the logits serve IS.
+``pool3`` (2048 features) serves FID/KID/PR and the logits serve IS. The
+logits are ``pool3 @ W`` without the fc bias, as in the Inception Score's
+reference code (Salimans et al.'s ``inception_score.py`` and TTUR take the
+``softmax/logits/MatMul`` weight alone; torch-fidelity's
+``logits_unbiased``): published Inception Scores are computed that way.
 
 Weights: pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``, read with
 ``load_pth`` below, which needs no PyTorch and unpickles nothing but the few
@@ -152,8 +156,23 @@ class InceptionE(nn.Module):
     return jnp.concatenate([b1, b3, bd, bp], -1)
 
 
+class UnbiasedLogits(nn.Module):
+  """The fc layer as the Inception Score uses it: ``x @ kernel``. Its
+  ``bias`` is a parameter (the weight file holds it; loading checks its
+  shape) that the IS reference code leaves out, and so does this."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (x.shape[-1], self.features))
+    self.param("bias", nn.initializers.zeros, (self.features,))
+    return x @ kernel
+
+
 class InceptionV3(nn.Module):
-  """FID Inception-v3: NHWC images in [-1, 1] -> (pool3 (N, 2048), logits).
+  """FID Inception-v3: NHWC images in [-1, 1] -> (pool3 (N, 2048), logits
+  (N, 1008) without the fc bias, as the Inception Score takes them).
 
   ``resize_input``: bilinear resize to 299x299 first (pytorch-fid's default).
   Grayscale inputs are repeated to three channels.
@@ -189,7 +208,7 @@ class InceptionV3(nn.Module):
     x = InceptionE(name="Mixed_7b")(x)
     x = InceptionE(max_pool=True, name="Mixed_7c")(x)
     pool3 = jnp.mean(x, axis=(1, 2))
-    logits = nn.Dense(NUM_LOGITS, name="fc")(pool3)
+    logits = UnbiasedLogits(NUM_LOGITS, name="fc")(pool3)
     return pool3, logits
 
 

@@ -292,3 +292,18 @@ def test_damaged_or_foreign_files_are_one_user_error(tmp_path):
   zpath.write_bytes(bytes(raw))
   with pytest.raises(UserError, match="cannot read weight file"):
     inception.load_pth(str(zpath))
+
+
+def test_is_logits_leave_out_the_fc_bias():
+  """The Inception Score's reference code (improved-GAN, TTUR) takes
+  pool3 @ W without the fc bias; the bias is still a loaded parameter."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(3, 16)).astype(np.float32)
+  kernel = rng.normal(size=(16, 5)).astype(np.float32)
+  bias = rng.normal(size=(5,)).astype(np.float32)
+  fc = inception.UnbiasedLogits(5)
+  shapes = jax.eval_shape(fc.init, jax.random.PRNGKey(0), x)["params"]
+  assert {k: v.shape for k, v in shapes.items()} == {"kernel": (16, 5),
+                                                     "bias": (5,)}
+  out = fc.apply({"params": {"kernel": kernel, "bias": bias}}, x)
+  np.testing.assert_allclose(out, x @ kernel, rtol=1e-5, atol=1e-5)

@@ -64,3 +64,17 @@ def test_singular_covariance_is_finite():
 def test_dimension_mismatch():
   with pytest.raises(ValueError):
     metrics.fid(np.zeros((5, 3)), np.zeros((5, 4)))
+
+
+def test_generated_images_are_quantized_like_the_real_ones():
+  """The evaluator scores generated images on the 256 levels real images
+  (uint8 / 127.5 - 1) take."""
+  from gan_jax import evaluate  # pylint: disable=g-import-not-at-top
+  real = np.arange(256, dtype=np.uint8).astype(np.float32) / 127.5 - 1.0
+  np.testing.assert_array_equal(evaluate.quantize(real), real)
+  x = np.array([-1.5, -1.0, -0.9999, 0.0021, 0.999, 1.0, 2.0], np.float32)
+  q = evaluate.quantize(x)
+  levels = (q + 1.0) * 127.5
+  np.testing.assert_allclose(levels, np.round(levels), atol=1e-4)
+  assert q.min() == -1.0 and q.max() == 1.0 and q.dtype == np.float32
+  np.testing.assert_allclose(q, np.clip(x, -1, 1), atol=1 / 127.5)
