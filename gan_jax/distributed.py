@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from typing import Mapping, Optional
 
+import numpy as np
 from absl import logging
 
 from gan_jax.errors import UserError
@@ -100,3 +101,73 @@ def initialize(mode: str = "auto", coordinator_address: Optional[str] = None,
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
   return True
+
+
+def process_rows(devices, batch_size: int,
+                 process_index: Optional[int] = None) -> Optional[np.ndarray]:
+  """The rows of a global batch that this process feeds, in global order.
+
+  The batch is split evenly over ``devices`` (the 1-D data mesh's devices,
+  in mesh order); a process feeds the rows of the positions its own devices
+  hold, which is what ``jax.make_array_from_process_local_data`` expects of
+  it. Those positions are one block in process order on CPU and GPU hosts,
+  but need not be where the mesh interleaves hosts (TPU slices' device
+  order), and then "process p's block" would hand rows to the wrong
+  devices: the same examples, but paired with other noise than the
+  single-process run. ``None`` with one process (all rows).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if process_index is None:
+    if jax.process_count() == 1:
+      return None
+    process_index = jax.process_index()
+  devices = list(np.ravel(np.asarray(devices, dtype=object)))
+  per, rest = divmod(batch_size, len(devices))
+  if rest:
+    raise UserError(f"--batch_size={batch_size} must divide by the number "
+                    f"of devices {len(devices)}")
+  mine = [j for j, d in enumerate(devices) if d.process_index == process_index]
+  if not mine:
+    raise ValueError(f"process {process_index} holds none of the mesh's "
+                     f"devices")
+  return np.concatenate([j * per + np.arange(per, dtype=np.int64)
+                         for j in mine])
+
+
+class StopVote:
+  """Whether any process asked to stop, agreed on by all at the same step.
+
+  A preemption's SIGTERM reaches hosts at different moments, or one host
+  only; a process that stopped by itself would leave the others waiting in
+  the next step's collectives (and save nothing). Each loop boundary starts
+  a one-element all-reduce of the processes' flags and reads the one it
+  started at the previous boundary, which has finished by then (it ran
+  right after that boundary's call): the loop keeps a call in flight, and
+  every process stops after the same step, one loop after the signal. With
+  one process, the flag itself, at once.
+  """
+
+  def __init__(self, mesh, axis: str):
+    import jax  # pylint: disable=g-import-not-at-top
+    self._multi = jax.process_count() > 1
+    self._pending = None
+    if self._multi:
+      from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+      import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+      self._mesh = mesh
+      self._sharding = NamedSharding(mesh, P(axis))
+      self._local = len([d for d in np.ravel(mesh.devices)
+                         if d.process_index == jax.process_index()])
+      self._any = jax.jit(jnp.any, out_shardings=NamedSharding(mesh, P()))
+
+  def __call__(self, local_stop: bool) -> bool:
+    if not self._multi:
+      return local_stop
+    import jax  # pylint: disable=g-import-not-at-top
+    decided = self._pending is not None and bool(
+        np.asarray(self._pending.addressable_data(0)))
+    flags = jax.make_array_from_process_local_data(
+        self._sharding, np.full((self._local,), bool(local_stop)),
+        (self._mesh.size,))
+    self._pending = self._any(flags)
+    return decided

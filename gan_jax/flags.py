@@ -271,6 +271,9 @@ integer("debug_signal_at_step", -1, "Testing: the process sends itself "
         "the step's own save, if any, in flight); -1 = off.", safe=True)
 enum("debug_signal", "KILL", ["KILL", "TERM", "INT"], "Testing: the signal "
      "of --debug_signal_at_step.", safe=True)
+integer("debug_signal_process", -1, "Testing: in a multi-process run, only "
+        "process N sends itself --debug_signal (-1 = every process).",
+        safe=True, bounds=">= -1")
 
 # ----------------------------------------------- sample CLI (issue 6)
 # Read by gan_jax.sample only (which also reads --workdir, --out, --seed);

@@ -7,7 +7,9 @@ axis ``data``):
   ``fold_in(state.rng, state.step)``, draws every random number of the step
   with *global* shapes (noise, fake labels, toy data) so the draw does not
   depend on the device count, shards them over ``data`` and calls the
-  per-device step.
+  per-device step. (Dropout inside the networks draws per device, from
+  ``fold_in(key, device index)``, and BatchNorm without
+  ``--cross_replica_bn`` normalizes per device: those two do depend on it.)
 * ``local_step`` (per device): ``d_steps`` discriminator updates
   (``d_update``) then one generator update (``g_update``), Algorithm 1 of
   Goodfellow et al. (2014). Parameters are replicated; each device computes

@@ -28,6 +28,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -183,9 +184,10 @@ def parse_seeds(values: Sequence[str]) -> List[str]:
   return out
 
 
-def expand_flags(args: Sequence[str]) -> Dict[str, str]:
+def expand_flags(args: Sequence[str], check: bool = True) -> Dict[str, str]:
   """The flag values a gan_jax.main command line sets (flagfiles expanded,
-  last one wins), as text. Unknown flags are errors."""
+  last one wins), as text. Unknown flags and flags the sweep sets itself
+  are errors (``check``; else left out)."""
   try:
     flat = FLAGS.read_flags_from_files(list(args), force_gnu=False)
   except flags.Error as e:
@@ -204,7 +206,10 @@ def expand_flags(args: Sequence[str]) -> Dict[str, str]:
         name, value = name[2:], "false"
     if name in flags_lib.NOT_IN_CONFIG:
       continue
-    check_flag(name, value, where="base flag")
+    if check:
+      check_flag(name, value, where="base flag")
+    elif name not in flags_lib.SAFE or name in _RESERVED:
+      continue
     values[name] = value
   return values
 
@@ -338,16 +343,60 @@ def is_finished(run: Run) -> bool:
   return record is not None and record.get("step", -1) >= run.num_steps
 
 
-def error_line(log_path: str, returncode: int) -> str:
-  """The run's ``error: ...`` line, else the last line of its log."""
+def typed_config(args: Sequence[str]) -> flags_lib.Config:
+  """The Config a gan_jax.main command line (or flags.txt) trains."""
+  values = {name: FLAGS[name].parser.parse(text)
+            for name, text in expand_flags(args, check=False).items()}
+  return flags_lib.defaults().replace(**values)
+
+
+def settings_mismatch(run: Run) -> Optional[str]:
+  """Why a finished run's workdir does not hold this sweep's run (its
+  flags.txt trains other structural settings), or None."""
+  path = os.path.join(run.workdir, "flags.txt")
+  if not os.path.exists(path):
+    return None
   try:
-    with open(log_path, errors="replace") as f:
-      lines = [l.strip() for l in f if l.strip()]
+    saved = typed_config([f"--flagfile={path}"]).to_dict()
+  except UserError:
+    return f"its {path} cannot be read as flags"
+  diffs = flags_lib.structural_differences(saved, typed_config(run.args))
+  if not diffs:
+    return None
+  listing = ", ".join(
+      f"--{d} (was {_show(saved[d])}, now "
+      f"{_show(getattr(typed_config(run.args), d))})" for d in diffs)
+  return (f"{run.workdir} holds a finished run with other settings: "
+          f"{listing}; use another --sweep_dir or remove it")
+
+
+def _show(value) -> str:
+  if isinstance(value, (list, tuple)):
+    return ",".join(map(str, value)) or "none"
+  return str(value)
+
+
+def error_line(log_path: str, returncode: int, offset: int = 0) -> str:
+  """The run's ``error: ...`` line, else the last line of its log, from
+  ``offset`` on (this attempt's part of an appended log); a run killed by a
+  signal without a line of its own says so."""
+  try:
+    with open(log_path, "rb") as f:
+      f.seek(offset)
+      text = f.read().decode(errors="replace")
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
   except OSError:
     lines = []
   errors = [l for l in lines if l.startswith("error:")]
   if errors:
     return errors[-1]
+  if returncode is not None and returncode < 0:
+    try:
+      name = signal.Signals(-returncode).name
+    except ValueError:
+      name = f"signal {-returncode}"
+    return f"killed by {name}" + (f" (last line: {lines[-1]})" if lines
+                                  else "")
   return lines[-1] if lines else f"exit code {returncode}"
 
 
@@ -366,7 +415,11 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
   todo = []
   for run in runs:
     if is_finished(run):
-      results[run.name] = ("skipped", "already finished")
+      mismatch = settings_mismatch(run)
+      results[run.name] = (("failed", mismatch) if mismatch
+                           else ("skipped", "already finished"))
+      if mismatch:
+        print(f"{run.name}: failed ({mismatch})", file=out, flush=True)
     else:
       todo.append(run)
   lock = threading.Lock()
@@ -377,8 +430,9 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
   if runs:
     env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
         os.path.dirname(os.path.abspath(runs[0].workdir)), ".jax_cache"))
-  if len(todo) < len(runs):
-    print(f"{len(runs) - len(todo)} of {len(runs)} runs already finished; "
+  skipped = sum(1 for status, _ in results.values() if status == "skipped")
+  if skipped:
+    print(f"{skipped} of {len(runs)} runs already finished; "
           f"skipping them", file=out, flush=True)
 
   def one(run: Run):
@@ -389,9 +443,16 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
     # SLURM allocation.
     cmd = main_command(run, sys.executable) + ["--noprogress",
                                                "--distributed=off"]
+    offset = 0
     try:
       os.makedirs(run.workdir, exist_ok=True)
       with open(log_path, "a") as log:
+        # This attempt's command heads its part of the log (a rerun
+        # appends), and its error line is looked for from there on.
+        log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                  f"{shlex.join(cmd)}\n")
+        log.flush()
+        offset = log.tell()
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, env=env)
       os_error = None
@@ -401,7 +462,7 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
     if os_error is not None:
       status = ("failed", os_error)
     elif rc != 0:
-      status = ("failed", error_line(log_path, rc))
+      status = ("failed", error_line(log_path, rc, offset))
     elif is_finished(run):
       status = ("finished", f"{seconds:.1f}s" + (" (resumed)" if resume
                                                   else ""))

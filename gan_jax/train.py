@@ -22,6 +22,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from gan_jax import checkpoint as ckpt_lib
+from gan_jax import distributed
 from gan_jax import errors
 from gan_jax import flags as flags_lib
 from gan_jax import gan as gan_lib
@@ -36,7 +37,7 @@ from gan_jax.metrics import toy as toy_metrics
 # Fixed keys for what must not change over a run: the sample grid's noise and
 # the evaluation samples.
 _GRID_KEY = 1_000_001
-_EVAL_KEY = 1_000_002
+_EVAL_KEY = 1_000_002  # toy metrics; evaluate._TOY_KEY must equal it
 _INTERP_KEY = 1_000_003
 
 
@@ -256,11 +257,15 @@ class HostInput:
     self._prefetch = prefetch
     self._iters = None
     self._next = None  # the first step of the iterators' next chunk
+    # The global batch rows this process's devices hold; passed only with
+    # several processes (one process feeds them all).
+    rows = None
+    if self._streams:  # toy data: no host stream, maybe no sharding
+      rows = distributed.process_rows(sharding.mesh.devices, cfg.batch_size)
+    self._rows = {} if rows is None else {"rows": rows}
 
   def _args(self):
-    cfg = self._cfg
-    return (cfg.d_steps, cfg.batch_size, jax.process_index(),
-            jax.process_count())
+    return self._cfg.d_steps, self._cfg.batch_size
 
   def _read(self, first: int, n: int):
     spl = self._cfg.steps_per_loop
@@ -268,11 +273,12 @@ class HostInput:
       if self._iters is None or first != self._next:
         self.close()
         self._iters = [ds.iterator(first, spl, *self._args(),
-                                   prefetch=self._prefetch)
+                                   prefetch=self._prefetch, **self._rows)
                        for ds in self._streams]
       self._next = first + spl
       return [next(it) for it in self._iters]
-    return [ds.batches(first, n, *self._args()) for ds in self._streams]
+    return [ds.batches(first, n, *self._args(), **self._rows)
+            for ds in self._streams]
 
   def __call__(self, first: int, n: int):
     """Steps ``[first, first + n)`` as global arrays (steps, [replicas,]
@@ -514,10 +520,20 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
     if ckpts.latest_step() is not None:
       # The structure is checked on the saved config before any array is
       # read; unreadable or corrupt newest steps fall back to older ones.
-      state, _, start = ckpts.restore(
-          abstract, check=lambda saved: check_resume(saved, cfg, workdir),
-          quarantine=True)
+      trained_on = []
+
+      def check(saved):
+        check_resume(saved, cfg, workdir)
+        trained_on[:] = [saved.get("mesh_devices")]
+
+      state, _, start = ckpts.restore(abstract, check=check, quarantine=True)
       logging.info("resumed from step %d", start)
+      if trained_on and trained_on[0] not in (None, mesh.size):
+        logging.warning(
+            "resuming on %d devices a run trained on %d: BatchNorm "
+            "statistics and dropout draws are per device, so from here it "
+            "trains as a %d-device run would (the same device count "
+            "resumes exactly)", mesh.size, trained_on[0], mesh.size)
     else:
       state = init()
       start = 0
@@ -572,7 +588,9 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
   last: Dict[str, Any] = {}
   step = start
   total = cfg.num_steps
-  config_record = cfg.to_dict()
+  # The config, and the device count that per-device BatchNorm and dropout
+  # depend on (a resume on another count is warned about).
+  config_record = {**cfg.to_dict(), "mesh_devices": mesh.size}
   progress = None
   if cfg.progress and is_chief:
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
@@ -585,6 +603,7 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
   profile = _Profile(cfg, workdir)
   try:
     with _Preemption() as preempt, jax.set_mesh(mesh):
+      stop_vote = distributed.StopVote(mesh, steps_lib.AXIS)
       while step < total:
         # Calls cover [k * spl, (k + 1) * spl) whatever step the run resumed
         # from, so a resumed run runs the same compiled programs on the same
@@ -600,10 +619,13 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
         profile.after_call(step, state)
         if progress is not None:
           progress.update(n)
-        debug_signal = prev < cfg.debug_signal_at_step <= step
+        debug_signal = prev < cfg.debug_signal_at_step <= step and (
+            cfg.debug_signal_process in (-1, jax.process_index()))
         if debug_signal and cfg.debug_signal != "KILL":
           os.kill(os.getpid(), getattr(signal, "SIG" + cfg.debug_signal))
-        stop = preempt.signal is not None
+        # With several processes, all stop after the same step (the first
+        # boundary after any of them was signalled, one call later).
+        stop = stop_vote(preempt.signal is not None)
         eval_now = evaluator is not None and (
             step % cfg.eval_every == 0 or step == total)
         # An evaluation step is also a log step: one record per step.
@@ -669,8 +691,10 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
               f"at step {step}" + (", its checkpoint is kept" if saved
                                    else ""))
         if stop:
-          logging.warning("signal %d: %s at step %d, exiting",
-                          preempt.signal, "saved a checkpoint" if saved
+          cause = (f"signal {preempt.signal}" if preempt.signal is not None
+                   else "another process was signalled")
+          logging.warning("%s: %s at step %d, exiting", cause,
+                          "saved a checkpoint" if saved
                           else "could not save a checkpoint", step)
           break
         if debug_signal and cfg.debug_signal == "KILL":

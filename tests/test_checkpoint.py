@@ -528,3 +528,19 @@ def test_a_save_failing_for_another_reason_than_io_keeps_its_traceback(
       "[os_error_code='27'] [source locations='{...: true}']")) == (
           "File too large")
   assert ckpt_lib._io_reason(KeyError("x")) is None  # pylint: disable=protected-access
+
+
+def test_resuming_on_another_device_count_warns(tmp_path, env, reference):
+  """The checkpoint records the device count it trained on; per-device
+  BatchNorm statistics and dropout draws make a resume on another count
+  train on differently, which the run says (and still trains)."""
+  work = tmp_path / "run"
+  shutil.copytree(reference, work)
+  r = run_module("gan_jax.main", *RUN, f"--workdir={work}", "--num_steps=14",
+                 env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_"
+                      "count=2 " + FAST_COMPILE})
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "resumed from step 12" in r.stderr
+  assert "resuming on 2 devices a run trained on 1" in r.stderr
+  assert ckpt_lib.Checkpoints(ckpt_dir(work), read_only=True).read_config(
+      14)["mesh_devices"] == 2

@@ -39,6 +39,8 @@ def test_quickstart_end_to_end_writes_every_artifact(tmp_path):
   assert result["step"] == 40 and result["num_samples"] == 500
   for key in ("modes", "high_quality", "reverse_kl"):
     assert key in result and key in r3.stdout
+    # The same samples as the run's own evaluation of its last step.
+    assert result[key] == pytest.approx(records[-1][key], rel=1e-6), key
   # The protocol behind the numbers (PacGAN's ring: 8 modes, std 0.01).
   assert result["settings"] == {
       "features": "samples", "num_modes": 8,

@@ -277,3 +277,51 @@ def test_a_run_whose_workdir_is_a_file_fails_alone(tmp_path):
   statuses = sweep.execute(sw.runs, 1, out=io.StringIO())
   status, detail = statuses[run.name]
   assert status == "failed" and "exists and is not a directory" in detail
+
+
+def test_a_finished_run_with_other_settings_is_not_skipped_as_done(tmp_path):
+  """Rerunning a sweep whose fixed settings changed: a trial's workdir that
+  holds a finished run of the old settings is reported (gan_jax.main would
+  refuse to resume it), not skipped with its stale numbers in the table."""
+  import io  # pylint: disable=g-import-not-at-top
+  from gan_jax import sweep
+  sw = sweep.build("experiments/quickstart.flags", str(tmp_path),
+                   grid=["g_lr:1e-4"], overrides=["g_hidden=32", "num_steps=4"])
+  (run,) = sw.runs
+  os.makedirs(run.workdir)
+  with open(os.path.join(run.workdir, "metrics.jsonl"), "w") as f:
+    f.write(json.dumps({"step": 4, "d_loss": 1.0}) + "\n")
+  flags_txt = os.path.join(run.workdir, "flags.txt")
+  same = sweep.typed_config(run.args)
+  from gan_jax import flags as flags_lib  # pylint: disable=g-import-not-at-top
+  with open(flags_txt, "w") as f:
+    f.write("\n".join(flags_lib.serialize(same)) + "\n")
+  out = io.StringIO()
+  assert sweep.execute(sw.runs, 1, out=out)[run.name] == (
+      "skipped", "already finished")
+  with open(flags_txt, "w") as f:
+    f.write("\n".join(flags_lib.serialize(same.replace(g_hidden=16))) + "\n")
+  status, detail = sweep.execute(sw.runs, 1, out=out)[run.name]
+  assert status == "failed"
+  assert "--g_hidden (was 16, now 32)" in detail and run.workdir in detail
+  # A safe flag (logging) differing is no reason.
+  with open(flags_txt, "w") as f:
+    f.write("\n".join(flags_lib.serialize(same.replace(log_every=1))) + "\n")
+  assert sweep.execute(sw.runs, 1, out=out)[run.name][0] == "skipped"
+
+
+def test_a_failed_attempt_reports_its_own_error_not_an_earlier_one(tmp_path):
+  """train.log is appended across attempts: the error line is looked for
+  in this attempt's part, and a run killed by a signal says so."""
+  from gan_jax import sweep
+  log = tmp_path / "train.log"
+  log.write_text("# attempt 1\nerror: --workdir=x is in use by another run\n")
+  offset = log.stat().st_size
+  with open(log, "a") as f:
+    f.write("# attempt 2\nI1201 step 2/10 | d_loss 1.0\n")
+  assert sweep.error_line(str(log), -9, offset) == (
+      "killed by SIGKILL (last line: I1201 step 2/10 | d_loss 1.0)")
+  assert sweep.error_line(str(log), 1, 0).startswith("error: --workdir=x")
+  with open(log, "a") as f:
+    f.write("error: unknown loss 'nope'\n")
+  assert sweep.error_line(str(log), 1, offset) == "error: unknown loss 'nope'"

@@ -313,20 +313,30 @@ class ImageDataset:
 
   def batches(self, start_step: int, num_steps: int, d_steps: int,
               batch_size: int, process_index: int = 0,
-              process_count: int = 1) -> Dict[str, np.ndarray]:
+              process_count: int = 1,
+              rows: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
     """This process's data for steps [start_step, start_step + num_steps).
 
-    Returns ``image`` float32 (num_steps, d_steps, batch_size // P, H, W, C)
-    in [-1, 1] and ``label`` int32 (num_steps, d_steps, batch_size // P).
+    The process feeds ``rows`` of each global batch (the positions its
+    devices hold in the mesh, ``gan_jax.distributed.process_rows``), by
+    default the ``process_index``-th of ``process_count`` equal blocks.
+    Returns ``image`` float32 (num_steps, d_steps, R, H, W, C) in [-1, 1]
+    and ``label`` int32 (num_steps, d_steps, R), R rows.
     """
-    if batch_size % process_count:
-      raise UserError(f"batch_size {batch_size} must divide by the number "
-                      f"of processes {process_count}")
-    if not 0 <= process_index < process_count:
-      raise ValueError(f"process_index {process_index} not in "
-                       f"[0, {process_count})")
-    local = batch_size // process_count
-    rows = process_index * local + np.arange(local, dtype=np.int64)
+    if rows is None:
+      if batch_size % process_count:
+        raise UserError(f"batch_size {batch_size} must divide by the "
+                        f"number of processes {process_count}")
+      if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in "
+                         f"[0, {process_count})")
+      local = batch_size // process_count
+      rows = process_index * local + np.arange(local, dtype=np.int64)
+    else:
+      rows = np.asarray(rows, np.int64)
+      if rows.ndim != 1 or not np.all((rows >= 0) & (rows < batch_size)):
+        raise ValueError(f"rows must be indices of a batch of {batch_size}")
+      local = len(rows)
     slots = (start_step * d_steps + np.arange(num_steps * d_steps,
                                               dtype=np.int64))
     positions = (slots[:, None] * batch_size + rows[None, :]).reshape(
@@ -339,13 +349,14 @@ class ImageDataset:
 
   def iterator(self, start_step: int, steps_per_call: int, d_steps: int,
                batch_size: int, process_index: int = 0,
-               process_count: int = 1, prefetch: int = 2) -> "Prefetcher":
+               process_count: int = 1, prefetch: int = 2,
+               rows: Optional[np.ndarray] = None) -> "Prefetcher":
     """Batches of consecutive step ranges, read ahead by a thread."""
     return Prefetcher(
         functools.partial(self.batches, num_steps=steps_per_call,
                           d_steps=d_steps, batch_size=batch_size,
                           process_index=process_index,
-                          process_count=process_count),
+                          process_count=process_count, rows=rows),
         start_step, steps_per_call, prefetch)
 
   def eval_arrays(self, split: str = "test") -> Tuple[np.ndarray, np.ndarray]:
