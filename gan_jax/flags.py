@@ -565,6 +565,18 @@ def serialize(config: Config) -> List[str]:
   return lines
 
 
+def describe_differences(old: Dict[str, Any], new: Config,
+                         names: Iterable[str]) -> str:
+  """``--name (was OLD, now NEW), ...`` for flags that differ (an empty
+  list flag shows as none)."""
+  def show(value):
+    if isinstance(value, (list, tuple)):
+      return ",".join(map(str, value)) or "none"
+    return value
+  return ", ".join(f"--{n} (was {show(old[n])}, now {show(getattr(new, n))})"
+                   for n in names)
+
+
 def structural_differences(old: Dict[str, Any], new: Config) -> List[str]:
   """Names of structural flags whose values differ between two configs.
 

@@ -360,20 +360,13 @@ def settings_mismatch(run: Run) -> Optional[str]:
     saved = typed_config([f"--flagfile={path}"]).to_dict()
   except UserError:
     return f"its {path} cannot be read as flags"
-  diffs = flags_lib.structural_differences(saved, typed_config(run.args))
+  trial = typed_config(run.args)
+  diffs = flags_lib.structural_differences(saved, trial)
   if not diffs:
     return None
-  listing = ", ".join(
-      f"--{d} (was {_show(saved[d])}, now "
-      f"{_show(getattr(typed_config(run.args), d))})" for d in diffs)
   return (f"{run.workdir} holds a finished run with other settings: "
-          f"{listing}; use another --sweep_dir or remove it")
-
-
-def _show(value) -> str:
-  if isinstance(value, (list, tuple)):
-    return ",".join(map(str, value)) or "none"
-  return str(value)
+          f"{flags_lib.describe_differences(saved, trial, diffs)}; use "
+          f"another --sweep_dir or remove it")
 
 
 def error_line(log_path: str, returncode: int, offset: int = 0) -> str:

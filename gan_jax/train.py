@@ -199,12 +199,7 @@ def check_resume(saved: Dict[str, Any], cfg, workdir: str):
   """Refuses to resume with flags that change the model or optimizer."""
   diffs = flags_lib.structural_differences(saved, cfg)
   if diffs:
-    def show(v):
-      if isinstance(v, (list, tuple)):
-        return ",".join(map(str, v)) or "none"  # an empty list flag
-      return v
-    listing = ", ".join(f"--{d} (was {show(saved[d])}, now "
-                        f"{show(getattr(cfg, d))})" for d in diffs)
+    listing = flags_lib.describe_differences(saved, cfg, diffs)
     raise UserError(f"cannot resume {workdir}: flags that change the model "
                     f"or optimizer differ: {listing}; use the old values or "
                     f"a new --workdir")
