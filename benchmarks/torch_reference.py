@@ -192,6 +192,13 @@ class TrainStep:
     self.cfg = cfg
     self.batch = cfg.batch_size
     self.device = torch.device(device)
+    if self.device.type == "cuda":
+      # The arithmetic JAX uses by default on a GPU: TF32 for float32
+      # products and convolutions (torch's default keeps nn.Linear at full
+      # float32); and cuDNN's algorithm search, as a tuned eager run has.
+      torch.set_float32_matmul_precision("high")
+      torch.backends.cudnn.allow_tf32 = True
+      torch.backends.cudnn.benchmark = True
     if compute_dtype not in ("float32", "bfloat16"):
       raise UnsupportedConfig(f"unknown compute_dtype {compute_dtype!r}")
     self.autocast = compute_dtype == "bfloat16"

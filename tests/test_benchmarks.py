@@ -38,6 +38,7 @@ def test_benchmark_prints_json_lines():
              * row["flops_per_step"] / 1e11) < 1e-2
   assert row["finite"] and row["state_donated"]
   assert row["ratio_vs_torch"] is None  # --no-torch
+  assert row["noisy"] is False and row["torch_matmul_precision"] is None
   # Without PyTorch's counter the FLOPs are XLA's cost analysis.
   assert row["flops_source"] == "xla_cost_analysis"
   assert row["xla_flops_per_step"] == row["flops_per_step"]
@@ -86,3 +87,10 @@ def test_benchmark_counts_model_flops_with_the_pytorch_reference():
   assert row["flops_per_step"] == pytest.approx(row["xla_flops_per_step"],
                                                 rel=0.05)
   assert row["torch_steps_per_sec"] > 0 and row["ratio_vs_torch"] > 0
+  # The identical model on both sides, trained to finite losses.
+  assert row["params"] == row["torch_params"] == 890003
+  assert row["finite"]
+  lo, hi = row["ratio_range"]
+  assert lo <= row["ratio_vs_torch"] <= hi
+  assert row["noisy"] == (hi > 1.3 * lo)
+  assert row["torch_matmul_precision"] == "highest"  # CPU: full float32
