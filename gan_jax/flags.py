@@ -212,6 +212,11 @@ integer("g_layers", 4, "Hidden layers of MLP generators.", bounds=">= 0")
 integer("d_hidden", 200, "Hidden width of MLP discriminators.", bounds=">= 1")
 integer("d_layers", 3, "Hidden layers of MLP discriminators.", bounds=">= 0")
 integer("maxout_pieces", 5, "Pieces per maxout unit.", bounds=">= 1")
+enum("mlp_init", "auto", ["auto", "lecun_normal", "normal_0.02", "he_normal"],
+     "Kernel initialization of the MLP networks (pacgan_mlp, pacgan_maxout, "
+     "mlp); biases start at 0. auto = the architecture's reference: "
+     "N(0, 0.02) for the PacGAN pair (the authors' config), Flax's "
+     "lecun_normal for mlp.")
 boolean("g_batchnorm", True, "BatchNorm in MLP generators.")
 boolean("conditional", False, "Condition G and D on the dataset's labels "
         "(conditional GAN, Mirza & Osindero 2014).")

@@ -3,9 +3,13 @@
 * ``pacgan_mlp`` / ``pacgan_maxout``: the PacGAN toy pair (Lin et al. 2018,
   authors' code): G = 4 fully connected layers of 400 units with ReLU and
   BatchNorm, linear 2-D output; D = 3 maxout layers of 200 units with 5 pieces,
-  then a linear output.
+  then a linear output; every weight from N(0, 0.02), as the authors' config
+  (``weights_init_std``).
 * ``mlp`` (G and D): plain ReLU MLPs, e.g. the WGAN-GP toy script's 3 hidden
-  layers of 512 units (Gulrajani et al. 2017).
+  layers of 512 units (Gulrajani et al. 2017), Flax's lecun_normal
+  initialization (the authors' script: He for hidden layers, Glorot for the
+  output; ``--mlp_init=he_normal`` is the nearer choice).
+``--mlp_init`` overrides the initialization of either.
 
 Widths and depths come from ``--g_hidden/--g_layers/--d_hidden/--d_layers``.
 ``--d_norm`` (auto = none) normalizes D's hidden layers: ``spectral``
@@ -44,6 +48,7 @@ class MLPGenerator(nn.Module):
   num_classes: int = 0
   bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  kernel_init: Any = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, z, y=None, train: bool = True):
@@ -52,7 +57,7 @@ class MLPGenerator(nn.Module):
       # A bias before BatchNorm is cancelled by its mean subtraction; its
       # gradient is pure rounding noise, which Adam would amplify.
       h = nn.Dense(self.hidden, use_bias=not self.batchnorm,
-                   dtype=self.dtype)(h)
+                   dtype=self.dtype, kernel_init=self.kernel_init)(h)
       if self.batchnorm:
         h = nn.BatchNorm(use_running_average=not train, momentum=0.9,
                          axis_name=self.bn_axis_name, dtype=self.dtype)(h)
@@ -60,7 +65,7 @@ class MLPGenerator(nn.Module):
     size = 1
     for s in self.out_shape:
       size *= s
-    x = nn.Dense(size, dtype=self.dtype)(h)
+    x = nn.Dense(size, dtype=self.dtype, kernel_init=self.kernel_init)(h)
     return x.reshape(x.shape[:-1] + tuple(self.out_shape))
 
 
@@ -85,6 +90,7 @@ class MLPDiscriminator(nn.Module):
   norm: str = "none"  # none | spectral | layer | batch (hidden layers)
   bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  kernel_init: Any = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x, y=None, train: bool = True):
@@ -96,9 +102,12 @@ class MLPDiscriminator(nn.Module):
         # Named as before the shared layer existed: same parameter paths,
         # same initialization from a seed.
         layer = mb_layers.MaxoutDense(self.hidden, self.pieces,
-                                      dtype=self.dtype, name=f"Maxout_{i}")
+                                      dtype=self.dtype,
+                                      kernel_init=self.kernel_init,
+                                      name=f"Maxout_{i}")
       else:
-        layer = nn.Dense(self.hidden, dtype=self.dtype)
+        layer = nn.Dense(self.hidden, dtype=self.dtype,
+                         kernel_init=self.kernel_init)
       h = mb_layers.spectral_norm(layer, sn, train)(h)
       h = mb_layers.normalize(h, self.norm, train,
                               axis_name=self.bn_axis_name, dtype=self.dtype)
@@ -109,22 +118,40 @@ class MLPDiscriminator(nn.Module):
         kernel_dim=self.mbd_kernel_dim, group_size=self.mbstd_group_size,
         dtype=self.dtype)
     logits = mb_layers.spectral_norm(
-        nn.Dense(self.outputs, dtype=self.dtype), sn, train)(h)
+        nn.Dense(self.outputs, dtype=self.dtype,
+                 kernel_init=self.kernel_init), sn, train)(h)
     logits = logits.astype(jnp.float32)
     return logits[:, 0] if self.outputs == 1 else logits
 
 
-@GENERATORS.register("pacgan_mlp")
-def mlp_generator(cfg, shape, num_classes):
+_INITS = {"lecun_normal": nn.initializers.lecun_normal(),
+          "normal_0.02": nn.initializers.normal(0.02),
+          "he_normal": nn.initializers.he_normal()}
+
+
+def _kernel_init(cfg, reference: str):
+  """--mlp_init, ``reference`` for auto (the architecture's own)."""
+  return _INITS[reference if cfg.mlp_init == "auto" else cfg.mlp_init]
+
+
+def _generator(cfg, shape, num_classes, init):
   return MLPGenerator(out_shape=tuple(shape), hidden=cfg.g_hidden,
                       layers=cfg.g_layers, batchnorm=cfg.g_batchnorm,
                       num_classes=num_classes,
                       bn_axis_name=mb_layers.bn_axis_name(cfg),
-                      dtype=mb_layers.model_dtype(cfg))
+                      dtype=mb_layers.model_dtype(cfg),
+                      kernel_init=_kernel_init(cfg, init))
 
 
-# The same network; the name reads better in non-PacGAN flagfiles.
-GENERATORS.register("mlp", mlp_generator)
+@GENERATORS.register("pacgan_mlp")
+def pacgan_generator(cfg, shape, num_classes):
+  # The authors' config: every weight from N(0, 0.02), biases 0.
+  return _generator(cfg, shape, num_classes, "normal_0.02")
+
+
+@GENERATORS.register("mlp")
+def mlp_generator(cfg, shape, num_classes):
+  return _generator(cfg, shape, num_classes, "lecun_normal")
 
 
 def _d_options(cfg):
@@ -143,7 +170,9 @@ def pacgan_discriminator(cfg, shape, num_classes):
   del shape
   return MLPDiscriminator(hidden=cfg.d_hidden, layers=cfg.d_layers,
                           pieces=cfg.maxout_pieces, num_classes=num_classes,
-                          dtype=mb_layers.model_dtype(cfg), **_d_options(cfg))
+                          dtype=mb_layers.model_dtype(cfg),
+                          kernel_init=_kernel_init(cfg, "normal_0.02"),
+                          **_d_options(cfg))
 
 
 @DISCRIMINATORS.register("mlp")
@@ -151,4 +180,5 @@ def mlp_discriminator(cfg, shape, num_classes):
   del shape
   return MLPDiscriminator(hidden=cfg.d_hidden, layers=cfg.d_layers, pieces=0,
                           num_classes=num_classes, dtype=mb_layers.model_dtype(cfg),
+                          kernel_init=_kernel_init(cfg, "lecun_normal"),
                           **_d_options(cfg))
