@@ -212,6 +212,9 @@ integer("g_layers", 4, "Hidden layers of MLP generators.", bounds=">= 0")
 integer("d_hidden", 200, "Hidden width of MLP discriminators.", bounds=">= 1")
 integer("d_layers", 3, "Hidden layers of MLP discriminators.", bounds=">= 0")
 integer("maxout_pieces", 5, "Pieces per maxout unit.", bounds=">= 1")
+enum("d_global_pool", "sum", ["sum", "mean"], "Global pooling of the "
+     "resnet discriminator before its linear output: sum (SN-GAN's code) or "
+     "mean (WGAN-GP's gan_cifar_resnet.py).")
 enum("mlp_init", "auto", ["auto", "lecun_normal", "normal_0.02", "he_normal"],
      "Kernel initialization of the MLP networks (pacgan_mlp, pacgan_maxout, "
      "mlp); biases start at 0. auto = the architecture's reference: "

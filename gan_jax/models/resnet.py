@@ -6,7 +6,8 @@ G: z -> dense to a 4x4 map (7x7 for 28x28 images) -> residual up blocks
 upsampling) to the output size -> BN, ReLU, conv3x3, tanh. 32x32: 3 blocks.
 D: an "optimized" first block (conv-ReLU-conv-pool, shortcut pool-conv1x1),
 down blocks (ReLU-conv-ReLU-conv-pool) until the map is at most 8x8, two
-blocks without resampling, ReLU, global sum pooling, linear output.
+blocks without resampling, ReLU, global sum pooling (SN-GAN's; WGAN-GP's
+authors take the mean: ``--d_global_pool=mean``), linear output.
 
 Every block has ``--g_channels`` / ``--d_channels`` channels (128 in both
 papers' CIFAR models except SNGAN's 256 in G). BatchNorm in G only by default
@@ -155,6 +156,7 @@ class ResNetDiscriminator(nn.Module):
   mbd_kernels: int = 100
   mbd_kernel_dim: int = 5
   mbstd_group_size: int = 4
+  pool: str = "sum"  # global pooling: sum (SN-GAN) or mean (WGAN-GP)
   bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
 
@@ -177,7 +179,8 @@ class ResNetDiscriminator(nn.Module):
         kernel_dim=self.mbd_kernel_dim, group_size=self.mbstd_group_size,
         dtype=self.dtype)
     if h.ndim == 4:
-      h = jnp.sum(h, axis=(1, 2))  # global sum pooling
+      pool = jnp.sum if self.pool == "sum" else jnp.mean
+      h = pool(h, axis=(1, 2))  # global pooling
     logit = layers.spectral_norm(
         nn.Dense(1, dtype=self.dtype, kernel_init=_init), sn, train)(h)[:, 0]
     if self.num_classes > 0:
@@ -205,5 +208,5 @@ def resnet_discriminator(cfg, shape, num_classes: int) -> nn.Module:
       norm=layers.resolve_norm(cfg.d_norm, "none"), num_classes=num_classes,
       minibatch=cfg.minibatch_disc, mbd_kernels=cfg.mbd_kernels,
       mbd_kernel_dim=cfg.mbd_kernel_dim,
-      mbstd_group_size=cfg.mbstd_group_size,
+      mbstd_group_size=cfg.mbstd_group_size, pool=cfg.d_global_pool,
       bn_axis_name=layers.bn_axis_name(cfg), dtype=layers.model_dtype(cfg))

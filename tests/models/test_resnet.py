@@ -132,3 +132,19 @@ def test_minibatch_features(kind, extra):
 def test_unsupported_resolution_is_a_user_error():
   with pytest.raises(UserError):
     GENERATORS("resnet", _cfg(), (48, 48, 3), 0)
+
+
+def test_global_pooling_sum_or_mean():
+  """--d_global_pool: SN-GAN's sum or WGAN-GP's mean over the final 8x8
+  features, the same parameters otherwise."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
+  d_sum = DISCRIMINATORS("resnet", _cfg(), (32, 32, 3), 0)
+  d_mean = DISCRIMINATORS("resnet", _cfg(d_global_pool="mean"), (32, 32, 3),
+                          0)
+  v = host_init(d_sum, x, train=False)
+  bias = v["params"]["Dense_0"]["bias"][0]
+  s = d_sum.apply(v, x, train=False)
+  m = d_mean.apply(v, x, train=False)
+  np.testing.assert_allclose(np.asarray(m) - bias,
+                             (np.asarray(s) - bias) / 64, rtol=1e-4,
+                             atol=1e-6)
