@@ -327,7 +327,8 @@ def bench_case(name: str, dtypes: List[str], args, peak: float,
                            else round(statistics.median(paired), 3)),
         "ratio_range": (None if tsps is None
                         else [round(min(paired), 3), round(max(paired), 3)]),
-        "noisy": bool(paired and max(paired) > NOISY_SPREAD * min(paired)),
+        "noisy": bool(paired and round(max(paired), 3)
+                      > NOISY_SPREAD * round(min(paired), 3)),
         "jax_matmul_precision": str(jax.config.jax_default_matmul_precision
                                     or "default"),
         "torch_matmul_precision": None if tc is None else tc.precision,

@@ -573,6 +573,22 @@ def serialize(config: Config) -> List[str]:
   return lines
 
 
+# Flags whose default now builds something else than the code did before
+# the flag existed: a run saved then (its config lacks the flag) had this
+# value. Other flags added later default to what the code did before them.
+PREDATED = {"mlp_init": "lecun_normal"}
+
+
+def saved_value(old: Dict[str, Any], name: str) -> Any:
+  """A saved config's value of ``name``; for a flag it predates, the value
+  its run had (``PREDATED``, else the flag's default)."""
+  if name in old:
+    return old[name]
+  if name in PREDATED:
+    return PREDATED[name]
+  return FLAGS[name].default
+
+
 def describe_differences(old: Dict[str, Any], new: Config,
                          names: Iterable[str]) -> str:
   """``--name (was OLD, now NEW), ...`` for flags that differ (an empty
@@ -581,8 +597,8 @@ def describe_differences(old: Dict[str, Any], new: Config,
     if isinstance(value, (list, tuple)):
       return ",".join(map(str, value)) or "none"
     return value
-  return ", ".join(f"--{n} (was {show(old[n])}, now {show(getattr(new, n))})"
-                   for n in names)
+  return ", ".join(f"--{n} (was {show(saved_value(old, n))}, now "
+                   f"{show(getattr(new, n))})" for n in names)
 
 
 def structural_differences(old: Dict[str, Any], new: Config) -> List[str]:
@@ -595,11 +611,10 @@ def structural_differences(old: Dict[str, Any], new: Config) -> List[str]:
   decaying = "constant" not in (old.get("lr_schedule", "constant"),
                                 new.lr_schedule)
   for name, value in new.items():
-    if name not in old:
-      continue
     if SAFE.get(name, False) and not (name == "num_steps" and decaying):
       continue
-    prev = old[name]
+    # A flag the run predates: what the code did then (PREDATED / default).
+    prev = saved_value(old, name)
     if isinstance(value, tuple):
       prev = tuple(prev) if isinstance(prev, list) else prev
     if prev != value:

@@ -287,12 +287,6 @@ def build(cfg: Config, dataset=None) -> GAN:
   if cfg.num_generators > 1 and (num_classes or cfg.pack > 1):
     raise UserError("--num_generators > 1 does not support --conditional or "
                     "--pack > 1")
-  single_logit = sorted({"gp", "r1"} & set(cfg.penalties))
-  if cfg.num_generators > 1 and single_logit:
-    raise UserError(f"--penalties={','.join(single_logit)} penalizes the "
-                    "gradient of D's one logit per example; MAD-GAN's D "
-                    "(--num_generators > 1) has k+1 softmax outputs, so "
-                    "those penalties are not defined for it")
   if cfg.num_generators > 1 and cfg.discriminator not in MULTI_OUTPUT:
     raise UserError(f"--num_generators > 1 needs a discriminator with k+1 "
                     f"outputs: {', '.join(sorted(MULTI_OUTPUT))}; got "

@@ -343,10 +343,16 @@ def is_finished(run: Run) -> bool:
   return record is not None and record.get("step", -1) >= run.num_steps
 
 
-def typed_config(args: Sequence[str]) -> flags_lib.Config:
-  """The Config a gan_jax.main command line (or flags.txt) trains."""
+def typed_config(args: Sequence[str], saved: bool = False
+                 ) -> flags_lib.Config:
+  """The Config a gan_jax.main command line trains; ``saved``: a run's
+  flags.txt, where a flag it lacks had its value from before the flag
+  existed (``flags.PREDATED``)."""
   values = {name: FLAGS[name].parser.parse(text)
             for name, text in expand_flags(args, check=False).items()}
+  if saved:
+    values = {**{k: v for k, v in flags_lib.PREDATED.items()
+                 if k not in values}, **values}
   return flags_lib.defaults().replace(**values)
 
 
@@ -357,9 +363,11 @@ def settings_mismatch(run: Run) -> Optional[str]:
   if not os.path.exists(path):
     return None
   try:
-    saved = typed_config([f"--flagfile={path}"]).to_dict()
-  except UserError:
-    return f"its {path} cannot be read as flags"
+    saved = typed_config([f"--flagfile={path}"], saved=True).to_dict()
+  except (UserError, ValueError, flags.Error) as e:
+    why = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return (f"{run.workdir} holds a finished run whose {path} cannot be "
+            f"read as flags ({why}); use another --sweep_dir or remove it")
   trial = typed_config(run.args)
   diffs = flags_lib.structural_differences(saved, trial)
   if not diffs:

@@ -63,6 +63,12 @@ def check_new_run(cfg):
     raise UserError(f"--penalties={','.join(cfg.penalties)} names "
                     f"{', '.join(repeated)} more than once (it would count "
                     f"twice)")
+  single_logit = sorted({"gp", "r1"} & set(cfg.penalties))
+  if cfg.num_generators > 1 and single_logit:
+    raise UserError(f"--penalties={','.join(single_logit)} penalizes the "
+                    "gradient of D's one logit per example; MAD-GAN's D "
+                    "(--num_generators > 1) has k+1 softmax outputs, so "
+                    "those penalties are not defined for it")
 
 
 def check_config(cfg, n_devices: int):

@@ -196,3 +196,19 @@ def test_directory_flags_refuse_urls():
     fv = private_flags()
     with pytest.raises(flags.IllegalFlagValueError, match="not a URL"):
       fv(["prog", f"--{name}=s3://bucket/run"])
+
+
+def test_a_flag_added_after_a_run_was_saved_is_compared_at_its_old_value():
+  """A saved config lacks flags added since: they compare at what the code
+  did before them (flags_lib.PREDATED, else the default), so a resume with a
+  flagfile that now sets one to something else is refused, not silently
+  applied mid-run."""
+  old = flags_lib.defaults().to_dict()
+  del old["d_global_pool"], old["mlp_init"]
+  assert flags_lib.structural_differences(old, flags_lib.defaults()) == ["mlp_init"]
+  assert flags_lib.structural_differences(
+      old, flags_lib.defaults(mlp_init="lecun_normal")) == []
+  new = flags_lib.defaults(mlp_init="lecun_normal", d_global_pool="mean")
+  assert flags_lib.structural_differences(old, new) == ["d_global_pool"]
+  assert "--d_global_pool (was sum, now mean)" in flags_lib.describe_differences(
+      old, new, ["d_global_pool"])

@@ -308,6 +308,18 @@ def test_a_finished_run_with_other_settings_is_not_skipped_as_done(tmp_path):
   with open(flags_txt, "w") as f:
     f.write("\n".join(flags_lib.serialize(same.replace(log_every=1))) + "\n")
   assert sweep.execute(sw.runs, 1, out=out)[run.name][0] == "skipped"
+  # A flags.txt from before --mlp_init: its PacGAN nets had lecun_normal.
+  with open(flags_txt, "w") as f:
+    f.write("\n".join(l for l in flags_lib.serialize(same)
+                      if not l.startswith("--mlp_init")) + "\n")
+  status, detail = sweep.execute(sw.runs, 1, out=out)[run.name]
+  assert status == "failed" and "--mlp_init (was lecun_normal, now auto)" in (
+      detail)
+  # A value the flag no longer accepts: reported, not a traceback.
+  with open(flags_txt, "w") as f:
+    f.write("--d_global_pool=max\n")
+  status, detail = sweep.execute(sw.runs, 1, out=out)[run.name]
+  assert status == "failed" and "cannot be read as flags" in detail
 
 
 def test_a_failed_attempt_reports_its_own_error_not_an_earlier_one(tmp_path):
