@@ -280,7 +280,9 @@ integer("debug_signal_at_step", -1, "Testing: the process sends itself "
 enum("debug_signal", "KILL", ["KILL", "TERM", "INT"], "Testing: the signal "
      "of --debug_signal_at_step.", safe=True)
 integer("debug_signal_process", -1, "Testing: in a multi-process run, only "
-        "process N sends itself --debug_signal (-1 = every process).",
+        "process N sends itself --debug_signal (-1 = every process; with "
+        "KILL the others are left waiting in collectives, as after a host "
+        "failure).",
         safe=True, bounds=">= -1")
 
 # ----------------------------------------------- sample CLI (issue 6)

@@ -36,13 +36,20 @@ def per_example_grad_sq_norm(d_fn, x):
   Architectures that mix examples (BatchNorm in D, minibatch features) break
   this independence; WGAN-GP's critic has no BatchNorm for that reason.
   """
-  logits, vjp = jax.vjp(d_fn, x)
+  logits, vjp = jax.vjp(lambda v: _one_per_example(d_fn(v)), x)
   if logits.ndim != 1:  # e.g. MAD-GAN's k+1 outputs: no single gradient
     raise ValueError(f"a gradient penalty needs one logit per example; D "
                      f"returned shape {logits.shape}")
   (grads,) = vjp(jnp.ones_like(logits))
   n = logits.shape[0]
   return jnp.sum(grads.reshape(n, -1).astype(jnp.float32) ** 2, axis=1)
+
+
+def _one_per_example(logits):
+  """(N,) logits; a user D's (N, 1) is taken as that."""
+  if logits.ndim == 2 and logits.shape[1] == 1:
+    return logits[:, 0]
+  return logits
 
 
 @PENALTIES.register("gp")

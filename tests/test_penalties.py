@@ -79,6 +79,19 @@ def test_per_example_norm_groups_packed_samples():
   np.testing.assert_allclose(got, sq[0::2] + sq[1::2], rtol=1e-5)
 
 
+def test_per_example_norm_needs_one_logit_per_example():
+  """A D returning (N, 1) is read as (N,); one with several outputs per
+  example (MAD-GAN's k+1) has no single gradient to penalize."""
+  x, _ = data(n=4, d=3)
+  column = lambda v: 0.5 * jnp.sum(v ** 2, axis=1, keepdims=True)
+  np.testing.assert_allclose(penalties.per_example_grad_sq_norm(column, x),
+                             np.sum(x.astype(np.float64) ** 2, axis=1),
+                             rtol=1e-5)
+  with pytest.raises(ValueError, match="one logit per example"):
+    penalties.per_example_grad_sq_norm(lambda v: jnp.stack([v[:, 0], v[:, 1]],
+                                                           axis=1), x)
+
+
 def test_r1_is_half_gamma_mean_squared_grad_norm_on_real_data():
   # D(x) = sum(tanh(x A)): grad_i = A (1 - tanh^2(A^T x_i)), in NumPy.
   rng = np.random.RandomState(1)
