@@ -51,6 +51,11 @@ class GAN:
   def shape(self) -> Tuple[int, ...]:
     return tuple(self.dataset.shape)
 
+  @property
+  def z_support(self) -> Optional[Tuple[float, float]]:
+    """The noise prior's bounds, None for an unbounded one."""
+    return (-1.0, 1.0) if self.cfg.z_dist == "uniform" else None
+
   def sample_z(self, key, batch_shape) -> jax.Array:
     shape = tuple(batch_shape) + (self.cfg.z_dim,)
     if self.cfg.z_dist == "uniform":

@@ -154,7 +154,7 @@ def draw(gan, state, mesh, n: int, seed: int, labels=None,
     z1 = gan.sample_z(jax.random.fold_in(key, 3), (n,))
     ys = None if y is None else jnp.repeat(y, steps)
     for name, path in zip(("linear", "spherical"),
-                          interp_lib.strips(z0, z1, steps)):
+                          interp_lib.strips(z0, z1, steps, gan.z_support)):
       x = generate(gan, state, mesh, path.reshape(n * steps, -1), ys)
       out[name] = x.reshape((n, steps) + x.shape[1:])
     out["z0"], out["z1"] = np.asarray(z0), np.asarray(z1)

@@ -330,7 +330,7 @@ def interpolation_inputs(gan, rng, pairs: int, points: int):
   key = jax.random.fold_in(rng, _INTERP_KEY)
   z0 = gan.sample_z(jax.random.fold_in(key, 0), (pairs,))
   z1 = gan.sample_z(jax.random.fold_in(key, 1), (pairs,))
-  linear, spherical = interp_lib.strips(z0, z1, points)
+  linear, spherical = interp_lib.strips(z0, z1, points, gan.z_support)
   z = jnp.stack([linear, spherical], 1).reshape(2 * pairs * points, -1)
   y = None
   if gan.num_classes:

@@ -149,6 +149,30 @@ def test_slerp_keeps_the_norm_and_the_endpoints():
   # Parallel vectors: slerp falls back to lerp (no division by sin 0).
   same = interpolate.slerp(z0, 2 * z0, 0.5)
   np.testing.assert_allclose(same, 1.5 * z0, atol=1e-5)
+  # Nearly antipodal pairs of unequal length: the straight line, not a
+  # blow-up (it reached |z| ~ 2000 at float32's rounding of the angle).
+  a = jnp.array([[1.0, 0.0, 0.0, 0.0]])
+  b = -2.0 * (a + jnp.array([[0.0, 1e-3, 0.0, 0.0]]))
+  path = interpolate.strips(a, b, 5)[1]
+  assert float(jnp.max(jnp.abs(path))) <= 2.01
+  # The endpoints are exact.
+  assert (np.asarray(sph[:, 0]) == np.asarray(z0)).all()
+  assert (np.asarray(sph[:, -1]) == np.asarray(z1)).all()
+
+
+def test_spherical_strips_of_uniform_noise_stay_in_its_support():
+  """The great circle between two points of [-1, 1]^d leaves the cube
+  (5% of coordinates for random 100-d pairs); a bounded prior's spherical
+  strips are clipped to it, the straight ones never leave it."""
+  key0, key1 = jax.random.split(jax.random.PRNGKey(0))
+  z0 = jax.random.uniform(key0, (200, 100), minval=-1, maxval=1)
+  z1 = jax.random.uniform(key1, (200, 100), minval=-1, maxval=1)
+  _, unclipped = interpolate.strips(z0, z1, 10)
+  assert float(jnp.max(jnp.abs(unclipped))) > 1.2
+  lin, sph = interpolate.strips(z0, z1, 10, support=(-1.0, 1.0))
+  assert float(jnp.max(jnp.abs(sph))) <= 1.0
+  assert float(jnp.max(jnp.abs(lin))) <= 1.0
+  np.testing.assert_array_equal(sph[:, 0], z0)
 
 
 def test_saved_runs_take_safe_overrides_only(image_run, tmp_path):
