@@ -1,7 +1,8 @@
 """Samples from any checkpoint of a run.
 
     python -m gan_jax.sample --workdir=DIR --num=N --out=FILE [--step=S]
-        [--labels=0,1,...] [--interpolate] [--seed=S]
+        [--labels=0,1,...] [--interpolate [--interpolate_steps=K]]
+        [--seed=S] [--replica=R]
 
 The GAN is rebuilt from the config saved in the checkpoint (not from the
 command line) and G's sampling parameters restored (the EMA copy when the run
@@ -9,9 +10,11 @@ kept one). ``FILE.png`` gets a grid of samples (toy data: a scatter plot over
 the data); ``FILE.npz`` the raw arrays: ``samples`` (N, *shape), in the
 data's range, and ``labels`` (N,) when the model is conditional. With
 ``--interpolate``: N latent pairs (z0, z1), each rendered along a linear and
-a spherical path (gan_jax.interpolate); the PNG shows one row per path, the
+a spherical path (gan_jax.interpolate; clipped to [-1, 1]^d for uniform
+noise); the PNG shows one row per path, the
 npz holds ``linear`` and ``spherical`` (N, steps, *shape), ``z0``, ``z1``
-(and ``labels``, one per pair). The same --seed gives the same samples.
+(and ``labels``, one per pair). The same --seed gives the same samples;
+``--replica`` picks a replica of a ``--num_seeds`` run.
 """
 
 from __future__ import annotations
