@@ -34,10 +34,6 @@ FLAGS = flags_lib.FLAGS
 
 # A fixed key for evaluation samples: the same noise at every evaluation.
 _EVAL_KEY = 1_000_003
-# Toy sets: the key (and the one-call draw) of the mode metrics that
-# training logs (train.py's _EVAL_KEY), so this command on a run's final
-# checkpoint reproduces its logged numbers.
-_TOY_KEY = 1_000_002
 
 
 class Evaluator:
@@ -107,8 +103,9 @@ class Evaluator:
 
   def _generate(self, state, progress: bool):
     if self.gan.dataset.kind == "toy":
-      return self.sampler.sample(
-          state, jax.random.fold_in(state.rng, _TOY_KEY), self.num_samples)[0]
+      # The draw of the mode metrics training logs (same numbers).
+      from gan_jax import train  # pylint: disable=g-import-not-at-top
+      return train.toy_eval_samples(self.sampler, state, self.num_samples)
     key = jax.random.fold_in(state.rng, _EVAL_KEY)
     chunks = range(0, self.num_samples, self.batch)
     if progress:

@@ -591,6 +591,15 @@ def saved_value(old: Dict[str, Any], name: str) -> Any:
   return FLAGS[name].default
 
 
+def saved_config(saved: Dict[str, Any]) -> Config:
+  """The Config of a saved run's flag values (a checkpoint's JSON, a parsed
+  flags.txt): keys that are not flags are ignored, flags it predates take
+  their pre-flag value (``PREDATED``, else the default)."""
+  known = {k: v for k, v in saved.items() if k in SAFE}
+  predated = {k: v for k, v in PREDATED.items() if k not in saved}
+  return defaults().replace(**predated, **known)
+
+
 def describe_differences(old: Dict[str, Any], new: Config,
                          names: Iterable[str]) -> str:
   """``--name (was OLD, now NEW), ...`` for flags that differ (an empty

@@ -42,10 +42,8 @@ _BATCH = 1024
 
 
 def config_of(saved: Dict[str, Any]) -> flags_lib.Config:
-  """The run's Config from a checkpoint's JSON (flags it predates: default)."""
-  known = {k: v for k, v in saved.items() if k in flags_lib.SAFE}
-  predated = {k: v for k, v in flags_lib.PREDATED.items() if k not in saved}
-  return flags_lib.defaults().replace(**predated, **known)
+  """The run's Config from a checkpoint's JSON (``flags.saved_config``)."""
+  return flags_lib.saved_config(saved)
 
 
 def load(workdir: str, step: Optional[int] = None,

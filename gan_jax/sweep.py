@@ -351,8 +351,7 @@ def typed_config(args: Sequence[str], saved: bool = False
   values = {name: FLAGS[name].parser.parse(text)
             for name, text in expand_flags(args, check=False).items()}
   if saved:
-    values = {**{k: v for k, v in flags_lib.PREDATED.items()
-                 if k not in values}, **values}
+    return flags_lib.saved_config(values)
   return flags_lib.defaults().replace(**values)
 
 

@@ -37,7 +37,7 @@ from gan_jax.metrics import toy as toy_metrics
 # Fixed keys for what must not change over a run: the sample grid's noise and
 # the evaluation samples.
 _GRID_KEY = 1_000_001
-_EVAL_KEY = 1_000_002  # toy metrics; evaluate._TOY_KEY must equal it
+_EVAL_KEY = 1_000_002  # toy metrics (toy_eval_samples)
 _INTERP_KEY = 1_000_003
 
 
@@ -319,6 +319,12 @@ def grid_inputs(gan, rng, n: int = 64):
   return gan.sample_z(key, (n,)), None, None
 
 
+def toy_eval_samples(sampler, state, n: int) -> np.ndarray:
+  """The samples of a toy run's mode metrics: the same noise at every log
+  step, and in ``gan_jax.evaluate`` (which reproduces the logged numbers)."""
+  return sampler.sample(state, jax.random.fold_in(state.rng, _EVAL_KEY), n)[0]
+
+
 def interpolation_inputs(gan, rng, pairs: int, points: int):
   """Fixed noise of the interpolation strips: ``(z, y)`` with rows pair 0
   linear, pair 0 spherical, pair 1 linear, ... of ``points`` each.
@@ -352,9 +358,7 @@ def visualize(gan, sampler, state, step, workdir, writer, real_toy=None,
   image_name = f"samples/{tag}" if tag else "samples"
   ds = gan.dataset
   if ds.kind == "toy":
-    samples, _ = sampler.sample(state, jax.random.fold_in(state.rng,
-                                                          _EVAL_KEY),
-                                gan.cfg.eval_samples)
+    samples = toy_eval_samples(sampler, state, gan.cfg.eval_samples)
     scalars = {}
     if ds.modes is not None:
       scalars = toy_metrics.mode_metrics(samples, ds.modes, ds.std)
@@ -521,20 +525,17 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
     if ckpts.latest_step() is not None:
       # The structure is checked on the saved config before any array is
       # read; unreadable or corrupt newest steps fall back to older ones.
-      trained_on = []
-
-      def check(saved):
-        check_resume(saved, cfg, workdir)
-        trained_on[:] = [saved.get("mesh_devices")]
-
-      state, _, start = ckpts.restore(abstract, check=check, quarantine=True)
+      state, saved, start = ckpts.restore(
+          abstract, check=lambda saved: check_resume(saved, cfg, workdir),
+          quarantine=True)
       logging.info("resumed from step %d", start)
-      if trained_on and trained_on[0] not in (None, mesh.size):
+      trained_on = saved.get("mesh_devices")
+      if trained_on not in (None, mesh.size):
         logging.warning(
             "resuming on %d devices a run trained on %d: BatchNorm "
             "statistics and dropout draws are per device, so from here it "
             "trains as a %d-device run would (the same device count "
-            "resumes exactly)", mesh.size, trained_on[0], mesh.size)
+            "resumes exactly)", mesh.size, trained_on, mesh.size)
     else:
       state = init()
       start = 0
