@@ -134,17 +134,21 @@ def process_rows(devices, batch_size: int,
                          for j in mine])
 
 
+CONTINUE, SIGNALLED, FAILED = 0, 1, 2  # StopVote's codes, by precedence
+
+
 class StopVote:
   """Whether any process asked to stop, agreed on by all at the same step.
 
   A preemption's SIGTERM reaches hosts at different moments, or one host
   only; a process that stopped by itself would leave the others waiting in
   the next step's collectives (and save nothing). Each loop boundary starts
-  a one-element all-reduce of the processes' flags and reads the one it
-  started at the previous boundary, which has finished by then (it ran
-  right after that boundary's call): the loop keeps a call in flight, and
-  every process stops after the same step, one loop after the signal. With
-  one process, the flag itself, at once.
+  a one-element all-reduce (max) of the processes' codes (``CONTINUE``,
+  ``SIGNALLED``, ``FAILED``: process 0's own writes failed) and reads the
+  one it started at the previous boundary, which has finished by then (it
+  ran right after that boundary's call): the loop keeps a call in flight,
+  and every process stops after the same step, one loop after the request.
+  ``now`` agrees at once (startup). With one process, the code itself.
   """
 
   def __init__(self, mesh, axis: str):
@@ -158,16 +162,28 @@ class StopVote:
       self._sharding = NamedSharding(mesh, P(axis))
       self._local = len([d for d in np.ravel(mesh.devices)
                          if d.process_index == jax.process_index()])
-      self._any = jax.jit(jnp.any, out_shardings=NamedSharding(mesh, P()))
+      self._max = jax.jit(jnp.max, out_shardings=NamedSharding(mesh, P()))
 
-  def __call__(self, local_stop: bool) -> bool:
-    if not self._multi:
-      return local_stop
+  def _start(self, code: int):
     import jax  # pylint: disable=g-import-not-at-top
-    decided = self._pending is not None and bool(
-        np.asarray(self._pending.addressable_data(0)))
-    flags = jax.make_array_from_process_local_data(
-        self._sharding, np.full((self._local,), bool(local_stop)),
+    codes = jax.make_array_from_process_local_data(
+        self._sharding, np.full((self._local,), int(code), np.int32),
         (self._mesh.size,))
-    self._pending = self._any(flags)
+    return self._max(codes)
+
+  def __call__(self, code: int) -> int:
+    """The verdict on the codes of the previous boundary; starts this
+    boundary's (``CONTINUE`` at the first)."""
+    if not self._multi:
+      return int(code)
+    decided = CONTINUE
+    if self._pending is not None:
+      decided = int(np.asarray(self._pending.addressable_data(0)))
+    self._pending = self._start(code)
     return decided
+
+  def now(self, code: int) -> int:
+    """The processes' agreed code at once (a blocking all-reduce)."""
+    if not self._multi:
+      return int(code)
+    return int(np.asarray(self._start(code).addressable_data(0)))

@@ -353,7 +353,8 @@ def visualize(gan, sampler, state, step, workdir, writer, real_toy=None,
   """
   out_dir = os.path.join(workdir, "samples", tag)
   if writer.enabled:  # only process 0 writes (multi-host)
-    os.makedirs(out_dir, exist_ok=True)
+    with writer.local_writes():
+      os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, f"step_{step:07d}.png")
   image_name = f"samples/{tag}" if tag else "samples"
   ds = gan.dataset
@@ -368,14 +369,16 @@ def visualize(gan, sampler, state, step, workdir, writer, real_toy=None,
                 f"{100 * scalars['high_quality']:.1f}% HQ, "
                 f"KL {scalars['reverse_kl']:.3f}")
     if writer.enabled:
-      image = plots.scatter_png(path, samples, real_toy, title, ds.modes)
-      writer.write_image(step, image_name, image)
+      with writer.local_writes():
+        image = plots.scatter_png(path, samples, real_toy, title, ds.modes)
+        writer.write_image(step, image_name, image)
     return scalars
   z, y, rows = grid_inputs(gan, state.rng)
   image = plots.grid(sampler(state, z, y), rows=rows)
   if writer.enabled:
-    plots.save_png(path, image)
-    writer.write_image(step, image_name, image)
+    with writer.local_writes():
+      plots.save_png(path, image)
+      writer.write_image(step, image_name, image)
   pairs, points = gan.cfg.interp_pairs, gan.cfg.interp_points
   if pairs > 0:
     # Every process samples (one SPMD program over all devices); process 0
@@ -383,10 +386,11 @@ def visualize(gan, sampler, state, step, workdir, writer, real_toy=None,
     z, y = interpolation_inputs(gan, state.rng, pairs, points)
     image = plots.grid(sampler(state, z, y), rows=2 * pairs)
     if writer.enabled:
-      plots.save_png(os.path.join(out_dir, f"interp_step_{step:07d}.png"),
-                     image)
-      writer.write_image(step, f"interpolation/{tag}" if tag
-                         else "interpolation", image)
+      with writer.local_writes():
+        plots.save_png(os.path.join(out_dir, f"interp_step_{step:07d}.png"),
+                       image)
+        writer.write_image(step, f"interpolation/{tag}" if tag
+                           else "interpolation", image)
   return {}
 
 
@@ -516,7 +520,10 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
                                keep=cfg.keep_checkpoints,
                                best_metric=cfg.best_metric,
                                best_mode=cfg.best_mode)
-  writer = writers.MetricWriter(workdir, enabled=is_chief)
+  # With several processes a failed write of process 0's files is agreed
+  # on (all stop together) instead of ending process 0 alone.
+  writer = writers.MetricWriter(workdir, enabled=is_chief,
+                                defer_failures=jax.process_count() > 1)
   with jax.set_mesh(mesh):
     abstract = jax.eval_shape(init)
     abstract = jax.tree.map(
@@ -541,7 +548,8 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
       start = 0
     # Records past the restored step (or all, if none) were written by a run
     # that died before checkpointing them; they are redone identically.
-    writer.truncate_after(start)
+    with writer.local_writes():
+      writer.truncate_after(start)
   if start and start >= cfg.num_steps:
     # Nothing to train; flags.txt keeps the config that trained the run.
     ckpts.close()
@@ -556,8 +564,18 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
     logged = [r for r in writers.read_metrics(workdir) if r["step"] <= start]
     return logged[-1] if logged else {}
   if is_chief:
-    with writers.atomic_open(os.path.join(workdir, "flags.txt")) as f:
+    with writer.local_writes(), writers.atomic_open(
+        os.path.join(workdir, "flags.txt")) as f:
       f.write("\n".join(flags_lib.serialize(cfg)) + "\n")
+  with jax.set_mesh(mesh):
+    stop_vote = distributed.StopVote(mesh, steps_lib.AXIS)
+    if stop_vote.now(distributed.FAILED if writer.failure
+                     else distributed.CONTINUE) == distributed.FAILED:
+      ckpts.close()
+      writer.close()
+      raise writer.failure or UserError(
+          "process 0 could not write to the workdir (its stderr says "
+          "why); no process started training")
 
   # -------------------------------------------------------- compiled step
   spl = cfg.steps_per_loop
@@ -605,7 +623,6 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
   profile = _Profile(cfg, workdir)
   try:
     with _Preemption() as preempt, jax.set_mesh(mesh):
-      stop_vote = distributed.StopVote(mesh, steps_lib.AXIS)
       while step < total:
         # Calls cover [k * spl, (k + 1) * spl) whatever step the run resumed
         # from, so a resumed run runs the same compiled programs on the same
@@ -626,8 +643,24 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
         if debug_signal and cfg.debug_signal != "KILL":
           os.kill(os.getpid(), getattr(signal, "SIG" + cfg.debug_signal))
         # With several processes, all stop after the same step (the first
-        # boundary after any of them was signalled, one call later).
-        stop = stop_vote(preempt.signal is not None)
+        # boundary after any of them was signalled, or process 0's writes
+        # failed, one call later).
+        verdict = stop_vote(
+            distributed.FAILED if writer.failure is not None
+            else distributed.SIGNALLED if preempt.signal is not None
+            else distributed.CONTINUE)
+        if verdict == distributed.FAILED:
+          # No save: the failure may be the disk the checkpoints are on.
+          ckpts.wait()
+          kept = ckpts.latest_step()
+          kept = (f"the checkpoint of step {kept} is kept" if kept is not None
+                  else "no checkpoint was saved")
+          if writer.failure is not None:
+            raise writer.failure
+          raise UserError(f"process 0 could not write to the workdir (its "
+                          f"stderr says why); every process stopped at step "
+                          f"{step}, {kept}")
+        stop = verdict == distributed.SIGNALLED
         eval_now = evaluator is not None and (
             step % cfg.eval_every == 0 or step == total)
         # An evaluation step is also a log step: one record per step.
@@ -666,7 +699,8 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
             evaluated = evaluate_replicas(evaluator, cfg, state)
             scalars.update(evaluated)
           scalars["steps_per_sec"] = rate
-          writer.write_scalars(step, scalars)
+          with writer.local_writes():
+            writer.write_scalars(step, scalars)
           last = {"step": step, **scalars}
           line = writers.format_line(
               step, total, rate, scalars,
@@ -703,6 +737,9 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
           if not save_now:  # earlier saves committed; this step's in flight
             ckpts.wait()
           os.kill(os.getpid(), signal.SIGKILL)
+      if writer.failure is not None:  # at the last step: nothing to agree on
+        ckpts.wait()
+        raise writer.failure
   except BaseException as e:
     # The error on its way out is the one to report: a failure to close
     # (the same full disk) must not replace it. But if closing left native

@@ -48,14 +48,41 @@ class MetricWriter:
   """Appends one JSON object per logged step; mirrors scalars and images to
   TensorBoard event files in the same directory."""
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(self, workdir: str, enabled: bool = True,
+               defer_failures: bool = False):
     self.enabled = enabled
+    self.defer_failures = defer_failures
+    self.failure: Optional[UserError] = None
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._tb_dir = os.path.join(workdir, "tensorboard")
     self._tb = None
     self._purge_step = None
     if enabled:
       os.makedirs(workdir, exist_ok=True)
+
+  @contextlib.contextmanager
+  def local_writes(self):
+    """Guards writes of this process's own files (metrics.jsonl,
+    TensorBoard, sample pictures, flags.txt), which only process 0 makes.
+
+    Such a write failing (a full disk under the workdir) raises its one-line
+    error, unless ``defer_failures`` (a multi-process run, where process 0
+    ending alone would leave the others waiting in the next collective):
+    then the first failure is kept in ``failure``, this writer stops
+    writing, and the training loop has every process stop at the same step
+    before raising it.
+    """
+    try:
+      yield
+    except (UserError, OSError) as e:
+      if not self.defer_failures:
+        raise
+      if self.failure is None:
+        failure = e if isinstance(e, UserError) else UserError(
+            describe_os_error(e))
+        failure.at_once = getattr(e, "at_once", False)
+        self.failure = failure
+      self.enabled = False
 
   @property
   def tb(self):

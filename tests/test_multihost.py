@@ -69,6 +69,14 @@ def _run_ok(procs, timeout=240):
   return outs
 
 
+def _error_line(out):
+  """The one error line of a process's (merged) output; no traceback."""
+  assert "Traceback" not in out, out[-3000:]
+  errors = [l for l in out.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1, out[-3000:]
+  return errors[0]
+
+
 def _restore(workdir, step):
   """The checkpoint of ``step`` restored in this (single) process."""
   from gan_jax import checkpoint as ckpt_lib
@@ -248,3 +256,41 @@ def test_a_signal_to_one_process_stops_all_after_the_same_step(tmp_path):
   assert sorted(int(d) for d in os.listdir(ckpt) if d.isdigit()) == [6]
   state, _ = _restore(work, 6)
   assert int(state.step) == 6
+
+
+def test_a_failed_write_of_process_0_stops_all_processes(tmp_path):
+  """Process 0 alone writes the logs and pictures; its write failing (here
+  samples/ is a file, as a full disk would fail it) used to end process 0
+  alone while process 1 waited in the next step's all-reduce until JAX's
+  heartbeat timeout. Now both stop at the same step without a save, each
+  with one line: process 0's error, and process 1 pointing to it; the
+  checkpoints saved before are kept. (The write fails at step 3's log,
+  after that boundary's vote: step 6's carries it, step 9's reads it.)"""
+  work = tmp_path / "run"
+  work.mkdir()
+  (work / "samples").write_text("not a directory")
+  args = TINY + ["--num_steps=30"]
+  procs = _two_processes(args, work)
+  outs = _run_all(procs, timeout=240)
+  assert [p.returncode for p in procs] == [2, 2], outs
+  assert "samples" in _error_line(outs[0])
+  assert _error_line(outs[1]).startswith(
+      "error: process 0 could not write to the workdir (its stderr says "
+      "why); every process stopped at step 9, the checkpoint of step 6 is "
+      "kept"), outs[1][-2000:]
+  ckpt = work / "checkpoints"
+  assert sorted(int(d) for d in os.listdir(ckpt) if d.isdigit())[-1] == 6
+  assert int(_restore(work, 6)[0].step) == 6
+
+
+def test_a_failed_startup_write_of_process_0_stops_all_processes(tmp_path):
+  """flags.txt (process 0's) cannot be written: no process trains."""
+  work = tmp_path / "run"
+  (work / "flags.txt").mkdir(parents=True)
+  procs = _two_processes(TINY, work)
+  outs = _run_all(procs, timeout=240)
+  assert [p.returncode for p in procs] == [2, 2], outs
+  assert "flags.txt" in _error_line(outs[0])
+  assert "no process started training" in _error_line(outs[1])
+  assert not (work / "checkpoints").exists() or not [
+      d for d in os.listdir(work / "checkpoints") if d.isdigit()]
