@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import inspect
 import os
 import signal
 import socket
@@ -240,6 +241,15 @@ class Sampler:
     return np.concatenate(out), (np.concatenate(labels) if labels else None)
 
 
+def _accepts(fn, name: str) -> bool:
+  """Whether ``fn`` takes the keyword argument ``name``."""
+  try:
+    params = inspect.signature(fn).parameters.values()
+  except (TypeError, ValueError):  # no signature to read: try it
+    return True
+  return any(p.name == name or p.kind == p.VAR_KEYWORD for p in params)
+
+
 class HostInput:
   """The loop's image batches, placed on the mesh; ``None`` for toy data.
 
@@ -264,6 +274,14 @@ class HostInput:
     if self._streams:  # toy data: no host stream, maybe no sharding
       rows = distributed.process_rows(sharding.mesh.devices, cfg.batch_size)
     self._rows = {} if rows is None else {"rows": rows}
+    for ds in self._streams:  # a user's dataset may take neither keyword
+      for method in ("batches", "iterator"):
+        fn = getattr(ds, method, None)
+        if fn is not None and self._rows and not _accepts(fn, "rows"):
+          raise UserError(
+              f"dataset {cfg.dataset!r}: {method}() takes no rows= "
+              f"argument, which multi-process training passes (the batch "
+              f"rows of this process's devices; docs/data.md)")
 
   def _args(self):
     return self._cfg.d_steps, self._cfg.batch_size
@@ -273,9 +291,11 @@ class HostInput:
     if n == spl and all(hasattr(ds, "iterator") for ds in self._streams):
       if self._iters is None or first != self._next:
         self.close()
-        self._iters = [ds.iterator(first, spl, *self._args(),
-                                   prefetch=self._prefetch, **self._rows)
-                       for ds in self._streams]
+        self._iters = [
+            ds.iterator(first, spl, *self._args(), **self._rows,
+                        **({"prefetch": self._prefetch}
+                           if _accepts(ds.iterator, "prefetch") else {}))
+            for ds in self._streams]
       self._next = first + spl
       return [next(it) for it in self._iters]
     return [ds.batches(first, n, *self._args(), **self._rows)

@@ -264,6 +264,47 @@ def test_host_input_prefetches_the_same_batches_and_resumes(monkeypatch):
   assert train.HostInput([], cfg, None)(0, 3) is None
 
 
+class _DocumentedSignature:
+  """A user's dataset with docs/data.md's signatures: no ``prefetch`` and
+  no ``rows`` keyword (the loop passed ``prefetch=`` regardless: a
+  TypeError traceback)."""
+
+  def __init__(self, ds):
+    self.ds = ds
+
+  def batches(self, start_step, num_steps, d_steps, batch_size,
+              process_index=0, process_count=1):
+    return self.ds.batches(start_step, num_steps, d_steps, batch_size,
+                           process_index, process_count)
+
+  def iterator(self, start_step, steps_per_call, d_steps, batch_size,
+               process_index=0, process_count=1):
+    return self.ds.iterator(start_step, steps_per_call, d_steps, batch_size,
+                            process_index, process_count)
+
+
+def test_host_input_takes_a_dataset_with_the_documented_signature(
+    monkeypatch):
+  import tiny_image_data
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  from gan_jax.errors import UserError
+  cfg = flags_lib.defaults(dataset="tiny_digits", batch_size=8, d_steps=1,
+                           steps_per_loop=2)
+  ds = tiny_image_data.make(cfg)
+  mesh = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
+  sharding = NamedSharding(mesh, P(None, None, "data"))
+  with train.HostInput([_DocumentedSignature(ds)], cfg, sharding) as host:
+    for first, n in [(0, 2), (2, 2), (4, 1)]:
+      np.testing.assert_array_equal(jax.device_get(host(first, n))["image"],
+                                    ds.batches(first, n, 1, 8)["image"])
+  # Several processes pass rows=: such a dataset is one line, not a
+  # TypeError in the reading thread.
+  monkeypatch.setattr(train.distributed, "process_rows",
+                      lambda devices, batch: np.arange(4))
+  with pytest.raises(UserError, match="takes no rows= argument"):
+    train.HostInput([_DocumentedSignature(ds)], cfg, sharding)
+
+
 def test_missing_mnist_files_end_in_one_line(tmp_path):
   start = time.monotonic()
   r = run_module("gan_jax.main", "--dataset=mnist", "--generator=dcgan",
