@@ -455,3 +455,16 @@ def test_table1_summary_mean_and_standard_error(tmp_path):
   row = out(str(tmp_path), "pacdcgan2_stacked_mnist").strip().splitlines()[-1]
   assert row == ("| pacdcgan2_stacked_mnist | 2500 | 1 | 990.0 / 0.12 | "
                  "1000.0±0.00 / 0.06±0.003 |")
+  # A run without mode metrics (MNIST) says so instead of "inf" cells;
+  # --help is help, not a directory named --help.
+  mnist = tmp_path / "dcgan_mnist"
+  mnist.mkdir()
+  (mnist / "metrics.jsonl").write_text(json.dumps({"step": 10, "fid": 3.0})
+                                       + "\n")
+  row = out(str(tmp_path), "dcgan_mnist").strip().splitlines()[-1]
+  assert "| dcgan_mnist | 10 | 0 | no mode metrics" in row, row
+  assert out("--help").startswith("usage: summarize.py")
+  bad = subprocess.run([sys.executable, script, "--stpe=3", str(tmp_path)],
+                       capture_output=True, text=True)
+  assert bad.returncode != 0 and bad.stderr.startswith(
+      "error: unknown option --stpe=3"), bad.stderr

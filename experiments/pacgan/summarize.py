@@ -75,8 +75,12 @@ def summarize(workdir, step=None):
       return None
   # The last record with the evaluation metrics (a run's final record may
   # be a plain log step).
-  evaluated = [r for r in records if "modes" in r or "modes/seed_0" in r]
-  record = (evaluated or records)[-1]
+  evaluated = [r for r in records
+               if any(k == "modes" or k.startswith("modes/") for k in r)]
+  if not evaluated:  # e.g. an MNIST run in the same directory
+    return ((records[-1]["step"] if records else 0), 0,
+            "no mode metrics (not a toy or Stacked MNIST run)")
+  record = evaluated[-1]
   modes = per_replica(record, "modes")
   if per_replica(record, "kl"):  # Stacked MNIST
     kl = per_replica(record, "kl")
@@ -92,7 +96,13 @@ def summarize(workdir, step=None):
 def main(argv):
   step = None
   args = []
+  usage = "usage: summarize.py [--step=N] RUNS_DIR [RUN ...]"
   for a in argv[1:]:
+    if a in ("-h", "--help"):
+      print(usage + "\n\n" + __doc__.split("\n\n", 2)[2].strip())
+      return
+    if a.startswith("-") and not a.startswith("--step="):
+      sys.exit(f"error: unknown option {a} ({usage})")
     if a.startswith("--step="):
       try:
         step = int(a.split("=", 1)[1])
@@ -101,7 +111,7 @@ def main(argv):
     else:
       args.append(a)
   if not args:
-    sys.exit("usage: summarize.py [--step=N] RUNS_DIR [RUN ...]")
+    sys.exit(usage)
   root = args[0]
   if not os.path.isdir(root):
     sys.exit(f"error: {root} is not a directory")
