@@ -55,6 +55,9 @@ class Bounds(NamedTuple):
     return above and below
 
 
+INT_LIMIT = 2**31 - 1  # integer flags without bounds of their own
+SEED_BOUNDS = "[0, 4294967295]"  # JAX keys keep 32 bits of a seed
+
 # Numeric flag -> the values it allows (checked when flags are parsed and
 # when a GAN is built from a Config; float flags must also be finite).
 BOUNDS: Dict[str, Bounds] = {}
@@ -67,6 +70,13 @@ def out_of_bounds(name: str, value: Any) -> Optional[str]:
   if isinstance(value, float) and not math.isfinite(value):
     return "must be a finite number"
   bounds = BOUNDS.get(name)
+  bounded = bounds is not None and math.isfinite(bounds.high) and (
+      math.isfinite(bounds.low))
+  if (isinstance(value, int) and not bounded
+      and not -INT_LIMIT - 1 <= value <= INT_LIMIT):
+    # Steps, counts and sizes are int32 in compiled code (a step counter
+    # past 2**31 - 1 would wrap; larger values overflowed in a traceback).
+    return f"must be at most {INT_LIMIT} in magnitude"
   if bounds is not None and value not in bounds:
     return (f"must be {bounds.text}" if bounds.text[0] in "<>"
             else f"must be in {bounds.text}")
@@ -164,7 +174,9 @@ string("workdir", None, "Run directory: flags.txt, metrics.jsonl, "
 strings("extra_modules", [], "Python modules imported before the config is "
         "resolved, so they can register losses, models, datasets, metrics.",
         safe=True)
-integer("seed", 0, "Seed of the run: initialization, noise, data order.")
+integer("seed", 0, "Seed of the run: initialization, noise, data order. "
+        "32 bits: JAX's keys keep no more, so larger seeds would repeat "
+        "smaller ones.", bounds=SEED_BOUNDS)
 integer("num_steps", 2000, "Number of training steps (one step = d_steps "
         "discriminator updates + one generator update).", safe=True,
         bounds=">= 0")
@@ -420,7 +432,9 @@ integer("pack", 1, "PacGAN packing (Lin et al. 2018): D judges m samples "
 integer("unroll_steps", 0, "Unrolled GAN (Metz et al. 2017): G's loss is "
         "taken through k differentiable D updates (replaying the step's D "
         "batches); the D kept after the step is the non-unrolled one. 0 = "
-        "off.", bounds=">= 0")
+        "off. At most 100: the unrolled updates are traced one by one, so "
+        "compilation time and memory grow with k (the paper used up to "
+        "10).", bounds="[0, 100]")
 integer("num_generators", 1, "MAD-GAN (Ghosh et al. 2018): k generators, "
         "each making batch/k of every batch, and a discriminator with k+1 "
         "outputs (generator 0..k-1, real = k) trained with the madgan loss. "
@@ -472,7 +486,7 @@ multi_strings("sweep_random", [], "Sweep: a random axis "
 integer("sweep_num_random", 4, "Sweep: points drawn for the random axes.",
         in_config=False, bounds=">= 1")
 integer("sweep_seed", 0, "Sweep: seed of the random axes' draws (not the "
-        "runs' --seed).", in_config=False)
+        "runs' --seed).", in_config=False, bounds=SEED_BOUNDS)
 strings("sweep_seeds", [], "Sweep: values of --seed, an axis averaged over "
         "in the results table (mean +- standard error), e.g. 0,1,2 or 0-9.",
         in_config=False)

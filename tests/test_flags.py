@@ -5,6 +5,7 @@ import copy
 import glob
 import math
 import os
+import re
 
 import pytest
 from absl import flags
@@ -71,7 +72,7 @@ def test_out_of_bounds_values_fail_at_parse_time(arg, message):
 def test_in_bounds_values_parse():
   fv = private_flags()
   fv(["prog", "--g_lr=3e-4", "--g_beta1=0", "--ema_decay=0.999",
-      "--label_smoothing=0.9", "--seed=-3", "--step=5"])
+      "--label_smoothing=0.9", "--seed=4294967295", "--step=5"])
   assert fv.g_lr == 3e-4 and fv.ema_decay == 0.999 and fv.step == 5
 
 
@@ -81,15 +82,21 @@ def test_in_bounds_values_parse():
     (dict(d_steps=0), "--d_steps=0 must be >= 1"),
     (dict(pack=0), "--pack=0 must be >= 1"),
     (dict(num_seeds=0), "--num_seeds=0 must be >= 1"),
-    (dict(unroll_steps=-1), "--unroll_steps=-1 must be >= 0"),
+    (dict(unroll_steps=-1), "--unroll_steps=-1 must be in [0, 100]"),
+    (dict(unroll_steps=1000), "--unroll_steps=1000 must be in [0, 100]"),
+    (dict(seed=-3), "--seed=-3 must be in [0, 4294967295]"),
+    (dict(seed=2**32), "--seed=4294967296 must be in [0, 4294967295]"),
+    (dict(num_steps=2**31), "--num_steps=2147483648 must be at most"),
+    (dict(debug_nan_at_step=10**20), "--debug_nan_at_step="
+     "100000000000000000000 must be at most 2147483647 in magnitude"),
 ])
 def test_configs_built_in_code_are_checked_too(overrides, message):
-  with pytest.raises(UserError, match="^" + message.replace("+", r"\+")):
+  with pytest.raises(UserError, match="^" + re.escape(message)):
     gan_lib.build(tiny_config(**overrides))
 
 
 def test_check_bounds_takes_mappings():
-  flags_lib.check_bounds({"g_lr": 1e-3, "seed": -1, "step": None})
+  flags_lib.check_bounds({"g_lr": 1e-3, "seed": 1, "step": None})
   with pytest.raises(UserError, match="--d_dropout=1.0 must be in"):
     flags_lib.check_bounds({"d_dropout": 1.0})
   assert flags_lib.out_of_bounds("g_lr", math.inf) == "must be a finite number"
