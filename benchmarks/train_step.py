@@ -271,6 +271,13 @@ def bench_case(name: str, dtypes: List[str], args, peak: float,
   for dtype in dtypes:
     cfg = config_from_flagfile(flagfile, compute_dtype=dtype,
                                steps_per_loop=steps, **spec)
+    # The checks gan_jax.main makes (--set can ask for anything).
+    flags_lib.check_bounds(cfg)
+    if cfg.num_seeds != 1:
+      raise UserError(f"--set num_seeds={cfg.num_seeds}: the benchmark "
+                      f"times one replica (--num_seeds=1)")
+    flags_lib.check_new_run(cfg)
+    flags_lib.check_config(cfg, 1)
     t0 = time.perf_counter()
     jax_cases[dtype] = JaxCase(cfg, steps, image_shape)
     jax_cases[dtype].run()  # compile and first call
@@ -436,8 +443,13 @@ def main(argv=None):
       args.overrides[name] = flags_lib.FLAGS[name].parser.parse(value)
     except ValueError as e:
       parser.error(f"--set {item!r}: {e}")
-  if args.steps < 0 or args.repeats < 1:
-    parser.error("--steps must be >= 0 and --repeats >= 1")
+  if not cases:
+    parser.error(f"--cases is empty; valid: {', '.join(CASES)}")
+  if not dtypes:
+    parser.error("--compute_dtype is empty; valid: float32, bfloat16")
+  if not 0 <= args.steps <= 100_000 or not 1 <= args.repeats <= 10_000:
+    parser.error("--steps must be in [0, 100000] and --repeats in "
+                 "[1, 10000]")
   if not args.matmul_gflops >= 0:  # also refuses nan
     parser.error(f"--matmul_gflops must be >= 0 (0 = measure), got "
                  f"{args.matmul_gflops}")

@@ -645,3 +645,41 @@ def structural_differences(old: Dict[str, Any], new: Config) -> List[str]:
     if prev != value:
       diffs.append(name)
   return sorted(diffs)
+
+
+def check_new_run(cfg):
+  """Checks for a run that starts from scratch only (a run saved before a
+  check existed still resumes, samples and evaluates as it was trained)."""
+  repeated = sorted({p for p in cfg.penalties if cfg.penalties.count(p) > 1})
+  if repeated:
+    raise UserError(f"--penalties={','.join(cfg.penalties)} names "
+                    f"{', '.join(repeated)} more than once (it would count "
+                    f"twice)")
+  single_logit = sorted({"gp", "r1"} & set(cfg.penalties))
+  if cfg.num_generators > 1 and single_logit:
+    raise UserError(f"--penalties={','.join(single_logit)} penalizes the "
+                    "gradient of D's one logit per example; MAD-GAN's D "
+                    "(--num_generators > 1) has k+1 softmax outputs, so "
+                    "those penalties are not defined for it")
+
+
+def check_config(cfg, n_devices: int):
+  """Flag combinations that cannot work, as one-line errors."""
+  unit = n_devices * cfg.pack * cfg.num_generators
+  if cfg.batch_size <= 0 or cfg.batch_size % unit:
+    what = f"{n_devices} devices" + (f" x pack {cfg.pack}" if cfg.pack > 1
+                                      else "")
+    if cfg.num_generators > 1:
+      what += f" x {cfg.num_generators} generators"
+    raise UserError(f"--batch_size={cfg.batch_size} must be a positive "
+                    f"multiple of {unit} ({what})")
+  if cfg.log_every % cfg.steps_per_loop:
+    raise UserError(f"--log_every={cfg.log_every} must be a multiple of "
+                    f"--steps_per_loop={cfg.steps_per_loop}")
+  if cfg.eval_every and cfg.eval_every % cfg.steps_per_loop:
+    raise UserError(f"--eval_every={cfg.eval_every} must be a multiple of "
+                    f"--steps_per_loop={cfg.steps_per_loop}")
+  every = cfg.checkpoint_every
+  if every and every % cfg.steps_per_loop:
+    raise UserError(f"--checkpoint_every={every} must be a multiple of "
+                    f"--steps_per_loop={cfg.steps_per_loop}")

@@ -54,6 +54,10 @@ def test_benchmark_prints_json_lines():
     ("--set=generator=dcgan", "error: dcgan needs square images"),
     ("--matmul_gflops=-5", "--matmul_gflops must be >= 0"),
     ("--matmul_gflops=nan", "--matmul_gflops must be >= 0"),
+    # gan_jax.main's config checks (were tracebacks inside the step).
+    ("--set=pack=3", "--batch_size=100 must be a positive multiple of 3"),
+    ("--set=num_seeds=2", "the benchmark times one replica"),
+    ("--cases=", "--cases is empty"),
 ])
 def test_benchmark_rejects_bad_arguments(arg, message):
   result = subprocess.run(
