@@ -165,6 +165,9 @@ def parse_random(specs: Sequence[str], n: int, seed: int
   return [p[0] for p in parsed], points
 
 
+MAX_SEEDS = 10_000  # seeds in one sweep
+
+
 def parse_seeds(values: Sequence[str]) -> List[str]:
   """``0,1,5-9`` -> ["0", "1", "5", ..., "9"]."""
   out = []
@@ -178,6 +181,13 @@ def parse_seeds(values: Sequence[str]) -> List[str]:
     if not seeds:
       raise UserError(f"--sweep_seeds: the range {v!r} is empty (LOW-HIGH "
                       f"with LOW <= HIGH)")
+    if len(out) + len(seeds) > MAX_SEEDS:  # before listing them
+      raise UserError(f"--sweep_seeds: more than {MAX_SEEDS:,} seeds "
+                      f"({v!r})")
+    why = flags_lib.out_of_bounds("seed", seeds[-1]) or (
+        flags_lib.out_of_bounds("seed", seeds[0]))
+    if why:
+      raise UserError(f"--sweep_seeds: {v!r}: a seed {why}")
     out.extend(str(s) for s in seeds)
   if len(set(out)) != len(out):
     raise UserError("--sweep_seeds: repeated seed")
