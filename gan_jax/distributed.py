@@ -134,7 +134,9 @@ def process_rows(devices, batch_size: int,
                          for j in mine])
 
 
-CONTINUE, SIGNALLED, FAILED = 0, 1, 2  # StopVote's codes, by precedence
+# StopVote's codes, by precedence: go on, a signal (SIGNALLED + its
+# number), a failed write of process 0's files.
+CONTINUE, SIGNALLED, FAILED = 0, 100, 1000
 
 
 class StopVote:
@@ -144,7 +146,8 @@ class StopVote:
   only; a process that stopped by itself would leave the others waiting in
   the next step's collectives (and save nothing). Each loop boundary starts
   a one-element all-reduce (max) of the processes' codes (``CONTINUE``,
-  ``SIGNALLED``, ``FAILED``: process 0's own writes failed) and reads the
+  ``SIGNALLED + signum``, ``FAILED``: process 0's own writes failed) and
+  reads the
   one it started at the previous boundary, which has finished by then (it
   ran right after that boundary's call): the loop keeps a call in flight,
   and every process stops after the same step, one loop after the request.

@@ -18,6 +18,35 @@ class UserError(Exception):
   """
 
 
+class Stopped(UserError):
+  """The training loop stopped on a signal after saving (preemption): one
+  line and exit code 128 + the signal's number (143 for SIGTERM, 130 for
+  SIGINT), so a script or scheduler does not take the run for finished."""
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.exit_code = 128 + int(signum)
+
+
+class Terminated(BaseException):
+  """SIGTERM outside the training loop's own handling (startup, restore,
+  compilation, a sweep waiting on its runs): ends the command in one line
+  with exit code 143, as Ctrl-C's KeyboardInterrupt does with 130."""
+
+
+def catch_terminate():
+  """SIGTERM raises ``Terminated`` (unless the process was started with
+  it ignored, or someone else handles it)."""
+  if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    return
+
+  def handler(signum, frame):
+    del signum, frame
+    raise Terminated()
+
+  signal.signal(signal.SIGTERM, handler)
+
+
 def die(message: str, code: int = 2,
         at_once: bool = False) -> NoReturn:
   """Prints one line to stderr and exits; ``at_once`` skips the
@@ -92,7 +121,8 @@ def call_guarded(main_fn, *args):
   except UserError as e:
     # at_once: native threads may still report (a failed restore's reads,
     # a failed save's writes, a dead TensorBoard writer's exit hook).
-    die(str(e), at_once=getattr(e, "at_once", False))
+    die(str(e), code=getattr(e, "exit_code", 2),
+        at_once=getattr(e, "at_once", False))
   except OSError as e:
     die(describe_os_error(e), at_once=getattr(e, "at_once", False))
   except MemoryError as e:  # e.g. numpy's allocation of a resized dataset

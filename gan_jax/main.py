@@ -20,7 +20,8 @@ from absl import logging
 from gan_jax import distributed
 from gan_jax import flags as flags_lib
 from gan_jax import writers
-from gan_jax.errors import (UserError, call_guarded, catch_interrupts, die,
+from gan_jax.errors import (Terminated, UserError, call_guarded,
+                            catch_interrupts, catch_terminate, die,
                             flag_error_line, undecodable_flagfile_line)
 
 
@@ -141,15 +142,20 @@ def run_cli(main_fn, interrupted: str = "interrupted"):
       # crash (SIGSEGV) when Ctrl-C cut a checkpoint read short and
       # tensorstore's threads are still running.
       die(interrupted, code=130, at_once=True)
+    except Terminated:  # SIGTERM, likewise (was a silent exit 143)
+      die(interrupted.replace("interrupted", "terminated (SIGTERM)", 1),
+          code=143, at_once=True)
 
   setup_logging()
   catch_interrupts()
+  catch_terminate()
   app.run(guarded, flags_parser=parse_flags)
 
 
 def run():
-  # Ctrl-C while training is an orderly stop (train._Preemption: save, exit
-  # 0); before the loop (startup, restore, compilation) it ends here.
+  # Ctrl-C or SIGTERM while training is an orderly stop (train._Preemption:
+  # save, then one line and exit 130 / 143); before the loop (startup,
+  # restore, compilation) it ends here.
   run_cli(main, interrupted=("interrupted; the checkpoints saved so far are "
                              "kept: rerun the same command to resume"))
 

@@ -40,7 +40,7 @@ from absl import flags
 
 from gan_jax import flags as flags_lib
 from gan_jax import writers
-from gan_jax.errors import (UserError, describe_os_error, die,
+from gan_jax.errors import (Terminated, UserError, describe_os_error, die,
                             flag_error_line, undecodable_flagfile_line)
 
 FLAGS = flags.FLAGS
@@ -166,6 +166,8 @@ def parse_random(specs: Sequence[str], n: int, seed: int
 
 
 MAX_SEEDS = 10_000  # seeds in one sweep
+# A run's exit codes after an orderly stop on SIGINT / SIGTERM.
+STOPPED_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)
 
 
 def parse_seeds(values: Sequence[str]) -> List[str]:
@@ -433,6 +435,7 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
     else:
       todo.append(run)
   lock = threading.Lock()
+  running = set()  # the runs' processes, for a SIGTERM to the sweep
   done = [0]
   # Runs that differ only in --seed compile the same programs: share them
   # through JAX's persistent compilation cache.
@@ -463,14 +466,26 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
                   f"{shlex.join(cmd)}\n")
         log.flush()
         offset = log.tell()
-        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env)
+        with lock:
+          running.add(proc)
+        try:
+          rc = proc.wait()
+        finally:
+          with lock:
+            running.discard(proc)
       os_error = None
     except OSError as e:  # e.g. the run's workdir is a file: this run fails
       rc, os_error = None, describe_os_error(e)
     seconds = time.time() - start
     if os_error is not None:
       status = ("failed", os_error)
+    elif rc in STOPPED_CODES and not is_finished(run):
+      # The run was signalled (with the sweep, or alone) and stopped in
+      # order, its checkpoint saved.
+      status = ("interrupted", "stopped by a signal before --num_steps; "
+                "rerun the sweep to resume it")
     elif rc != 0:
       status = ("failed", error_line(log_path, rc, offset))
     elif is_finished(run):
@@ -489,8 +504,15 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
   try:
     for future in [pool.submit(one, run) for run in todo]:
       future.result()
-  except KeyboardInterrupt:
-    # The runs got the signal too: they save a checkpoint and stop.
+  except (KeyboardInterrupt, Terminated) as e:
+    # Ctrl-C reached the runs too (the terminal signals the process
+    # group); a SIGTERM to the sweep alone is passed on. Either way they
+    # save a checkpoint and stop, and the sweep waits for them.
+    if isinstance(e, Terminated):
+      with lock:
+        for proc in running:
+          if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
     pool.shutdown(wait=True, cancel_futures=True)
     raise
   pool.shutdown()

@@ -609,6 +609,7 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
   names, record = None, None  # the NaN/Inf tracker (_track_nonfinite)
   warned_nonfinite = False
   profile = _Profile(cfg, workdir)
+  stopped = None  # errors.Stopped after a signal's orderly stop
   try:
     with _Preemption() as preempt, jax.set_mesh(mesh):
       while step < total:
@@ -635,8 +636,8 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
         # failed, one call later).
         verdict = stop_vote(
             distributed.FAILED if writer.failure is not None
-            else distributed.SIGNALLED if preempt.signal is not None
-            else distributed.CONTINUE)
+            else distributed.SIGNALLED + preempt.signal
+            if preempt.signal is not None else distributed.CONTINUE)
         if verdict == distributed.FAILED:
           # No save: the failure may be the disk the checkpoints are on.
           ckpts.wait()
@@ -648,7 +649,7 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
           raise UserError(f"process 0 could not write to the workdir (its "
                           f"stderr says why); every process stopped at step "
                           f"{step}, {kept}")
-        stop = verdict == distributed.SIGNALLED
+        stop = verdict >= distributed.SIGNALLED
         eval_now = evaluator is not None and (
             step % cfg.eval_every == 0 or step == total)
         # An evaluation step is also a log step: one record per step.
@@ -720,6 +721,16 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
           logging.warning("%s: %s at step %d, exiting", cause,
                           "saved a checkpoint" if saved
                           else "could not save a checkpoint", step)
+          signum = (preempt.signal if preempt.signal is not None
+                    else verdict - distributed.SIGNALLED)
+          stopped = errors.Stopped(
+              f"stopped by {signal.Signals(signum).name}"
+              + ("" if preempt.signal is not None
+                 else " (sent to another process)")
+              + f" at step {step} of {total}, "
+              + ("its checkpoint saved: rerun the same command to resume"
+                 if saved else "no checkpoint saved at this step"),
+              signum)
           break
         if debug_signal and cfg.debug_signal == "KILL":
           if not save_now:  # earlier saves committed; this step's in flight
@@ -743,6 +754,8 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
         pass
     raise
   _close_all(profile, host_batches, progress, ckpts, writer)
+  if stopped is not None:  # after the saves committed (close waited)
+    raise stopped
   return last
 
 

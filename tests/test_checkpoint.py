@@ -98,10 +98,14 @@ def test_kill9_and_sigterm_at_several_points_resume_bitwise(tmp_path, env,
   assert r.returncode == -9, r.stderr[-2000:]
   assert "resumed from step 4" in r.stderr
   assert steps_of(work)[-1] in (4, 8)
-  # SIGTERM (preemption) at step 10: a checkpoint at step 10, exit 0.
+  # SIGTERM (preemption) at step 10: a checkpoint at step 10, one line,
+  # exit 143 (128 + SIGTERM: the run is not finished).
   r = train(env, work, "--debug_signal_at_step=10", "--debug_signal=TERM")
-  assert r.returncode == 0, r.stderr[-2000:]
+  assert r.returncode == 143, r.stderr[-2000:]
   assert "saved a checkpoint at step 10, exiting" in r.stderr
+  assert r.stderr.strip().splitlines()[-1] == (
+      "error: stopped by SIGTERM at step 10 of 12, its checkpoint saved: "
+      "rerun the same command to resume")
   assert steps_of(work)[-1] == 10
   assert [m["step"] for m in metrics_of(work)] == [2, 4, 6, 8, 10]
   r = train(env, work)

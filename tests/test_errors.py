@@ -1,10 +1,15 @@
 """gan_jax.errors: what the command-line tools print for bad input."""
 
 import errno
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from gan_jax import errors
+from helpers import REPO
 
 
 class JaxRuntimeError(RuntimeError):
@@ -154,3 +159,27 @@ def test_the_training_loop_keeps_an_ignored_sigint_ignored():
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
   finally:
     signal.signal(signal.SIGINT, previous)
+
+
+def test_sigterm_before_training_is_one_line_and_exit_143(tmp_path):
+  """SIGTERM during startup (flags parsed; restore or compilation to come)
+  used to end the process silently with 143; now one line."""
+  code = ("import time\n"
+          "from gan_jax import main\n"
+          "def ready(modules):\n"  # called early in main.main
+          "  print('ready', flush=True)\n"
+          "  time.sleep(60)\n"
+          "main.import_extra_modules = ready\n"
+          "main.run()\n")
+  p = subprocess.Popen(
+      [sys.executable, "-c", code, "--flagfile=experiments/quickstart.flags",
+       f"--workdir={tmp_path / 'run'}"],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert p.stdout.readline().strip() == "ready"
+  p.send_signal(signal.SIGTERM)
+  _, err = p.communicate(timeout=60)
+  assert p.returncode == 143, err
+  lines = [l for l in err.strip().splitlines() if l.strip()]
+  assert lines == ["error: terminated (SIGTERM); the checkpoints saved so "
+                   "far are kept: rerun the same command to resume"], err

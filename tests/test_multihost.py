@@ -248,10 +248,16 @@ def test_a_signal_to_one_process_stops_all_after_the_same_step(tmp_path):
   args = TINY + ["--num_steps=30", "--checkpoint_every=0",
                  "--debug_signal=TERM", "--debug_signal_at_step=3",
                  "--debug_signal_process=1"]
-  outs = _run_ok(_two_processes(args, work), timeout=240)
+  procs = _two_processes(args, work)
+  outs = _run_all(procs, timeout=240)
+  # Both exit 143 (128 + SIGTERM), the signal's number carried by the vote.
+  assert [p.returncode for p in procs] == [143, 143], outs
   assert "signal 15: saved a checkpoint at step 6" in outs[1], outs[1][-2000:]
   assert ("another process was signalled: saved a checkpoint at step 6"
           in outs[0]), outs[0][-2000:]
+  assert _error_line(outs[0]) == (
+      "error: stopped by SIGTERM (sent to another process) at step 6 of 30, "
+      "its checkpoint saved: rerun the same command to resume")
   ckpt = work / "checkpoints"
   assert sorted(int(d) for d in os.listdir(ckpt) if d.isdigit()) == [6]
   state, _ = _restore(work, 6)
