@@ -225,6 +225,7 @@ def run_evaluate(workdir: str, num_samples: Optional[int],
 
 def main(argv):
   del argv  # run_cli refuses positional arguments
+  flags_lib.check_tool_flags("evaluate")
   if not FLAGS.workdir:
     raise UserError("--workdir is required (the run directory to evaluate)")
   results = run_evaluate(FLAGS.workdir, FLAGS.num_samples, FLAGS.step,

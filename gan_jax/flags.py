@@ -683,3 +683,33 @@ def check_config(cfg, n_devices: int):
   if every and every % cfg.steps_per_loop:
     raise UserError(f"--checkpoint_every={every} must be a multiple of "
                     f"--steps_per_loop={cfg.steps_per_loop}")
+
+
+# Flags read by some command-line tools only (gan_jax.<tool>): the others
+# refuse them when given (on the command line or in a flagfile) instead of
+# ignoring them, e.g. a sweep file passed to gan_jax.main as a flagfile,
+# which trained a default run.
+# (Flags of the run's config, which flags.txt lists, are accepted by all.)
+_SAMPLE = ("interpolate", "interpolate_steps", "labels", "num", "replica")
+TOOL_FLAGS: Dict[str, Tuple[str, ...]] = {
+    **{name: ("sample",) for name in _SAMPLE},
+    "step": ("sample", "evaluate"),
+    "num_samples": ("evaluate",),
+}
+
+
+def check_tool_flags(tool: str) -> None:
+  """UserError for the first given flag that ``gan_jax.<tool>`` does not
+  read (``TOOL_FLAGS``, and the sweep's ``--sweep_*``)."""
+  for name in FLAGS:
+    owners = TOOL_FLAGS.get(name) or (
+        ("sweep",) if name.startswith("sweep_") else None)
+    if owners is None or tool in owners or not FLAGS[name].present:
+      continue
+    raise UserError(
+        f"--{name} is a flag of "
+        + " and ".join(f"gan_jax.{o}" for o in owners)
+        + f", not of gan_jax.{tool}"
+        + (" (a sweep file goes to python -m gan_jax.sweep)"
+           if owners == ("sweep",) else "")
+        + "; drop it")

@@ -79,6 +79,7 @@ def print_summary(scalars):
 
 def main(argv):
   del argv  # run_cli refuses positional arguments
+  flags_lib.check_tool_flags("main")
   fl = flags_lib.FLAGS
   # Before anything touches a JAX backend (issue 8: multi-host).
   distributed.initialize(fl.distributed, fl.coordinator_address,

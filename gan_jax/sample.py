@@ -216,6 +216,7 @@ def run_sample(workdir: str, out: str, num: int = 64,
 
 def main(argv):
   del argv  # run_cli refuses positional arguments
+  flags_lib.check_tool_flags("sample")
   step, arrays = run_sample(
       FLAGS.workdir, FLAGS.out, FLAGS.num, FLAGS.step, FLAGS.labels,
       FLAGS.seed, FLAGS.interpolate, FLAGS.interpolate_steps, FLAGS.replica,

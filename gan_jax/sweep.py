@@ -216,6 +216,10 @@ def expand_flags(args: Sequence[str], check: bool = True) -> Dict[str, str]:
         value = "true"
       elif name.startswith("no") and name[2:] in flags_lib.SAFE:
         name, value = name[2:], "false"
+    if check and name.startswith("sweep_"):
+      # A sweep file as the base (or included by it) ran default runs.
+      raise UserError(f"the base flags set --{name}: --sweep_base must be "
+                      f"a training flagfile, not a sweep file")
     if name in flags_lib.NOT_IN_CONFIG:
       continue
     if check:
@@ -702,6 +706,7 @@ def sweep_from_flags() -> Sweep:
 
 def main(argv):
   del argv  # run_cli refuses positional arguments
+  flags_lib.check_tool_flags("sweep")
   sweep = sweep_from_flags()
   axis = FLAGS.sweep_plot_axis
   if axis and axis not in [n for n, _ in sweep.axes]:

@@ -194,3 +194,26 @@ def test_binary_flagfile_is_one_line(tmp_path):
                  f"--workdir={tmp_path}/w")
   line = assert_one_line_error(r)
   assert line == f"error: --flagfile={binary} is not a text (UTF-8) flagfile"
+
+
+@pytest.mark.parametrize("module, args, message", [
+    # A sweep file given to gan_jax.main trained a default run, exit 0.
+    ("gan_jax.main", ["--flagfile=experiments/sweeps/quickstart_lr.flags"],
+     "--sweep_base is a flag of gan_jax.sweep, not of gan_jax.main"),
+    ("gan_jax.main", ["--flagfile=experiments/quickstart.flags", "--num=5"],
+     "--num is a flag of gan_jax.sample, not of gan_jax.main"),
+    ("gan_jax.evaluate", ["--num=5"],
+     "--num is a flag of gan_jax.sample, not of gan_jax.evaluate"),
+    ("gan_jax.sample", ["--out=x.png", "--num_samples=5"],
+     "--num_samples is a flag of gan_jax.evaluate, not of gan_jax.sample"),
+    # ... and as a sweep's base, the same default runs.
+    ("gan_jax.sweep", ["--sweep_base=experiments/sweeps/quickstart_lr.flags",
+                       "--sweep_seeds=0", "--sweep_print_only"],
+     "--sweep_base must be a training flagfile, not a sweep file"),
+])
+def test_flags_of_another_tool_are_refused(tmp_path, module, args, message):
+  r = run_module(module, *args, f"--workdir={tmp_path / 'run'}",
+                 f"--sweep_dir={tmp_path / 'sweep'}" if module ==
+                 "gan_jax.sweep" else "--noprogress", timeout=120)
+  assert message in assert_one_line_error(r)
+  assert not (tmp_path / "run").exists()

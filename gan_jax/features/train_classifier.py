@@ -124,6 +124,7 @@ def train(name: str, epochs: int, batch_size: int, lr: float, seed: int = 0,
 
 def main(argv):
   del argv  # run_cli refuses positional arguments
+  gflags.check_tool_flags("features.train_classifier")
   name = FLAGS.dataset
   if name not in DATASETS:
     raise UserError(f"--dataset must be one of {', '.join(DATASETS)}, "
