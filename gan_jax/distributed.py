@@ -19,12 +19,14 @@ is what makes several processes on one machine work for tests.
 from __future__ import annotations
 
 import os
+import socket
+import time
 from typing import Mapping, Optional
 
 import numpy as np
 from absl import logging
 
-from gan_jax.errors import UserError
+from gan_jax.errors import UserError, describe_os_error
 
 
 def cluster_environment(env: Mapping[str, str] = os.environ
@@ -54,9 +56,36 @@ def cluster_environment(env: Mapping[str, str] = os.environ
   return None
 
 
+def wait_for_coordinator(address: str, timeout: float) -> None:
+  """Waits until ``address`` (HOST:PORT) accepts a TCP connection; a
+  UserError after ``timeout`` seconds. (jax.distributed.initialize, left to
+  time out by itself, aborts the process with a fatal error and a C++
+  stack trace.)"""
+  host, _, port = address.rpartition(":")
+  try:
+    port = int(port)
+  except ValueError:
+    raise UserError(f"--coordinator_address={address} must be HOST:PORT "
+                    f"with a numeric port") from None
+  deadline = time.monotonic() + timeout
+  while True:
+    try:
+      with socket.create_connection((host.strip("[]"), port), timeout=2):
+        return
+    except OSError as e:
+      if time.monotonic() >= deadline:
+        raise UserError(
+            f"the coordinator {address} (process 0) did not accept a "
+            f"connection within --distributed_timeout={timeout:g} s "
+            f"({describe_os_error(e)}): start process 0 first, or check "
+            f"the address") from None
+      time.sleep(0.5)
+
+
 def initialize(mode: str = "auto", coordinator_address: Optional[str] = None,
                num_processes: int = 0, process_id: int = -1,
-               env: Mapping[str, str] = os.environ) -> bool:
+               env: Mapping[str, str] = os.environ,
+               timeout: int = 300) -> bool:
   """Calls ``jax.distributed.initialize`` when asked or detected.
 
   Must run before anything touches a JAX backend. Returns whether it did.
@@ -80,12 +109,15 @@ def initialize(mode: str = "auto", coordinator_address: Optional[str] = None,
       raise UserError(f"--coordinator_address={coordinator_address} must be "
                       f"HOST:PORT")
     kwargs = dict(coordinator_address=coordinator_address,
-                  num_processes=num_processes, process_id=process_id)
+                  num_processes=num_processes, process_id=process_id,
+                  initialization_timeout=int(timeout))
+    if process_id > 0:
+      wait_for_coordinator(coordinator_address, timeout)
   else:
     cluster = cluster_environment(env)
     if mode == "auto" and cluster is None:
       return False
-    kwargs = {}
+    kwargs = dict(initialization_timeout=int(timeout))
     logging.info("jax.distributed: %s environment",
                  cluster or "JAX-detected")
   import jax  # pylint: disable=g-import-not-at-top

@@ -470,6 +470,12 @@ integer("num_processes", 0, "Number of processes of an explicit "
 integer("process_id", -1, "This process's index, 0 .. num_processes-1, in "
         "an explicit multi-process launch. Process 0 writes logs, images "
         "and TensorBoard.", in_config=False)
+integer("distributed_timeout", 300, "Seconds a process waits for the "
+        "others to join the job (jax.distributed's initialization_timeout); "
+        "with --coordinator_address, processes other than 0 first wait this "
+        "long for the coordinator to accept connections and end in one line "
+        "if it never does (JAX itself aborts the process).",
+        in_config=False, bounds="[1, 86400]")
 
 # ------------------------------------------------------- sweeps (issue 8)
 # Read by gan_jax.sweep only; each run gets a plain gan_jax.main command line.

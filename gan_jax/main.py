@@ -83,7 +83,8 @@ def main(argv):
   fl = flags_lib.FLAGS
   # Before anything touches a JAX backend (issue 8: multi-host).
   distributed.initialize(fl.distributed, fl.coordinator_address,
-                         fl.num_processes, fl.process_id)
+                         fl.num_processes, fl.process_id,
+                         timeout=fl.distributed_timeout)
   import_extra_modules(fl.extra_modules)
   cfg = flags_lib.from_flags()
   if not cfg.workdir:

@@ -168,6 +168,16 @@ def test_partial_launch_flags_are_one_line_errors(tmp_path):
   r = run_module("gan_jax.main", *TINY, f"--workdir={tmp_path}",
                  "--num_processes=2", "--process_id=0")
   assert "coordinator_address" in assert_one_line_error(r)
+  # No coordinator at the address: JAX's own timeout aborts the process
+  # (a fatal error and a C++ stack trace, after 300 s); now one line.
+  r = run_module("gan_jax.main", *TINY, f"--workdir={tmp_path / 'run'}",
+                 f"--coordinator_address=127.0.0.1:{_free_port()}",
+                 "--num_processes=2", "--process_id=1",
+                 "--distributed_timeout=1", timeout=60)
+  line = assert_one_line_error(r)
+  assert "did not accept a connection within --distributed_timeout=1 s" in (
+      line), line
+  assert not (tmp_path / "run").exists()
 
 
 def test_cluster_detection_needs_more_than_one_process():
