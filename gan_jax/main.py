@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging as std_logging
 import os
+import shutil
 import sysconfig
 import traceback
 
@@ -92,9 +93,17 @@ def main(argv):
                     "images and checkpoints go)")
   if os.path.exists(cfg.workdir) and not os.path.isdir(cfg.workdir):
     raise UserError(f"--workdir={cfg.workdir} is a file, not a directory")
+  created = not os.path.exists(cfg.workdir)
   os.makedirs(cfg.workdir, exist_ok=True)
   from gan_jax import train  # pylint: disable=g-import-not-at-top
-  scalars = train.train_and_evaluate(cfg, cfg.workdir)
+  try:
+    scalars = train.train_and_evaluate(cfg, cfg.workdir)
+  except BaseException:
+    # A config refused before anything was written (e.g. an unknown
+    # --loss) leaves no empty workdir behind.
+    if created and set(os.listdir(cfg.workdir)) <= {".lock"}:
+      shutil.rmtree(cfg.workdir, ignore_errors=True)
+    raise
   if train.jax.process_index() == 0:  # only process 0 reports
     print_summary(scalars)
 

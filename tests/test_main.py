@@ -206,6 +206,10 @@ def test_binary_flagfile_is_one_line(tmp_path):
      "--num is a flag of gan_jax.sample, not of gan_jax.evaluate"),
     ("gan_jax.sample", ["--out=x.png", "--num_samples=5"],
      "--num_samples is a flag of gan_jax.evaluate, not of gan_jax.sample"),
+    # Refused by the training code, after the workdir was made: it is
+    # removed again (it was left empty).
+    ("gan_jax.main", ["--flagfile=experiments/quickstart.flags",
+                      "--loss=bogus"], "unknown loss 'bogus'"),
     # ... and as a sweep's base, the same default runs.
     ("gan_jax.sweep", ["--sweep_base=experiments/sweeps/quickstart_lr.flags",
                        "--sweep_seeds=0", "--sweep_print_only"],
