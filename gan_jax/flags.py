@@ -56,7 +56,9 @@ class Bounds(NamedTuple):
 
 
 INT_LIMIT = 2**31 - 1  # integer flags without bounds of their own
-SEED_BOUNDS = "[0, 4294967295]"  # JAX keys keep 32 bits of a seed
+# JAX keys keep 32 bits of a seed (2**32 trained seed 0's run); negative
+# seeds, accepted before the bound, stay valid for the runs they trained.
+SEED_BOUNDS = "[-2147483648, 4294967295]"
 
 # Numeric flag -> the values it allows (checked when flags are parsed and
 # when a GAN is built from a Config; float flags must also be finite).
@@ -176,7 +178,7 @@ strings("extra_modules", [], "Python modules imported before the config is "
         safe=True)
 integer("seed", 0, "Seed of the run: initialization, noise, data order. "
         "32 bits: JAX's keys keep no more, so larger seeds would repeat "
-        "smaller ones.", bounds=SEED_BOUNDS)
+        "smaller ones (seed + --num_seeds - 1 too).", bounds=SEED_BOUNDS)
 integer("num_steps", 2000, "Number of training steps (one step = d_steps "
         "discriminator updates + one generator update).", safe=True,
         bounds=">= 0")
@@ -656,6 +658,11 @@ def structural_differences(old: Dict[str, Any], new: Config) -> List[str]:
 def check_new_run(cfg):
   """Checks for a run that starts from scratch only (a run saved before a
   check existed still resumes, samples and evaluates as it was trained)."""
+  last_seed = cfg.seed + cfg.num_seeds - 1
+  if cfg.num_seeds > 1 and last_seed > 2**32 - 1:
+    raise UserError(f"--seed={cfg.seed} with --num_seeds={cfg.num_seeds} "
+                    f"reaches seed {last_seed}: seeds have 32 bits (at most "
+                    f"{2**32 - 1}; a larger one repeats a smaller one)")
   repeated = sorted({p for p in cfg.penalties if cfg.penalties.count(p) > 1})
   if repeated:
     raise UserError(f"--penalties={','.join(cfg.penalties)} names "

@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 PyTree = Any
@@ -78,7 +79,11 @@ def create_replicas(gan, seed: int, num_seeds: int = 1) -> TrainState:
   ``create(gan, seed + i)``."""
   if num_seeds == 1:
     return create(gan, seed)
-  seeds = seed + jnp.arange(num_seeds, dtype=jnp.int32)
+  # As uint32: PRNGKey keeps a seed's low 32 bits, so the key of uint32
+  # (seed + i) mod 2**32 is create(gan, seed + i)'s (int32 overflowed
+  # from seed 2**31 on).
+  seeds = jnp.asarray(np.array([(seed + i) % 2**32 for i in range(num_seeds)],
+                               np.uint32))
   return jax.vmap(lambda s: create(gan, s))(seeds)
 
 

@@ -72,7 +72,8 @@ def test_out_of_bounds_values_fail_at_parse_time(arg, message):
 def test_in_bounds_values_parse():
   fv = private_flags()
   fv(["prog", "--g_lr=3e-4", "--g_beta1=0", "--ema_decay=0.999",
-      "--label_smoothing=0.9", "--seed=4294967295", "--step=5"])
+      "--label_smoothing=0.9", "--seed=-3", "--step=5"])
+  fv(["prog", "--seed=4294967295"])
   assert fv.g_lr == 3e-4 and fv.ema_decay == 0.999 and fv.step == 5
 
 
@@ -84,8 +85,10 @@ def test_in_bounds_values_parse():
     (dict(num_seeds=0), "--num_seeds=0 must be >= 1"),
     (dict(unroll_steps=-1), "--unroll_steps=-1 must be in [0, 100]"),
     (dict(unroll_steps=1000), "--unroll_steps=1000 must be in [0, 100]"),
-    (dict(seed=-3), "--seed=-3 must be in [0, 4294967295]"),
-    (dict(seed=2**32), "--seed=4294967296 must be in [0, 4294967295]"),
+    (dict(seed=-2**31 - 1), "--seed=-2147483649 must be in [-2147483648, "
+     "4294967295]"),
+    (dict(seed=2**32), "--seed=4294967296 must be in [-2147483648, "
+     "4294967295]"),
     (dict(num_steps=2**31), "--num_steps=2147483648 must be at most"),
     (dict(debug_nan_at_step=10**20), "--debug_nan_at_step="
      "100000000000000000000 must be at most 2147483647 in magnitude"),

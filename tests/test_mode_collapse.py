@@ -367,6 +367,22 @@ def test_madgan_refuses_gradient_penalties_in_a_new_run(penalty):
 # ------------------------------------------------------ vectorized seeds
 
 
+@pytest.mark.parametrize("seed", [-3, 2**31 + 5, 2**32 - 2])
+def test_replica_seeds_use_all_32_bits(seed):
+  """Replica i is create(seed + i) for any 32-bit seed (int32 arithmetic
+  overflowed from 2**31 on: a traceback); past 2**32 - 1 is refused."""
+  gan = gan_lib.build(tiny_config(num_seeds=2, seed=seed))
+  many = jax.jit(lambda: state_lib.create_replicas(gan, seed, 2))()
+  for i in range(2):
+    one = jax.jit(lambda i=i: state_lib.create(gan, seed + i))()
+    for a, b in zip(leaves(one), leaves(state_lib.replica(many, i)),
+                    strict=True):
+      np.testing.assert_array_equal(a, b)
+  from gan_jax import flags as flags_lib  # pylint: disable=g-import-not-at-top
+  with pytest.raises(UserError, match="reaches seed 4294967296"):
+    flags_lib.check_new_run(tiny_config(num_seeds=3, seed=2**32 - 2))
+
+
 @pytest.mark.parametrize("n_devices", [2])  # vmap over shard_map shards
 @pytest.mark.parametrize("batching", ["vmap", "map"])
 def test_replica_i_equals_the_run_with_seed_i(n_devices, batching):

@@ -195,7 +195,7 @@ def test_spec_parsing():
     # A huge range was listed until memory ran out (OOM kill, no line).
     (lambda s: s.parse_seeds(["0-99999999999"]), "more than 10,000 seeds"),
     (lambda s: s.parse_seeds(["4294967290-4294967300"]),
-     "a seed must be in [0, 4294967295]"),
+     "a seed must be in [-2147483648, 4294967295]"),
     (lambda s: s.expand_flags(["--flagfile=experiments/nope.flags"]),
      "Unable to open flagfile"),
     # An override of an axis' flag would be dead: the axis wins.
