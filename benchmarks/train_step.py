@@ -277,7 +277,9 @@ def bench_case(name: str, dtypes: List[str], args, peak: float,
       raise UserError(f"--set num_seeds={cfg.num_seeds}: the benchmark "
                       f"times one replica (--num_seeds=1)")
     flags_lib.check_new_run(cfg)
-    flags_lib.check_config(cfg, 1)
+    # (It never logs, evaluates or saves: no interval to check.)
+    flags_lib.check_config(cfg.replace(log_every=steps, eval_every=0,
+                                       checkpoint_every=0), 1)
     t0 = time.perf_counter()
     jax_cases[dtype] = JaxCase(cfg, steps, image_shape)
     jax_cases[dtype].run()  # compile and first call

@@ -7,6 +7,7 @@ stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import logging as std_logging
 import os
@@ -86,6 +87,9 @@ def main(argv):
   distributed.initialize(fl.distributed, fl.coordinator_address,
                          fl.num_processes, fl.process_id,
                          timeout=fl.distributed_timeout)
+  # Only now: a process waiting in initialize (native code, where Python
+  # runs no handler) must still die at once on SIGTERM.
+  catch_terminate()
   import_extra_modules(fl.extra_modules)
   cfg = flags_lib.from_flags()
   if not cfg.workdir:
@@ -100,12 +104,28 @@ def main(argv):
     scalars = train.train_and_evaluate(cfg, cfg.workdir)
   except BaseException:
     # A config refused before anything was written (e.g. an unknown
-    # --loss) leaves no empty workdir behind.
-    if created and set(os.listdir(cfg.workdir)) <= {".lock"}:
-      shutil.rmtree(cfg.workdir, ignore_errors=True)
+    # --loss) leaves no empty workdir behind (one process only: with
+    # several, others may be using it).
+    if created and train.jax.process_count() == 1:
+      _remove_if_unused(cfg.workdir)
     raise
   if train.jax.process_index() == 0:  # only process 0 reports
     print_summary(scalars)
+
+
+def _remove_if_unused(workdir: str) -> None:
+  """Removes ``workdir`` if it holds nothing but an unlocked ``.lock``
+  (another run may have taken it in the meantime); never raises."""
+  try:
+    names = set(os.listdir(workdir))
+    if not names <= {".lock"}:
+      return
+    if names:
+      with open(os.path.join(workdir, ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: OSError
+    shutil.rmtree(workdir)
+  except OSError:
+    pass
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -137,7 +157,8 @@ def setup_logging():
   logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
-def run_cli(main_fn, interrupted: str = "interrupted"):
+def run_cli(main_fn, interrupted: str = "interrupted",
+            terminate: bool = True):
   """Runs an absl ``main_fn(argv)`` of a command that takes flags only:
   positional arguments, parse errors and UserError end in one line on
   stderr and exit code 2; Ctrl-C (KeyboardInterrupt) ends in the
@@ -159,7 +180,8 @@ def run_cli(main_fn, interrupted: str = "interrupted"):
 
   setup_logging()
   catch_interrupts()
-  catch_terminate()
+  if terminate:  # else main_fn calls catch_terminate when it is ready
+    catch_terminate()
   app.run(guarded, flags_parser=parse_flags)
 
 
@@ -168,7 +190,8 @@ def run():
   # save, then one line and exit 130 / 143); before the loop (startup,
   # restore, compilation) it ends here.
   run_cli(main, interrupted=("interrupted; the checkpoints saved so far are "
-                             "kept: rerun the same command to resume"))
+                             "kept: rerun the same command to resume"),
+          terminate=False)
 
 
 if __name__ == "__main__":

@@ -166,6 +166,11 @@ def parse_random(specs: Sequence[str], n: int, seed: int
 
 
 MAX_SEEDS = 10_000  # seeds in one sweep
+
+
+class _NotStarted(Exception):
+  """A run not started because the sweep is stopping."""
+
 # A run's exit codes after an orderly stop on SIGINT / SIGTERM.
 STOPPED_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)
 
@@ -440,6 +445,7 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
       todo.append(run)
   lock = threading.Lock()
   running = set()  # the runs' processes, for a SIGTERM to the sweep
+  stopping = []  # non-empty once the sweep was interrupted
   done = [0]
   # Runs that differ only in --seed compile the same programs: share them
   # through JAX's persistent compilation cache.
@@ -470,9 +476,11 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
                   f"{shlex.join(cmd)}\n")
         log.flush()
         offset = log.tell()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env)
-        with lock:
+        with lock:  # no new run once the sweep is stopping
+          if stopping:
+            raise _NotStarted()
+          proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, env=env)
           running.add(proc)
         try:
           rc = proc.wait()
@@ -480,6 +488,8 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
           with lock:
             running.discard(proc)
       os_error = None
+    except _NotStarted:  # the sweep is stopping: left for the rerun
+      return
     except OSError as e:  # e.g. the run's workdir is a file: this run fails
       rc, os_error = None, describe_os_error(e)
     seconds = time.time() - start
@@ -490,7 +500,7 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
       # order, its checkpoint saved.
       status = ("interrupted", "stopped by a signal before --num_steps; "
                 "rerun the sweep to resume it")
-    elif rc != 0:
+    elif rc != 0 and not (rc in STOPPED_CODES and is_finished(run)):
       status = ("failed", error_line(log_path, rc, offset))
     elif is_finished(run):
       status = ("finished", f"{seconds:.1f}s" + (" (resumed)" if resume
@@ -512,8 +522,9 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
     # Ctrl-C reached the runs too (the terminal signals the process
     # group); a SIGTERM to the sweep alone is passed on. Either way they
     # save a checkpoint and stop, and the sweep waits for them.
-    if isinstance(e, Terminated):
-      with lock:
+    with lock:
+      stopping.append(e)
+      if isinstance(e, Terminated):
         for proc in running:
           if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

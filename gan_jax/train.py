@@ -67,11 +67,12 @@ class _Preemption:
 
   def __init__(self):
     self.signal: Optional[int] = None
+    self._first = 0.0
     self._previous = {}
 
   def __enter__(self):
     if errors.take_interrupt():  # a Ctrl-C Python swallowed at startup
-      self.signal = signal.SIGINT
+      self.signal, self._first = signal.SIGINT, time.monotonic()
     for sig in (signal.SIGTERM, signal.SIGINT):
       if signal.getsignal(sig) is signal.SIG_IGN:
         continue  # started ignoring it (``cmd &`` in a script): keep to that
@@ -81,11 +82,22 @@ class _Preemption:
         pass
     return self
 
+  # A repeat of the signal this soon is the same request delivered twice
+  # (to the process group and again by a sweep passing it on, or by a
+  # scheduler signalling every process of a job): ignored.
+  REPEAT_S = 3.0
+
   def _handle(self, signum, frame):
     del frame
-    self.signal = signum
-    # A second signal of the same kind ends the process at once.
-    signal.signal(signum, signal.SIG_DFL)
+    now = time.monotonic()
+    if self.signal == signum:
+      if now - self._first < self.REPEAT_S:
+        return
+      # A second signal of the same kind, later: end the process at once.
+      signal.signal(signum, signal.SIG_DFL)
+      os.kill(os.getpid(), signum)
+      return
+    self.signal, self._first = signum, now
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
@@ -480,7 +492,8 @@ def exclusive_workdir(workdir: str):
 def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   """Trains ``cfg`` in ``workdir`` (resuming if it holds checkpoints).
 
-  Returns the last logged scalars.
+  Returns the last logged scalars; after a signal's orderly stop before
+  ``--num_steps``, raises ``errors.Stopped`` (its checkpoint saved).
   """
   flags_lib.check_bounds(cfg)
   if not ckpt_lib.has_steps(os.path.join(workdir, "checkpoints")):
@@ -542,6 +555,8 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
     # Nothing to train; flags.txt keeps the config that trained the run.
     ckpts.close()
     writer.close()
+    if writer.failure is not None:  # process 0's truncation of the logs
+      raise writer.failure
     if start > cfg.num_steps:
       logging.warning("nothing to train: the run is at step %d, past "
                       "--num_steps=%d (raise --num_steps to train on)",
@@ -723,6 +738,8 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
                           else "could not save a checkpoint", step)
           signum = (preempt.signal if preempt.signal is not None
                     else verdict - distributed.SIGNALLED)
+          if step >= total:  # the signal came with the last call: done
+            break
           stopped = errors.Stopped(
               f"stopped by {signal.Signals(signum).name}"
               + ("" if preempt.signal is not None
@@ -736,9 +753,16 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
           if not save_now:  # earlier saves committed; this step's in flight
             ckpts.wait()
           os.kill(os.getpid(), signal.SIGKILL)
-      if writer.failure is not None:  # at the last step: nothing to agree on
+      # A failure in the last calls' writes, not yet read from the vote:
+      # agreed on now (every process exits with an error, none with 0).
+      if stop_vote.now(distributed.FAILED if writer.failure is not None
+                       else distributed.CONTINUE) == distributed.FAILED:
         ckpts.wait()
-        raise writer.failure
+        if writer.failure is not None:
+          raise writer.failure
+        raise UserError(f"process 0 could not write to the workdir (its "
+                        f"stderr says why) in the run's last steps; every "
+                        f"process stopped at step {step}")
   except BaseException as e:
     # The error on its way out is the one to report: a failure to close
     # (the same full disk) must not replace it. But if closing left native
@@ -767,12 +791,16 @@ def _close_all(profile, host_batches, progress, ckpts, writer,
   closers = [profile.close, host_batches.close, ckpts.close, writer.close]
   if progress is not None:
     closers.insert(2, progress.close)
-  failures = []
+  failures, interrupt = [], None
   for close in closers:
     try:
       close()
     except Exception as e:  # pylint: disable=broad-except
       failures.append(e)
+    except BaseException as e:  # a signal (Terminated, Ctrl-C): close the
+      interrupt = interrupt or e  # rest first, then let it through
+  if interrupt is not None:
+    raise interrupt
   if failures and not quiet:
     raise failures[0]
   return failures

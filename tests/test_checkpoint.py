@@ -115,6 +115,18 @@ def test_kill9_and_sigterm_at_several_points_resume_bitwise(tmp_path, env,
   assert metrics_of(work) == metrics_of(reference)
 
 
+def test_a_signal_with_the_last_call_lets_the_run_finish(tmp_path, env,
+                                                        reference):
+  """SIGTERM after the last step: the run is complete, so exit 0 (not 143
+  and "rerun to resume"), and its state is the uninterrupted run's."""
+  work = tmp_path / "run"
+  r = train(env, work, "--debug_signal_at_step=12", "--debug_signal=TERM")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "error:" not in r.stderr
+  assert steps_of(work)[-1] == 12
+  assert_same_state(work, reference)
+
+
 def largest_file(directory):
   files = [os.path.join(root, f) for root, _, names in os.walk(directory)
            for f in names]

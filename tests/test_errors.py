@@ -161,6 +161,18 @@ def test_the_training_loop_keeps_an_ignored_sigint_ignored():
     signal.signal(signal.SIGINT, previous)
 
 
+def test_the_same_signal_twice_at_once_is_one_request():
+  """SIGTERM to the process group and again from a sweep passing it on (or
+  a scheduler) arrives twice within milliseconds: the loop's handler used
+  to take the second as "end at once" and the run died without a save."""
+  from gan_jax import train
+  with train._Preemption() as preempt:  # pylint: disable=protected-access
+    signal.raise_signal(signal.SIGTERM)
+    signal.raise_signal(signal.SIGTERM)  # still alive: ignored
+    assert preempt.signal == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == preempt._handle  # pylint: disable=protected-access
+
+
 def test_sigterm_before_training_is_one_line_and_exit_143(tmp_path):
   """SIGTERM during startup (flags parsed; restore or compilation to come)
   used to end the process silently with 143; now one line."""

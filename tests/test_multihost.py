@@ -299,6 +299,21 @@ def test_a_failed_write_of_process_0_stops_all_processes(tmp_path):
   assert int(_restore(work, 6)[0].step) == 6
 
 
+def test_a_failed_write_in_the_last_calls_is_agreed_on(tmp_path):
+  """The write fails at step 3's log and the run ends at step 6, before the
+  vote carrying the failure is read: the processes agree once more after
+  the loop, so none exits 0 while process 0 reports the failure."""
+  work = tmp_path / "run"
+  work.mkdir()
+  (work / "samples").write_text("not a directory")
+  procs = _two_processes(TINY, work)  # --num_steps=6
+  outs = _run_all(procs, timeout=240)
+  assert [p.returncode for p in procs] == [2, 2], outs
+  assert "samples" in _error_line(outs[0])
+  assert "in the run's last steps; every process stopped at step 6" in (
+      _error_line(outs[1]))
+
+
 def test_a_failed_startup_write_of_process_0_stops_all_processes(tmp_path):
   """flags.txt (process 0's) cannot be written: no process trains."""
   work = tmp_path / "run"
