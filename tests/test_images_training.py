@@ -324,3 +324,23 @@ def test_cifar10_without_tensorflow_ends_in_one_line(tmp_path):
                  f"--tfds_data_dir={tmp_path / 'tfds'}", timeout=120)
   line = assert_one_line_error(r)
   assert "TensorFlow" in line, line
+
+
+def test_real_baseline_scores_real_against_real():
+  """experiments/real_baseline.py: the metrics of real train images against
+  real test images (the floor a generator is read against)."""
+  if images.default_manual_dir("mnist") is None:
+    pytest.skip("../shared/data/mnist absent")
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  script = os.path.join(REPO, "experiments", "real_baseline.py")
+  r = subprocess.run([sys.executable, script, "--num=300"], cwd=REPO,
+                     capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  result = json.loads(r.stdout.splitlines()[0])
+  assert result["dataset"] == "mnist" and result["num"] == 300
+  assert 0 < result["fid"] < 100 and 0 < result["precision"] <= 1
+  assert 5 < result["inception_score"] <= 10  # ten classes, well spread
+  bad = subprocess.run([sys.executable, script, "--dataset=cifar10"],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+  assert bad.returncode == 1 and bad.stderr.startswith("error: --dataset"), (
+      bad.stderr)
