@@ -692,6 +692,11 @@ def check_config(cfg, n_devices: int):
   if cfg.eval_every and cfg.eval_every % cfg.steps_per_loop:
     raise UserError(f"--eval_every={cfg.eval_every} must be a multiple of "
                     f"--steps_per_loop={cfg.steps_per_loop}")
+  # Names are checked whatever the data (toy data ignores them with a
+  # warning, but a typo should not wait for the next image run).
+  from gan_jax.metrics import METRICS  # pylint: disable=g-import-not-at-top
+  for name in cfg.eval_metrics:
+    METRICS.get(name)
   every = cfg.checkpoint_every
   if every and every % cfg.steps_per_loop:
     raise UserError(f"--checkpoint_every={every} must be a multiple of "

@@ -222,3 +222,11 @@ def test_a_flag_added_after_a_run_was_saved_is_compared_at_its_old_value():
   assert flags_lib.structural_differences(old, new) == ["d_global_pool"]
   assert "--d_global_pool (was sum, now mean)" in flags_lib.describe_differences(
       old, new, ["d_global_pool"])
+
+
+def test_unknown_eval_metrics_are_refused_on_any_data():
+  """A typo in --eval_metrics on toy data only warned (toy runs use their
+  mode metrics), to fail on the next image run."""
+  with pytest.raises(UserError, match="unknown metric 'fdi'"):
+    flags_lib.check_config(tiny_config(eval_metrics=("fdi",)), 1)
+  flags_lib.check_config(tiny_config(eval_metrics=("fid", "kid")), 1)
