@@ -171,6 +171,7 @@ MAX_SEEDS = 10_000  # seeds in one sweep
 class _NotStarted(Exception):
   """A run not started because the sweep is stopping."""
 
+
 # A run's exit codes after an orderly stop on SIGINT / SIGTERM.
 STOPPED_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)
 
@@ -445,7 +446,7 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
       todo.append(run)
   lock = threading.Lock()
   running = set()  # the runs' processes, for a SIGTERM to the sweep
-  stopping = []  # non-empty once the sweep was interrupted
+  stopping = threading.Event()  # set once the sweep was interrupted
   done = [0]
   # Runs that differ only in --seed compile the same programs: share them
   # through JAX's persistent compilation cache.
@@ -477,7 +478,7 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
         log.flush()
         offset = log.tell()
         with lock:  # no new run once the sweep is stopping
-          if stopping:
+          if stopping.is_set():
             raise _NotStarted()
           proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL, env=env)
@@ -493,16 +494,17 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
     except OSError as e:  # e.g. the run's workdir is a file: this run fails
       rc, os_error = None, describe_os_error(e)
     seconds = time.time() - start
+    finished = os_error is None and is_finished(run)
     if os_error is not None:
       status = ("failed", os_error)
-    elif rc in STOPPED_CODES and not is_finished(run):
+    elif rc in STOPPED_CODES and not finished:
       # The run was signalled (with the sweep, or alone) and stopped in
       # order, its checkpoint saved.
       status = ("interrupted", "stopped by a signal before --num_steps; "
                 "rerun the sweep to resume it")
-    elif rc != 0 and not (rc in STOPPED_CODES and is_finished(run)):
+    elif rc != 0 and rc not in STOPPED_CODES:
       status = ("failed", error_line(log_path, rc, offset))
-    elif is_finished(run):
+    elif finished:
       status = ("finished", f"{seconds:.1f}s" + (" (resumed)" if resume
                                                   else ""))
     else:
@@ -523,7 +525,7 @@ def execute(runs: Sequence[Run], workers: int, out=sys.stdout
     # group); a SIGTERM to the sweep alone is passed on. Either way they
     # save a checkpoint and stop, and the sweep waits for them.
     with lock:
-      stopping.append(e)
+      stopping.set()
       if isinstance(e, Terminated):
         for proc in running:
           if proc.poll() is None:

@@ -576,9 +576,7 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
                      else distributed.CONTINUE) == distributed.FAILED:
       ckpts.close()
       writer.close()
-      raise writer.failure or UserError(
-          "process 0 could not write to the workdir (its stderr says "
-          "why); no process started training")
+      raise _write_failure(writer, "; no process started training")
 
   # -------------------------------------------------------- compiled step
   spl = cfg.steps_per_loop
@@ -659,11 +657,8 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
           kept = ckpts.latest_step()
           kept = (f"the checkpoint of step {kept} is kept" if kept is not None
                   else "no checkpoint was saved")
-          if writer.failure is not None:
-            raise writer.failure
-          raise UserError(f"process 0 could not write to the workdir (its "
-                          f"stderr says why); every process stopped at step "
-                          f"{step}, {kept}")
+          raise _write_failure(
+              writer, f"; every process stopped at step {step}, {kept}")
         stop = verdict >= distributed.SIGNALLED
         eval_now = evaluator is not None and (
             step % cfg.eval_every == 0 or step == total)
@@ -758,11 +753,8 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
       if stop_vote.now(distributed.FAILED if writer.failure is not None
                        else distributed.CONTINUE) == distributed.FAILED:
         ckpts.wait()
-        if writer.failure is not None:
-          raise writer.failure
-        raise UserError(f"process 0 could not write to the workdir (its "
-                        f"stderr says why) in the run's last steps; every "
-                        f"process stopped at step {step}")
+        raise _write_failure(writer, f" in the run's last steps; every "
+                             f"process stopped at step {step}")
   except BaseException as e:
     # The error on its way out is the one to report: a failure to close
     # (the same full disk) must not replace it. But if closing left native
@@ -781,6 +773,14 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
   if stopped is not None:  # after the saves committed (close waited)
     raise stopped
   return last
+
+
+def _write_failure(writer, where: str) -> UserError:
+  """The error every process stops with once process 0's writes failed:
+  process 0's own, the others' pointing to it (``where``: when)."""
+  return writer.failure or UserError(
+      f"process 0 could not write to the workdir (its stderr says why)"
+      f"{where}")
 
 
 def _close_all(profile, host_batches, progress, ckpts, writer,
