@@ -89,16 +89,42 @@ class Evaluator:
     if "inception_score" in names and cfg.is_splits > n:
       raise UserError(f"--is_splits={cfg.is_splits} needs at least "
                       f"{cfg.is_splits} samples; {where}")
+    if self._parzen_validation():
+      try:
+        self.gan.dataset.eval_arrays("valid")
+      except UserError as e:
+        raise UserError(f"the parzen metric chooses its kernel width on "
+                        f"held-out training images (or give --parzen_sigma)"
+                        f": {e}") from None
+
+  def _needs(self):
+    return {k for n in self.protocol.metrics
+            for k in metrics_lib.METRICS.get(n).needs}
+
+  def _parzen_validation(self) -> bool:
+    """Whether the Parzen metric chooses its width on held-out images."""
+    return "parzen" in self.protocol.metrics and not self.cfg.parzen_sigma
 
   def _arrays(self, images):
-    return features_lib.compute(self.protocol.extractor, images,
-                                self.cfg.inception_weights, self.batch)
+    needs = self._needs()
+    out = {}
+    if needs - {metrics_lib.PIXELS}:  # a feature network's arrays
+      out = features_lib.compute(self.protocol.extractor, images,
+                                 self.cfg.inception_weights, self.batch)
+    if metrics_lib.PIXELS in needs:
+      out[metrics_lib.PIXELS] = _pixels(images)
+    return out
 
   def _real_arrays(self):
     if self._real is None:
       images, _ = self.gan.dataset.eval_arrays(self.cfg.eval_real_split)
       images = images[:self.num_samples].astype(np.float32) / 127.5 - 1.0
       self._real = self._arrays(images)
+      if self._parzen_validation():
+        valid, _ = self.gan.dataset.eval_arrays("valid")
+        valid = valid[:self.cfg.parzen_valid_examples]
+        self._real[metrics_lib.VALID_PIXELS] = _pixels(
+            valid.astype(np.float32) / 127.5 - 1.0)
     return self._real
 
   def _generate(self, state, progress: bool):
@@ -169,7 +195,21 @@ class Evaluator:
       out["pr_k"] = cfg.pr_k
     if "inception_score" in names:
       out["is_splits"] = cfg.is_splits
+    if "parzen" in names:
+      if cfg.parzen_sigma:
+        out["parzen_sigma"] = cfg.parzen_sigma
+      else:
+        out["parzen_sigma_chosen_on"] = (
+            f"{len(self._real_arrays()[metrics_lib.VALID_PIXELS])} held-out "
+            "training images")
+        out["parzen_sigmas"] = list(metrics_lib.parzen_lib.DEFAULT_SIGMAS)
     return out
+
+
+def _pixels(images: np.ndarray) -> np.ndarray:
+  """[-1, 1] images -> [0, 1] pixels, one flattened row per image."""
+  x = (np.asarray(images, np.float32) + 1.0) * np.float32(0.5)
+  return x.reshape(len(x), -1)
 
 
 def quantize(images: np.ndarray) -> np.ndarray:

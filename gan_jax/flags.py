@@ -213,6 +213,11 @@ enum("compute_dtype", "float32", ["float32", "bfloat16"], "Dtype of "
 # ------------------------------------------------------------------- data
 string("dataset", "ring", "Dataset name: toy sets (ring, grid, ...) sampled "
        "on device, or image datasets read through tensorflow-datasets.")
+integer("train_examples", 0, "Image datasets: train on the first N images of "
+        "the train split only; the rest are held out as its 'valid' split "
+        "(what the Parzen window metric chooses its width on). Goodfellow et "
+        "al. 2014 trained on MNIST's first 50000 and validated on the last "
+        "10000. 0 = the whole train split.", bounds=">= 0")
 
 # ----------------------------------------------------------------- models
 string("generator", "pacgan_mlp", "Generator architecture (registry name).")
@@ -255,12 +260,32 @@ float_("g_lr", 1e-4, "Generator learning rate (0 freezes G).",
        bounds=">= 0")
 float_("d_lr", 1e-4, "Discriminator learning rate (0 freezes D).",
        bounds=">= 0")
-float_("g_beta1", 0.8, "Generator Adam beta1.", bounds="[0, 1)")
+float_("g_beta1", 0.8, "Generator Adam beta1 (SGD: its momentum; 0 = "
+       "none).", bounds="[0, 1)")
 float_("g_beta2", 0.999, "Generator Adam beta2.", bounds="[0, 1)")
-float_("d_beta1", 0.8, "Discriminator Adam beta1.", bounds="[0, 1)")
+float_("d_beta1", 0.8, "Discriminator Adam beta1 (SGD: its momentum; 0 "
+       "= none).", bounds="[0, 1)")
 float_("d_beta2", 0.999, "Discriminator Adam beta2.", bounds="[0, 1)")
-enum("lr_schedule", "constant", ["constant", "linear", "cosine"],
-     "Learning-rate schedule over num_steps generator steps (optax).")
+enum("lr_schedule", "constant", ["constant", "linear", "cosine",
+                                   "exponential"],
+     "Learning-rate schedule (optax): linear and cosine decay to 0 over "
+     "--num_steps; exponential divides the rate by --lr_decay_factor after "
+     "every update, down to --lr_min (pylearn2's ExponentialDecay, "
+     "Goodfellow et al. 2014's code).")
+float_("lr_decay_factor", 1.000004, "--lr_schedule=exponential: the "
+       "learning rate is divided by this after every update (Goodfellow et "
+       "al. 2014's code: 1.000004).", bounds=">= 1")
+float_("lr_min", 1e-6, "--lr_schedule=exponential: the lowest learning rate "
+       "(Goodfellow et al. 2014's code: 1e-6).", bounds=">= 0")
+integer("momentum_ramp_end", 0, "SGD: the momentum goes linearly from "
+        "--g_beta1/--d_beta1 at update --momentum_ramp_start to "
+        "--final_momentum at this update, and stays there (pylearn2's "
+        "MomentumAdjustor; Goodfellow et al. 2014's MNIST code: 0.5 -> 0.7 "
+        "from epoch 1 to 250). 0 = constant momentum.", bounds=">= 0")
+integer("momentum_ramp_start", 0, "SGD: the update at which the momentum "
+        "ramp (--momentum_ramp_end) starts.", bounds=">= 0")
+float_("final_momentum", 0.7, "SGD: the momentum at the end of the ramp "
+       "(--momentum_ramp_end).", bounds="[0, 1)")
 float_("ema_decay", 0.0, "Decay of the exponential moving average of the "
        "generator's weights; 0 disables it.", bounds="[0, 1)")
 integer("ema_start", 0, "Step at which the EMA starts (copying G before).",
@@ -418,6 +443,15 @@ integer("pr_k", 3, "Precision/recall: k of the k-NN radii (Kynkaanniemi et "
         "al. 2019).", safe=True, bounds=">= 1")
 integer("is_splits", 10, "Inception Score: number of splits.", safe=True,
         bounds=">= 1")
+float_("parzen_sigma", 0.0, "Parzen window metric (parzen in "
+       "--eval_metrics): the Gaussian kernel's width on pixels in [0, 1]; "
+       "0 = chosen on held-out training images (--parzen_valid_examples of "
+       "the 'valid' split, which needs --train_examples) among 10 widths "
+       "log-spaced from 0.1 to 1, as Goodfellow et al. 2014's script does.",
+       safe=True, bounds=">= 0")
+integer("parzen_valid_examples", 1000, "Parzen window metric: held-out "
+        "training images the kernel width is chosen on (the authors' "
+        "script: 1000).", safe=True, bounds=">= 1")
 string("out", None, "Output file of a tool, e.g. the classifier weights of "
        "gan_jax.features.train_classifier.", safe=True)
 integer("classifier_epochs", 5, "Epochs of gan_jax.features.train_classifier"
@@ -641,8 +675,9 @@ def structural_differences(old: Dict[str, Any], new: Config) -> List[str]:
   schedule is laid out over num_steps, so changing it changes the update.
   """
   diffs = []
-  decaying = "constant" not in (old.get("lr_schedule", "constant"),
-                                new.lr_schedule)
+  # (The exponential schedule is per update, whatever num_steps is.)
+  decaying = bool({"linear", "cosine"} & {old.get("lr_schedule", "constant"),
+                                          new.lr_schedule})
   for name, value in new.items():
     if SAFE.get(name, False) and not (name == "num_steps" and decaying):
       continue
@@ -697,6 +732,10 @@ def check_config(cfg, n_devices: int):
   from gan_jax.metrics import METRICS  # pylint: disable=g-import-not-at-top
   for name in cfg.eval_metrics:
     METRICS.get(name)
+  if cfg.momentum_ramp_end and (cfg.momentum_ramp_start
+                                >= cfg.momentum_ramp_end):
+    raise UserError(f"--momentum_ramp_start={cfg.momentum_ramp_start} must "
+                    f"be below --momentum_ramp_end={cfg.momentum_ramp_end}")
   every = cfg.checkpoint_every
   if every and every % cfg.steps_per_loop:
     raise UserError(f"--checkpoint_every={every} must be a multiple of "

@@ -158,6 +158,26 @@ INERT_UNLESS = {
                        "it sizes --minibatch_disc=salimans"),
     "mbstd_group_size": (lambda c: c.minibatch_disc == "stddev",
                          "it sizes --minibatch_disc=stddev"),
+    "lr_decay_factor": (lambda c: c.lr_schedule == "exponential",
+                        "it sets --lr_schedule=exponential"),
+    "lr_min": (lambda c: c.lr_schedule == "exponential",
+               "it floors --lr_schedule=exponential"),
+    "momentum_ramp_end": (lambda c: "sgd" in (c.g_optimizer, c.d_optimizer),
+                          "it ramps SGD's momentum"),
+    "momentum_ramp_start": (
+        lambda c: c.momentum_ramp_end > 0
+        and "sgd" in (c.g_optimizer, c.d_optimizer),
+        "it starts the SGD momentum ramp of --momentum_ramp_end"),
+    "final_momentum": (
+        lambda c: c.momentum_ramp_end > 0
+        and "sgd" in (c.g_optimizer, c.d_optimizer),
+        "it ends the SGD momentum ramp of --momentum_ramp_end"),
+    "parzen_sigma": (lambda c: "parzen" in c.eval_metrics,
+                     "it sets the width of --eval_metrics=parzen"),
+    "parzen_valid_examples": (
+        lambda c: "parzen" in c.eval_metrics and not c.parzen_sigma,
+        "it sizes the held-out set --eval_metrics=parzen chooses its width "
+        "on"),
 }
 
 

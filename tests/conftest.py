@@ -22,3 +22,21 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(),
                                    "gan_jax_test_jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module", name="mnist_data_dir")
+def fixture_mnist_data_dir(tmp_path_factory):
+  """A tfds data dir with MNIST prepared offline from ../shared/data."""
+  from gan_jax.data import images  # pylint: disable=import-outside-toplevel
+  if images.default_manual_dir("mnist") is None:
+    pytest.skip("../shared/data/mnist absent")
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  images._load.cache_clear()  # pylint: disable=protected-access
+  try:
+    images.load_arrays("mnist", "train", data_dir=data_dir)
+  finally:
+    images._load.cache_clear()  # pylint: disable=protected-access
+  return data_dir

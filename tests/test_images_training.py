@@ -82,20 +82,6 @@ def test_flagfile_parses_and_builds(monkeypatch, name):
   assert x.shape == (2,) + shape
 
 
-@pytest.fixture(scope="module", name="mnist_data_dir")
-def fixture_mnist_data_dir(tmp_path_factory):
-  """A tfds data dir with MNIST prepared offline from ../shared/data."""
-  if MNIST_DIR is None:
-    pytest.skip("../shared/data/mnist absent")
-  data_dir = str(tmp_path_factory.mktemp("tfds"))
-  images._load.cache_clear()
-  try:
-    images.load_arrays("mnist", "train", data_dir=data_dir)
-  finally:
-    images._load.cache_clear()
-  return data_dir
-
-
 def png(path):
   return np.asarray(Image.open(path).convert("RGB"))
 

@@ -26,12 +26,21 @@ from gan_jax.data import stacked_mnist  # noqa: E402,F401
 
 
 def get(cfg):
-  """The dataset named by ``cfg.dataset`` (registered names first)."""
+  """The dataset named by ``cfg.dataset`` (registered names first), trained
+  on its first ``--train_examples`` images when that is set."""
   if cfg.dataset in DATASETS:
-    return DATASETS.get(cfg.dataset)(cfg)
-  # Any other tensorflow-datasets image dataset (see gan_jax.data.images).
-  if images.is_tfds_name(cfg.dataset):
-    return images.make(cfg)
-  raise UserError(f"unknown dataset {cfg.dataset!r}; valid: "
-                  f"{', '.join(DATASETS.names())} or a tensorflow-datasets "
-                  f"image dataset name")
+    dataset = DATASETS.get(cfg.dataset)(cfg)
+  elif images.is_tfds_name(cfg.dataset):
+    # Any other tensorflow-datasets image dataset (see gan_jax.data.images).
+    dataset = images.make(cfg)
+  else:
+    raise UserError(f"unknown dataset {cfg.dataset!r}; valid: "
+                    f"{', '.join(DATASETS.names())} or a tensorflow-datasets "
+                    f"image dataset name")
+  n = getattr(cfg, "train_examples", 0)
+  if n:
+    if not isinstance(dataset, images.ImageDataset):
+      raise UserError(f"--train_examples={n} selects training images; "
+                      f"--dataset={cfg.dataset} is not an image set")
+    dataset = dataset.held_out(n)
+  return dataset

@@ -19,6 +19,7 @@ global batch and nothing else.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import os
@@ -269,6 +270,7 @@ class ImageDataset:
     self.seed = int(seed)
     self.shape = tuple(images.shape[1:])
     self._eval_loader = eval_loader
+    self._valid: Optional[Tuple[np.ndarray, np.ndarray]] = None
     self._perms: Dict[Tuple[int, ...], np.ndarray] = {}
     self._lock = threading.Lock()
 
@@ -279,9 +281,27 @@ class ImageDataset:
 
   def with_seed(self, seed: int) -> "ImageDataset":
     """The same images with the data order of ``seed`` (a --num_seeds
-    replica's stream)."""
-    return ImageDataset(self.images, self.labels, self.num_classes, seed,
-                        self.name, self._eval_loader)
+    replica's stream), of the same class (a subclass's stream, e.g. Stacked
+    MNIST's triples, stays what it is)."""
+    out = copy.copy(self)
+    out.seed = int(seed)
+    out._perms = {}
+    out._lock = threading.Lock()
+    return out
+
+  def held_out(self, n: int) -> "ImageDataset":
+    """This set trained on its first ``n`` images only, the others held out
+    as its ``valid`` split (``--train_examples``)."""
+    total = len(self.images)
+    if not 0 < n <= total:
+      raise UserError(f"--train_examples={n}: the train split of "
+                      f"{self.name or 'this dataset'} has {total} images")
+    out = copy.copy(self)
+    out.images, out.labels = self.images[:n], self.labels[:n]
+    out._valid = (self.images[n:], self.labels[n:])
+    out._perms = {}
+    out._lock = threading.Lock()
+    return out
 
   def permutation(self, epoch: int, *stream: int) -> np.ndarray:
     """The order of epoch ``epoch``: a function of (seed, epoch, *stream)."""
@@ -360,7 +380,15 @@ class ImageDataset:
         start_step, steps_per_call, prefetch)
 
   def eval_arrays(self, split: str = "test") -> Tuple[np.ndarray, np.ndarray]:
-    """A split as uint8 images at this dataset's size and int32 labels."""
+    """A split as uint8 images at this dataset's size and int32 labels;
+    ``valid``: the training images held out by ``held_out``."""
+    if split == "valid":
+      if self._valid is None or not len(self._valid[0]):
+        raise UserError(
+            f"dataset {self.name!r} holds out no training images: "
+            "--train_examples=N trains on the first N images of the train "
+            "split and holds out the rest as its 'valid' split")
+      return self._valid
     if self._eval_loader is None:
       raise UserError(f"dataset {self.name!r} has no {split!r} split")
     return self._eval_loader(split)

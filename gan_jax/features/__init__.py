@@ -47,7 +47,8 @@ def protocol(dataset: str, metrics: Tuple[str, ...] = ()) -> Protocol:
   if not metrics:
     return default
   from gan_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-  gives = GIVES[default.extractor]
+  # The images themselves ("pixels") come with any feature network.
+  gives = GIVES[default.extractor] + ("pixels",)
   for name in metrics:
     missing = [k for k in metrics_lib.METRICS.get(name).needs
                if k not in gives]

@@ -9,13 +9,18 @@ Library functions (numpy in, float64 where it matters)::
     precision_recall(real_features, fake_features, k=3)
         -> (precision, recall)
     stacked_mnist.mode_stats(digit_predictions) -> dict(modes, kl)
+    parzen.parzen(samples, test, sigma=None, valid=None)
+        -> dict(parzen_ll, parzen_ll_se, parzen_sigma)
 
 ``METRICS`` maps a name to a ``Metric``: its function
 ``fn(real, fake, cfg) -> {result name: float}`` and what it needs. ``real``
 and ``fake`` are dicts of arrays computed by the evaluator from real data and
 generated samples, keyed by ``FEATURES`` ("features": penultimate features,
 ``(N, D)``), ``LOGITS`` ("logits": class logits, ``(N, C)``) and ``DIGITS``
-("digits": Stacked MNIST per-channel digits, ``(N, 3)``). ``cfg`` is a
+("digits": Stacked MNIST per-channel digits, ``(N, 3)``) and ``PIXELS``
+("pixels": the images themselves in [0, 1], flattened, ``(N, H*W*C)``; for
+``real`` also "valid_pixels", held-out training images, when the Parzen
+window chooses its width on them). ``cfg`` is a
 ``gan_jax.flags.Config`` or None (then the defaults below apply). Register
 your own from outside the package::
 
@@ -30,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Dict, Tuple
 
+from gan_jax.metrics import parzen as parzen_lib
 from gan_jax.metrics import stacked_mnist
 from gan_jax.metrics.fid import fid, frechet_distance, gaussian_stats
 from gan_jax.metrics.inception_score import inception_score
@@ -40,6 +46,8 @@ from gan_jax.registry import Registry
 FEATURES = "features"
 LOGITS = "logits"
 DIGITS = "digits"
+PIXELS = "pixels"
+VALID_PIXELS = "valid_pixels"
 
 METRICS = Registry("metric")
 
@@ -112,8 +120,19 @@ def _stacked(real, fake, cfg):
   return {"modes": float(stats["modes"]), "kl": stats["kl"]}
 
 
+@register("parzen", needs=(PIXELS,))
+def _parzen(real, fake, cfg):
+  """Goodfellow et al. 2014's Table 1 estimate: the real (test) images' mean
+  log density under a Gaussian Parzen window on the generated samples, its
+  width given (``--parzen_sigma``) or chosen on held-out training images."""
+  sigma = _opt(cfg, "parzen_sigma", 0.0) or None
+  return parzen_lib.parzen(fake[PIXELS], real[PIXELS], sigma=sigma,
+                           valid=real.get(VALID_PIXELS))
+
+
 __all__ = [
-    "DIGITS", "FEATURES", "LOGITS", "METRICS", "Metric", "fid",
-    "frechet_distance", "gaussian_stats", "inception_score", "kid",
-    "precision_recall", "register", "stacked_mnist",
+    "DIGITS", "FEATURES", "LOGITS", "METRICS", "Metric", "PIXELS",
+    "VALID_PIXELS", "fid", "frechet_distance", "gaussian_stats",
+    "inception_score", "kid", "parzen_lib", "precision_recall", "register",
+    "stacked_mnist",
 ]
