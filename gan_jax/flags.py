@@ -382,6 +382,12 @@ enum("g_norm", "auto", ["auto", "batch", "none"], "Generator normalization; "
 enum("d_norm", "auto", ["auto", "none", "batch", "spectral", "layer"],
      "Discriminator normalization; auto = the architecture's paper choice "
      "(DCGAN: batch; ResNet, Goodfellow maxout: none).")
+boolean("unit_pixels", True, "goodfellow_mlp/goodfellow_maxout and "
+        "cgan_mlp/cgan_maxout compute the authors' functions of pixels in "
+        "[0, 1]: D reads (x + 1) / 2 and G's output is their sigmoid mapped "
+        "to [-1, 1] (with the paper's SGD settings, [-1, 1] pixels "
+        "diverged). --nounit_pixels: the networks see [-1, 1] pixels (runs "
+        "saved before this flag).")
 float_("d_dropout", 0.5, "Dropout rate on the hidden layers of maxout "
        "discriminators (goodfellow_maxout, cgan_maxout).", bounds="[0, 1)")
 float_("d_input_dropout", 0.2, "Dropout rate on the input of maxout "
@@ -634,7 +640,20 @@ def serialize(config: Config) -> List[str]:
 # Flags whose default now builds something else than the code did before
 # the flag existed: a run saved then (its config lacks the flag) had this
 # value. Other flags added later default to what the code did before them.
-PREDATED = {"mlp_init": "lecun_normal"}
+# A value may depend on the saved run's other flags: --unit_pixels changed
+# only the Goodfellow/cGAN networks, so only their runs had [-1, 1] pixels.
+GOODFELLOW_NETS = ("goodfellow_mlp", "goodfellow_maxout", "cgan_mlp",
+                   "cgan_maxout")
+PREDATED = {
+    "mlp_init": "lecun_normal",
+    "unit_pixels": lambda old: not any(
+        old.get(k) in GOODFELLOW_NETS for k in ("generator", "discriminator")),
+}
+
+
+def _predated(old: Dict[str, Any], name: str) -> Any:
+  value = PREDATED[name]
+  return value(old) if callable(value) else value
 
 
 def saved_value(old: Dict[str, Any], name: str) -> Any:
@@ -643,7 +662,7 @@ def saved_value(old: Dict[str, Any], name: str) -> Any:
   if name in old:
     return old[name]
   if name in PREDATED:
-    return PREDATED[name]
+    return _predated(old, name)
   return FLAGS[name].default
 
 
@@ -652,7 +671,7 @@ def saved_config(saved: Dict[str, Any]) -> Config:
   flags.txt): keys that are not flags are ignored, flags it predates take
   their pre-flag value (``PREDATED``, else the default)."""
   known = {k: v for k, v in saved.items() if k in SAFE}
-  predated = {k: v for k, v in PREDATED.items() if k not in saved}
+  predated = {k: _predated(saved, k) for k in PREDATED if k not in saved}
   return defaults().replace(**predated, **known)
 
 

@@ -224,6 +224,29 @@ def test_a_flag_added_after_a_run_was_saved_is_compared_at_its_old_value():
       old, new, ["d_global_pool"])
 
 
+def test_unit_pixels_predates_only_the_goodfellow_networks():
+  """Runs saved before --unit_pixels: the Goodfellow/cGAN networks saw
+  [-1, 1] pixels (so they resume only with --nounit_pixels); for other
+  networks the flag changes nothing, and their resumes are not refused."""
+  old = flags_lib.defaults(generator="goodfellow_mlp",
+                           discriminator="goodfellow_maxout",
+                           mlp_init="lecun_normal").to_dict()
+  del old["unit_pixels"]
+  new = flags_lib.defaults(generator="goodfellow_mlp",
+                           discriminator="goodfellow_maxout",
+                           mlp_init="lecun_normal")
+  assert flags_lib.structural_differences(old, new) == ["unit_pixels"]
+  assert flags_lib.saved_config(old).unit_pixels is False
+  assert flags_lib.structural_differences(
+      old, new.replace(unit_pixels=False)) == []
+  old = flags_lib.defaults(generator="dcgan", discriminator="dcgan",
+                           mlp_init="lecun_normal").to_dict()
+  del old["unit_pixels"]
+  assert flags_lib.structural_differences(old, flags_lib.defaults(
+      generator="dcgan", discriminator="dcgan",
+      mlp_init="lecun_normal")) == []
+
+
 def test_unknown_eval_metrics_are_refused_on_any_data():
   """A typo in --eval_metrics on toy data only warned (toy runs use their
   mode metrics), to fail on the next image run."""

@@ -173,7 +173,8 @@ def test_parzen_without_held_out_images_fails_before_training(
                  f"--workdir={tmp_path / 'run'}",
                  f"--tfds_data_dir={mnist_data_dir}", "--num_steps=2",
                  "--log_every=2", "--steps_per_loop=2", "--eval_every=2",
-                 "--eval_metrics=parzen", "--noprogress")
+                 "--eval_metrics=parzen", "--train_examples=0",
+                 "--noprogress")
   line = assert_one_line_error(r)
   assert "held-out training images" in line and "--train_examples" in line
   assert not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -97,13 +97,14 @@ def test_conditional_depends_on_label(gname, dname):
 
 
 def test_input_dropout_drops_pixels_not_the_label():
-  """Goodfellow's input dropout is on x; with x = 0 (nothing to drop) and
+  """Goodfellow's input dropout is on x; with x black (pixels 0 in the
+  networks' [0, 1] scale: nothing to drop) and
   no hidden dropout, training mode must then equal evaluation mode. When
   the label went through the input dropout too, some rows lost it and the
   rest got it scaled by 1/0.8."""
   d = DISCRIMINATORS("cgan_maxout", _cfg(d_input_dropout=0.2, d_dropout=0.0),
                      (28, 28, 1), 10)
-  x = jnp.zeros((64, 28, 28, 1))
+  x = -jnp.ones((64, 28, 28, 1))
   y = jnp.arange(64) % 10
   v = host_init(d, x, y, train=False)
   apply = jax.jit(lambda k, train: d.apply(v, x, y, train=train,
@@ -142,3 +143,31 @@ def test_minibatch_features(kind, extra):
   assert v["params"]["Dense_0"]["kernel"].shape == (6 + extra, 1)
   logits = jax.jit(lambda v: d.apply(v, x, train=False))(v)
   assert logits.shape == (4,)
+
+
+def test_unit_pixels_are_the_authors_functions_on_pixels_in_0_1():
+  """--unit_pixels: D reads (x + 1) / 2 and G's output is the authors'
+  sigmoid mapped to [-1, 1], 2 sigmoid(a) - 1 = tanh(a / 2); the same
+  parameters give what the [-1, 1] networks give on rescaled inputs / a
+  halved output layer."""
+  shape = (28, 28, 1)
+  unit, signed = _cfg(), _cfg(unit_pixels=False)
+  g = GENERATORS("goodfellow_mlp", unit, shape, 0)
+  g_signed = GENERATORS("goodfellow_mlp", signed, shape, 0)
+  z = jax.random.uniform(jax.random.PRNGKey(0), (4, 3), minval=-1)
+  vg = host_init(g, z, train=False)
+  x = g.apply(vg, z, train=False)
+  halved = jax.tree_util.tree_map(lambda a: a, vg)
+  last = f"Dense_{unit.g_layers}"
+  halved["params"][last] = jax.tree_util.tree_map(
+      lambda a: 0.5 * a, vg["params"][last])
+  np.testing.assert_allclose(x, g_signed.apply(halved, z, train=False),
+                             atol=1e-6)
+  d = DISCRIMINATORS("goodfellow_maxout", unit, shape, 0)
+  d_signed = DISCRIMINATORS("goodfellow_maxout", signed, shape, 0)
+  vd = host_init(d, x, train=False)
+  np.testing.assert_allclose(d.apply(vd, x, train=False),
+                             d_signed.apply(vd, 0.5 * (x + 1), train=False),
+                             atol=1e-6)
+  assert not np.allclose(d.apply(vd, x, train=False),
+                         d_signed.apply(vd, x, train=False), atol=1e-4)
