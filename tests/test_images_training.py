@@ -326,6 +326,10 @@ def test_real_baseline_scores_real_against_real():
   assert result["dataset"] == "mnist" and result["num"] == 300
   assert 0 < result["fid"] < 100 and 0 < result["precision"] <= 1
   assert 5 < result["inception_score"] <= 10  # ten classes, well spread
+  # Real images under a Parzen window on other real images: finite, its
+  # width chosen among the authors' ten.
+  assert np.isfinite(result["parzen_ll"]) and result["parzen_ll_se"] > 0
+  assert 0.1 <= result["parzen_sigma"] <= 1.0
   bad = subprocess.run([sys.executable, script, "--dataset=cifar10"],
                        cwd=REPO, capture_output=True, text=True, timeout=60)
   assert bad.returncode == 1 and bad.stderr.startswith("error: --dataset"), (
