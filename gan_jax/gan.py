@@ -133,6 +133,14 @@ def _reads(losses_):
   return lambda c: c.loss in losses_ or c.loss not in losses_lib.BUILTIN
 
 
+def _uses_sgd(c):
+  return "sgd" in (c.g_optimizer, c.d_optimizer)
+
+
+def _ramps_momentum(c):
+  return c.momentum_ramp_end > 0 and _uses_sgd(c)
+
+
 # flag -> (when it has an effect, what it is for). A flag changed from its
 # default where it has none gets a warning: a knob that silently does
 # nothing can waste a run. (Not an error: a sweep over --loss or
@@ -162,15 +170,12 @@ INERT_UNLESS = {
                         "it sets --lr_schedule=exponential"),
     "lr_min": (lambda c: c.lr_schedule == "exponential",
                "it floors --lr_schedule=exponential"),
-    "momentum_ramp_end": (lambda c: "sgd" in (c.g_optimizer, c.d_optimizer),
-                          "it ramps SGD's momentum"),
+    "momentum_ramp_end": (_uses_sgd, "it ramps SGD's momentum"),
     "momentum_ramp_start": (
-        lambda c: c.momentum_ramp_end > 0
-        and "sgd" in (c.g_optimizer, c.d_optimizer),
+        _ramps_momentum,
         "it starts the SGD momentum ramp of --momentum_ramp_end"),
     "final_momentum": (
-        lambda c: c.momentum_ramp_end > 0
-        and "sgd" in (c.g_optimizer, c.d_optimizer),
+        _ramps_momentum,
         "it ends the SGD momentum ramp of --momentum_ramp_end"),
     "parzen_sigma": (lambda c: "parzen" in c.eval_metrics,
                      "it sets the width of --eval_metrics=parzen"),

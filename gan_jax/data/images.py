@@ -283,10 +283,8 @@ class ImageDataset:
     """The same images with the data order of ``seed`` (a --num_seeds
     replica's stream), of the same class (a subclass's stream, e.g. Stacked
     MNIST's triples, stays what it is)."""
-    out = copy.copy(self)
+    out = self._copy()
     out.seed = int(seed)
-    out._perms = {}
-    out._lock = threading.Lock()
     return out
 
   def held_out(self, n: int) -> "ImageDataset":
@@ -296,9 +294,15 @@ class ImageDataset:
     if not 0 < n <= total:
       raise UserError(f"--train_examples={n}: the train split of "
                       f"{self.name or 'this dataset'} has {total} images")
-    out = copy.copy(self)
+    out = self._copy()
     out.images, out.labels = self.images[:n], self.labels[:n]
     out._valid = (self.images[n:], self.labels[n:])
+    return out
+
+  def _copy(self) -> "ImageDataset":
+    """A shallow copy (same class, same arrays) with its own epoch-order
+    cache and lock."""
+    out = copy.copy(self)
     out._perms = {}
     out._lock = threading.Lock()
     return out
