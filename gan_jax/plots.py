@@ -8,7 +8,7 @@ from typing import Optional
 
 import numpy as np
 
-from gan_jax.errors import naming
+from gan_jax import writers
 
 
 def scatter_png(path: str, samples: np.ndarray, real: np.ndarray,
@@ -57,7 +57,7 @@ def _save_figure(fig, path: str) -> np.ndarray:
   buf = io.BytesIO()
   fig.savefig(buf, format="png")
   plt.close(fig)
-  with naming(path), open(path, "wb") as f:
+  with writers.atomic_open(path, "wb") as f:
     f.write(buf.getvalue())
   buf.seek(0)
   return np.asarray(Image.open(buf).convert("RGB"))
@@ -88,9 +88,11 @@ def grid(images: np.ndarray, rows: Optional[int] = None,
 
 
 def save_png(path: str, image: np.ndarray):
+  """Writes a uint8 image as PNG, atomically (a failed write keeps the
+  file that was there)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  with naming(path):
-    Image.fromarray(image).save(path)
+  with writers.atomic_open(path, "wb") as f:
+    Image.fromarray(image).save(f, format="PNG")
 
 
 def paths_png(path: str, linear: np.ndarray, spherical: np.ndarray,

@@ -34,7 +34,8 @@ from gan_jax import main as main_lib
 from gan_jax import plots
 from gan_jax import state as state_lib
 from gan_jax import steps as steps_lib
-from gan_jax.errors import UserError, naming
+from gan_jax import writers
+from gan_jax.errors import UserError
 
 FLAGS = flags_lib.FLAGS
 _EXTENSIONS = (".png", ".npz")
@@ -168,8 +169,10 @@ def write(path: str, arrays: Dict[str, np.ndarray], gan, title: str):
   """FILE.npz: the arrays; FILE.png: a grid or, for toy data, a plot."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   if path.endswith(".npz"):
-    with naming(path):
-      np.savez(path, **arrays)
+    # Into a file object: np.savez given a name would add ".npz" to one
+    # without it; atomic: a failed write keeps the file that was there.
+    with writers.atomic_open(path, "wb") as f:
+      np.savez(f, **arrays)
     return
   ds = gan.dataset
   if ds.kind == "toy":

@@ -93,7 +93,9 @@ def _split_axis(spec: str, what: str) -> Tuple[str, str]:
 def parse_grid(spec: str) -> Tuple[str, List[str]]:
   """``FLAG:V1,V2,...`` -> (flag, values)."""
   name, rest = _split_axis(spec, "sweep_grid")
-  values = [v.strip() for v in rest.split(",") if v.strip()]
+  values = [v.strip() for v in rest.split(",")]
+  if "" in values:  # "1e-4,,1e-3": a typo, not a setting to drop silently
+    raise UserError(f"--sweep_grid={spec}: empty value in axis {name}")
   for v in values:
     check_flag(name, v)
   if len(set(values)) != len(values):
@@ -117,6 +119,8 @@ def parse_random(specs: Sequence[str], n: int, seed: int
     name, rest = _split_axis(spec, "sweep_random")
     dist, _, params = rest.partition(":")
     parts = params.split(":") if params else []
+    if any(not p.strip() for p in parts):  # "choice:a::b", "uniform:1:"
+      raise UserError(f"--sweep_random={spec}: empty value in axis {name}")
     if dist not in _DISTRIBUTIONS:
       raise UserError(f"--sweep_random={spec}: distribution must be one of "
                       f"{', '.join(_DISTRIBUTIONS)}")
@@ -179,6 +183,8 @@ STOPPED_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)
 def parse_seeds(values: Sequence[str]) -> List[str]:
   """``0,1,5-9`` -> ["0", "1", "5", ..., "9"]."""
   out = []
+  if any(not v.strip() for v in values):  # "0,,1": absl keeps the ""
+    raise UserError(f"--sweep_seeds={','.join(values)}: empty value")
   for v in values:
     lo, sep, hi = v.partition("-")
     try:
@@ -704,8 +710,11 @@ def plot(sweep: Sweep, rows, metric: str, axis: Optional[str]
   fig.tight_layout()
   path = os.path.join(sweep.directory, f"{re.sub(r'[^A-Za-z0-9_.-]', '_', metric)}"
                       f"_vs_{axis}.png")
-  fig.savefig(path)
-  plt.close(fig)
+  try:
+    with writers.atomic_open(path, "wb") as f:
+      fig.savefig(f, format="png")
+  finally:
+    plt.close(fig)
   return path
 
 

@@ -18,22 +18,29 @@ from gan_jax.errors import UserError, describe_os_error, naming
 
 
 @contextlib.contextmanager
-def atomic_open(path: str, **kwargs) -> Iterator[IO[str]]:
+def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[IO[Any]]:
   """Opens a temporary file beside ``path`` for writing and, if the block
   ends without an exception, renames it over ``path``: readers (and a
-  crash) see the old file or the new one, never half of one. On an
-  exception the temporary file is removed and ``path`` is left as it was."""
+  crash, a full disk) see the old file or the new one, never half of one.
+  On an exception the temporary file is removed and ``path`` is left as it
+  was.
+
+  ``mode``: "w" (text; ``kwargs`` go to open(), e.g. newline) or "wb"
+  (binary: np.savez, PIL and matplotlib write to the file object).
+  """
+  if mode not in ("w", "wb"):
+    raise ValueError(f"atomic_open writes with mode 'w' or 'wb', not {mode!r}")
   # Per process and thread, so two writers never share it; opened with
   # open() so the file gets the usual permissions (umask), as path had.
   tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
   try:
-    with naming(path), open(tmp, "w", **kwargs) as f:
+    with naming(path), open(tmp, mode, **kwargs) as f:
       yield f
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException:
-    if os.path.exists(tmp):
+    with contextlib.suppress(OSError):
       os.unlink(tmp)
     raise
 

@@ -87,6 +87,28 @@ def test_cli_bad_extension_is_one_line(toy_run, tmp_path):
   assert ".png or .npz" in assert_one_line_error(r)
 
 
+@pytest.mark.parametrize("name", ["a.npz", "a.png"])
+def test_cli_failed_write_keeps_the_old_file(image_run, tmp_path, name):
+  """Issue 23: --out onto a good file whose write then fails (a full disk;
+  here ``ulimit -f``) was left truncated; now it is kept byte for byte, no
+  temporary file is left, and the error is one line naming the file."""
+  out = tmp_path / name
+  sample.run_sample(image_run, str(out), num=4)
+  good = out.read_bytes()
+  # No compilation cache: the limit would cut its entries short too.
+  r = run_module("gan_jax.sample", f"--workdir={image_run}", "--num=2000",
+                 f"--out={out}", max_file_bytes=16 * 1024,
+                 env={"PYTHONPATH": "tests",
+                      "JAX_ENABLE_COMPILATION_CACHE": "false"})
+  assert r.returncode == 2, r.stderr[-3000:]
+  assert "Traceback" not in r.stderr
+  errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert errors == [f"error: {out}: File too large"], r.stderr[-3000:]
+  assert r.stderr.strip().splitlines()[-1] == errors[0]
+  assert out.read_bytes() == good
+  assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(step=3), "no checkpoint for step 3"),
     (dict(labels=("1",)), "needs a conditional model"),

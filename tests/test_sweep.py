@@ -154,6 +154,43 @@ def test_bad_axis_fails_before_anything_runs(tmp_path, axis, expected):
   assert not sweep_dir.exists()
 
 
+def test_empty_axis_value_is_refused_not_dropped(tmp_path):
+  """``g_lr:1e-4,,1e-3`` ran 2 settings, the empty one silently dropped
+  (issue 23): a typo is one line, before anything runs."""
+  sweep_dir = tmp_path / "sweep"
+  r = run_module("gan_jax.sweep", "--sweep_base=experiments/quickstart.flags",
+                 f"--sweep_dir={sweep_dir}", "--sweep_grid=g_lr:1e-4,,1e-3",
+                 "--sweep_print_only")
+  line = assert_one_line_error(r)
+  assert line == ("error: --sweep_grid=g_lr:1e-4,,1e-3: empty value in axis "
+                  "g_lr"), line
+  assert not sweep_dir.exists()
+
+
+@pytest.mark.parametrize("call, expected", [
+    (lambda s: s.parse_grid("g_lr:1e-4,1e-3,"),
+     "--sweep_grid=g_lr:1e-4,1e-3,: empty value in axis g_lr"),
+    (lambda s: s.parse_grid("g_lr:1e-4, ,1e-3"),
+     "--sweep_grid=g_lr:1e-4, ,1e-3: empty value in axis g_lr"),
+    (lambda s: s.parse_grid("g_lr: "), "empty value in axis g_lr"),
+    (lambda s: s.parse_random(["g_lr:choice:1e-4::1e-3"], 3, seed=0),
+     "--sweep_random=g_lr:choice:1e-4::1e-3: empty value in axis g_lr"),
+    (lambda s: s.parse_random(["g_lr:choice:1e-4:"], 3, seed=0),
+     "empty value in axis g_lr"),
+    (lambda s: s.parse_random(["g_lr:uniform:1e-4:"], 3, seed=0),
+     "empty value in axis g_lr"),
+    # absl's list flag keeps the "" of --sweep_seeds=0,,1.
+    (lambda s: s.parse_seeds(["0", "", "1"]),
+     "--sweep_seeds=0,,1: empty value"),
+    (lambda s: s.parse_seeds(["0", " "]), "empty value"),
+])
+def test_empty_values_of_every_axis_kind_are_refused(call, expected):
+  from gan_jax import sweep
+  with pytest.raises(UserError) as e:
+    call(sweep)
+  assert expected in str(e.value)
+
+
 def test_vectorized_seeds_launch_one_run(tmp_path):
   r = run_module("gan_jax.sweep", "--sweep_base=experiments/quickstart.flags",
                  f"--sweep_dir={tmp_path}", "--sweep_seeds=0-9",

@@ -1,10 +1,15 @@
 """gan_jax.writers: metrics.jsonl and TensorBoard records."""
 
+import contextlib
+import errno
 import glob
 import json
 import os
+import resource
+import signal
 import struct
 
+import numpy as np
 import pytest
 from tensorboardX.proto import event_pb2
 
@@ -159,3 +164,86 @@ def test_a_long_plot_title_breaks_after_its_colon_to_fit_the_figure():
   assert lines == ["25gaussians step 20000:",
                    "25/25 modes, 74.6% HQ, KL 0.0267"]
   assert plots._fit("swissroll step 20000") == "swissroll step 20000"  # pylint: disable=protected-access
+
+
+@contextlib.contextmanager
+def _file_size_limit(nbytes):
+  """No file this process writes may grow past ``nbytes`` (RLIMIT_FSIZE,
+  SIGXFSZ ignored): a write beyond fails with EFBIG, as on a full disk."""
+  soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+  handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+  resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+  try:
+    yield
+  finally:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    signal.signal(signal.SIGXFSZ, handler)
+
+
+def _write_npz(path, big):
+  from gan_jax import sample  # pylint: disable=g-import-not-at-top
+  n = 20000 if big else 4
+  sample.write(path, {"samples": np.full((n, 2), 0.5, np.float32)}, None, "")
+
+
+def _write_grid_png(path, big):
+  from gan_jax import plots  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  plots.save_png(path, plots.grid(rng.uniform(-1, 1, (400 if big else 4,
+                                                      8, 8, 3))))
+
+
+def _write_scatter_png(path, big):
+  from gan_jax import plots  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  plots.scatter_png(path, rng.normal(size=(5000 if big else 10, 2)),
+                    rng.normal(size=(2000, 2)), "ring step 4")
+
+
+def _write_sweep_plot(path, big):
+  from gan_jax import sweep  # pylint: disable=g-import-not-at-top
+  values = [f"{v:.4g}" for v in np.geomspace(1e-5, 1e-2, 40 if big else 2)]
+  s = sweep.Sweep(base="b.flags", directory=os.path.dirname(path),
+                  axes=[("g_lr", values)], runs=[])
+  rows = [(f"g_lr={v}", {"g_lr": v}, "finished", "", {"d_loss": i * 0.1})
+          for i, v in enumerate(values)]
+  assert sweep.plot(s, rows, "d_loss", None) == path
+
+
+@pytest.mark.parametrize("name, write", [
+    ("a.npz", _write_npz),  # gan_jax.sample --out=FILE.npz
+    ("a.png", _write_grid_png),  # sample grids, samples/step_N.png
+    ("a.png", _write_scatter_png),  # toy pictures
+    ("d_loss_vs_g_lr.png", _write_sweep_plot),  # a sweep's plot
+])
+def test_a_failed_binary_write_keeps_the_old_file(tmp_path, name, write):
+  """Issue 23: a write over a good file that fails midway (a full disk,
+  ``ulimit -f``) truncated it; now the old file stays byte for byte, no
+  temporary file is left, and the error names the file."""
+  path = str(tmp_path / name)
+  write(path, big=False)
+  good = open(path, "rb").read()
+  with pytest.raises(OSError) as e, _file_size_limit(16 * 1024):
+    write(path, big=True)
+  assert e.value.errno == errno.EFBIG
+  assert e.value.filename == path  # the one-line error says which file
+  assert open(path, "rb").read() == good
+  assert os.listdir(tmp_path) == [name]
+  write(path, big=True)  # with room, the new file replaces the old one
+  assert open(path, "rb").read() != good
+  assert os.listdir(tmp_path) == [name]
+
+
+def test_atomic_open_binary_mode(tmp_path):
+  path = str(tmp_path / "a.bin")
+  with writers.atomic_open(path, "wb") as f:
+    f.write(b"\x00old")
+  with pytest.raises(OSError):
+    with writers.atomic_open(path, "wb") as f:
+      f.write(b"\x00new, cut")
+      raise OSError(errno.ENOSPC, "No space left on device")
+  assert open(path, "rb").read() == b"\x00old"
+  assert os.listdir(tmp_path) == ["a.bin"]
+  with pytest.raises(ValueError, match="mode 'w' or 'wb'"):
+    with writers.atomic_open(path, "ab"):
+      pass

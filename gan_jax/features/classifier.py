@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gan_jax.errors import UserError, naming
+from gan_jax import writers
+from gan_jax.errors import UserError
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
 NUM_CLASSES = 10
@@ -74,7 +75,9 @@ def init_variables(seed: int = 0):
 
 
 def save(variables, path: str) -> None:
-  with naming(path), open(path, "wb") as f:
+  """Writes the weights beside ``path`` and renames them into place, so a
+  failed write keeps the previous weights."""
+  with writers.atomic_open(path, "wb") as f:
     f.write(flax.serialization.to_bytes(jax.device_get(variables)))
 
 
