@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import re
 import signal
 import sys
-from typing import Iterator, NoReturn
+import sysconfig
+import traceback
+from typing import Iterator, NoReturn, Optional, Set
 
 
 class UserError(Exception):
@@ -111,11 +114,58 @@ def naming(path: str) -> Iterator[None]:
     raise
 
 
+# Source files of the user's code: the modules given to --extra_modules
+# and the files of what they registered (``note_user_code``). An exception
+# raised there is the user's to fix and ends in one line naming the file
+# and line; anywhere else it is gan_jax's bug and keeps its traceback.
+USER_FILES: Set[str] = set()
+# --traceback: print the whole traceback of an error in the user's code.
+show_tracebacks = False
+
+
+def is_library_file(filename: str) -> bool:
+  """gan_jax's, an installed package's or the standard library's file."""
+  if filename.startswith("<"):
+    return True
+  path = os.path.abspath(filename)
+  library = [os.path.dirname(os.path.abspath(__file__))] + [
+      sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib",
+                                         "platlib")]
+  return any(path.startswith(os.path.abspath(d) + os.sep) for d in library)
+
+
+def note_user_code(obj) -> None:
+  """Remembers the source file of ``obj`` (a module, a registered factory)
+  if it is not the library's."""
+  try:
+    filename = inspect.getsourcefile(obj) or getattr(obj, "__file__", None)
+  except TypeError:  # a builtin, an instance
+    filename = getattr(obj, "__file__", None)
+  if filename and not is_library_file(filename):
+    USER_FILES.add(os.path.abspath(filename))
+
+
+def user_frame(tb) -> Optional[traceback.FrameSummary]:
+  """The innermost frame of ``tb`` in the user's code (``USER_FILES``)."""
+  frames = [f for f in traceback.extract_tb(tb)
+            if os.path.abspath(f.filename) in USER_FILES]
+  return frames[-1] if frames else None
+
+
+def describe_user_error(e: BaseException,
+                        frame: traceback.FrameSummary) -> str:
+  """One line for an exception raised in the user's code."""
+  detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+  return (f"{type(e).__name__} in your code at {frame.filename}:"
+          f"{frame.lineno}" + (f": {detail}" if detail else "")
+          + " (--traceback prints the whole traceback)")
+
+
 def call_guarded(main_fn, *args):
   """Runs a command-line entry point: a UserError, a file-system error (a
-  workdir that is a file, a full disk, no permission) or running out of host
-  memory ends in one line on stderr and exit code 2 instead of a
-  traceback."""
+  workdir that is a file, a full disk, no permission), running out of host
+  memory or an exception raised in the user's registered code ends in one
+  line on stderr and exit code 2 instead of a traceback."""
   try:
     return main_fn(*args)
   except UserError as e:
@@ -133,6 +183,9 @@ def call_guarded(main_fn, *args):
       detail = str(e).strip().splitlines()[0][:300]
       die(f"out of device memory ({detail}); use a smaller --batch_size "
           f"(or --num / --eval_num_samples for sampling and evaluation)")
+    frame = user_frame(e.__traceback__)
+    if frame is not None and not show_tracebacks:
+      die(describe_user_error(e, frame), at_once=getattr(e, "at_once", False))
     raise
 
 

@@ -17,6 +17,7 @@ from typing import (Any, Callable, Dict, Iterable, List, NamedTuple, Optional,
                     Set, Tuple)
 
 from absl import flags
+from absl.flags import _flagvalues
 
 from gan_jax.errors import UserError
 
@@ -169,6 +170,18 @@ def not_a_url(value: Optional[str]) -> Optional[str]:
   return None
 
 
+def _open_flagfile(file, mode="r", *args, **kwargs):
+  """absl's ``open`` for flagfiles: UTF-8, and a leading byte-order mark
+  (Windows editors save one) is skipped instead of becoming an
+  "unexpected argument" the user cannot see."""
+  if "b" not in mode and "r" in mode and not args and "encoding" not in kwargs:
+    kwargs["encoding"] = "utf-8-sig"
+  return open(file, mode, *args, **kwargs)  # pylint: disable=unspecified-encoding
+
+
+# absl reads flagfiles with the built-in open() of its _flagvalues module.
+_flagvalues.open = _open_flagfile
+
 # ---------------------------------------------------------------- run / loop
 string("workdir", None, "Run directory: flags.txt, metrics.jsonl, "
        "TensorBoard events, images and checkpoints. Resumes if it holds "
@@ -176,6 +189,10 @@ string("workdir", None, "Run directory: flags.txt, metrics.jsonl, "
 strings("extra_modules", [], "Python modules imported before the config is "
         "resolved, so they can register losses, models, datasets, metrics.",
         safe=True)
+boolean("traceback", False, "An exception raised in your own code (an "
+        "--extra_modules module or what it registered) ends in one line "
+        "naming your file and line; with --traceback, in the whole Python "
+        "traceback instead.", in_config=False)
 integer("seed", 0, "Seed of the run: initialization, noise, data order. "
         "32 bits: JAX's keys keep no more, so larger seeds would repeat "
         "smaller ones (seed + --num_seeds - 1 too).", bounds=SEED_BOUNDS)
@@ -186,7 +203,9 @@ integer("batch_size", 100, "Global batch size (samples per D/G update, all "
         "devices together). Must divide by the number of devices.",
         bounds=">= 1")
 integer("d_steps", 1, "Discriminator updates per generator update (k in "
-        "Algorithm 1 of Goodfellow et al. 2014).", bounds=">= 1")
+        "Algorithm 1 of Goodfellow et al. 2014). At most 100: the papers use "
+        "1 to 5 (WGAN's 100 warm-up updates are the most), and each call "
+        "reads d_steps batches.", bounds="[1, 100]")
 integer("steps_per_loop", 1, "Training steps fused into one compiled call "
         "with lax.scan (fewer host round trips). Must divide log_every.",
         safe=True, bounds=">= 1")

@@ -12,7 +12,6 @@ import importlib
 import logging as std_logging
 import os
 import shutil
-import sysconfig
 import traceback
 
 from absl import app
@@ -22,9 +21,11 @@ from absl import logging
 from gan_jax import distributed
 from gan_jax import flags as flags_lib
 from gan_jax import writers
+from gan_jax import errors
 from gan_jax.errors import (Terminated, UserError, call_guarded,
                             catch_interrupts, catch_terminate, die,
-                            flag_error_line, undecodable_flagfile_line)
+                            flag_error_line, is_library_file, note_user_code,
+                            undecodable_flagfile_line)
 
 
 def parse_flags(argv):
@@ -37,35 +38,28 @@ def parse_flags(argv):
     die(undecodable_flagfile_line(argv, e))
 
 
-def _is_user_code(filename: str) -> bool:
-  """Not gan_jax's, an installed package's, the standard library's or the
-  import machinery's: the innermost such frame of a failed --extra_modules
-  import is the user's line to show (e.g. a register() of a taken name)."""
-  if filename.startswith("<"):
-    return False
-  path = os.path.abspath(filename)
-  library = [os.path.dirname(os.path.abspath(__file__))] + [
-      sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib",
-                                         "platlib")]
-  return not any(path.startswith(os.path.abspath(d) + os.sep)
-                 for d in library)
-
-
 def import_extra_modules(names):
   """Imports user modules so their registry entries exist. A module that
   cannot be found, or fails while importing, is one line naming the error
   and where it was raised."""
   for name in names:
     try:
-      importlib.import_module(name)
+      module = importlib.import_module(name)
     except ImportError as e:
       raise UserError(f"--extra_modules: cannot import {name!r}: {e}") from e
-    except Exception as e:  # pylint: disable=broad-except
+    except (Exception, SystemExit) as e:  # pylint: disable=broad-except
       frames = [f for f in traceback.extract_tb(e.__traceback__)
-                if _is_user_code(f.filename)]
+                if not is_library_file(f.filename)]
       where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+      if isinstance(e, SystemExit):  # would end the run without a word
+        raise UserError(
+            f"--extra_modules: importing {name!r} called sys.exit"
+            f"({'' if e.code is None else repr(e.code)}){where}; a module "
+            f"given to --extra_modules should only define and register "
+            f"things") from None
       raise UserError(f"--extra_modules: importing {name!r} raised "
                       f"{type(e).__name__}: {e}{where}") from e
+    note_user_code(module)
 
 
 def print_summary(scalars):
@@ -166,6 +160,7 @@ def run_cli(main_fn, interrupted: str = "interrupted",
   def guarded(argv):
     if len(argv) > 1:
       die(f"unexpected arguments: {' '.join(argv[1:])}")
+    errors.show_tracebacks = flags.FLAGS.traceback
     try:
       call_guarded(main_fn, argv)
     except KeyboardInterrupt:

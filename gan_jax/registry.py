@@ -11,9 +11,11 @@ module (loaded with ``--extra_modules=my.module``) without editing the package::
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator
+import inspect
+import os
+from typing import Any, Callable, Dict, Iterator, Optional
 
-from gan_jax.errors import UserError
+from gan_jax.errors import USER_FILES, UserError, note_user_code
 
 
 class Registry:
@@ -35,6 +37,7 @@ class Registry:
         raise ValueError(f"{self.kind} {name!r} is already registered "
                          f"(register(..., override=True) replaces it)")
       self._items[name] = o
+      note_user_code(o)  # its errors are the user's (errors.call_guarded)
       return o
 
     return add if obj is None else add(obj)
@@ -61,6 +64,20 @@ class Registry:
   def __call__(self, name: str, *args, **kwargs) -> Any:
     """Looks ``name`` up and calls the factory with the given arguments."""
     factory: Callable[..., Any] = self.get(name)
+    where = _user_source(factory)
+    if where is not None:
+      # A user factory that cannot take gan_jax's arguments: one line
+      # naming it, not a TypeError raised at gan_jax's call.
+      try:
+        inspect.signature(factory).bind(*args, **kwargs)
+      except TypeError as e:
+        raise UserError(
+            f"{self.kind} {name!r} ({where}) cannot be called as gan_jax "
+            f"calls it, with {len(args)} positional argument(s)"
+            + (f" and {', '.join(kwargs)}" if kwargs else "")
+            + f": {e}") from None
+      except ValueError:  # no signature to check (a builtin)
+        pass
     obj = factory(*args, **kwargs)
     if self.returns is not None and not isinstance(obj, self.returns):
       wanted = self.returns if isinstance(self.returns, tuple) else (
@@ -70,3 +87,16 @@ class Registry:
           f"{type(obj).__name__}, not "
           f"{' or '.join(f'{t.__module__}.{t.__qualname__}' for t in wanted)}")
     return obj
+
+
+def _user_source(obj) -> Optional[str]:
+  """``file:line`` of a factory registered from the user's code, else
+  None."""
+  try:
+    filename = inspect.getsourcefile(obj)
+    line = inspect.getsourcelines(obj)[1]
+  except (TypeError, OSError):
+    return None
+  if filename is None or os.path.abspath(filename) not in USER_FILES:
+    return None
+  return f"{filename}:{line}"

@@ -148,6 +148,77 @@ class _Profile:
     self.began, self.done = None, True
 
 
+class _ProgressBar:
+  """tqdm's bar over the steps that have finished, not merely been
+  dispatched: JAX runs calls asynchronously, so counting a call when it is
+  queued showed 100/100 while the last calls still ran for minutes. The bar
+  waits for the previous call when the next one is queued (one call stays
+  in flight, so the device is never idle for the host)."""
+
+  def __init__(self, total: int, initial: int):
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+    self._bar = tqdm(total=total, initial=initial, unit="step",
+                     dynamic_ncols=True, mininterval=1.0)
+    self._pending = None  # (an output of the call in flight, its steps)
+
+  def queued(self, output, n: int):
+    self.finish()
+    self._pending = (output, n)
+
+  def finish(self):
+    """Counts the call in flight once it has finished."""
+    if self._pending is not None:
+      output, n = self._pending
+      self._pending = None
+      jax.block_until_ready(output)
+      self._bar.update(n)
+
+  def write(self, line: str):
+    self.finish()
+    self._bar.write(line)
+
+  def close(self):
+    self._pending = None  # (a failed call's output must not be waited on)
+    self._bar.close()
+
+
+def _size(nbytes: float) -> str:
+  """``nbytes`` for people: 512 B, 3.2 MB, 6.4 TB."""
+  unit = "B"
+  for unit in ("B", "KB", "MB", "GB", "TB"):
+    if nbytes < 1000 or unit == "TB":
+      break
+    nbytes /= 1000
+  return f"{nbytes:.0f} B" if unit == "B" else f"{nbytes:.1f} {unit}"
+
+
+def memory_hint(cfg, abstract_state) -> str:
+  """What makes this run big, for an out-of-memory error: the train state's
+  size and its largest array with the flags whose values are its
+  dimensions, and a step's batch (--batch_size, --d_steps, --z_dim)."""
+  leaves = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+  total = sum(l.size * l.dtype.itemsize for _, l in leaves)
+  parts = []
+  if leaves:
+    path, big = max(leaves, key=lambda pl: pl[1].size * pl[1].dtype.itemsize)
+    # Structural integer flags (the batch size shapes no parameter).
+    ints = {k: v for k, v in cfg.to_dict().items()
+            if isinstance(v, int) and not isinstance(v, bool) and v > 1
+            and not flags_lib.SAFE.get(k, True) and k != "batch_size"}
+    named = [f"--{k}={v}" for k, v in sorted(ints.items(), key=lambda kv:
+                                            -kv[1]) if v in big.shape]
+    parts.append(
+        f"the train state takes {_size(total)}, its largest array "
+        f"{jax.tree_util.keystr(path, simple=True, separator='/')} of shape "
+        f"{tuple(big.shape)} ({_size(big.size * big.dtype.itemsize)})"
+        + (f", sized by {', '.join(named)}" if named else ""))
+  per_step = cfg.batch_size * (cfg.d_steps + 1) * cfg.z_dim * 4
+  parts.append(f"a step's noise takes {_size(per_step)} (--batch_size="
+               f"{cfg.batch_size} x (--d_steps={cfg.d_steps} + 1) x "
+               f"--z_dim={cfg.z_dim})")
+  return "; ".join(parts)
+
+
 # Named first when several metrics go non-finite in the same step.
 _PRIMARY_METRICS = ("d_loss", "g_loss")
 
@@ -501,11 +572,21 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
   # ---------------------------------------------------------------- mesh
   mesh = make_mesh(cfg)
   check_config(cfg, mesh.devices.size)
+  shapes = {}
   with exclusive_workdir(workdir):
-    return _train(cfg, workdir, mesh)
+    try:
+      return _train(cfg, workdir, mesh, shapes)
+    except Exception as e:  # pylint: disable=broad-except
+      if errors.is_device_out_of_memory(e) and "state" in shapes:
+        # Name the flags that make the state or the batch big (a huge
+        # --z_dim was blamed on --batch_size).
+        detail = str(e).strip().splitlines()[0][:300]
+        raise UserError(f"out of device memory ({detail}): "
+                        f"{memory_hint(cfg, shapes['state'])}") from e
+      raise
 
 
-def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
+def _train(cfg, workdir: str, mesh, shapes) -> Dict[str, Any]:
   is_chief = jax.process_index() == 0
 
   # ----------------------------------------------- input, model, optimizer
@@ -527,6 +608,7 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
                                 defer_failures=jax.process_count() > 1)
   with jax.set_mesh(mesh):
     abstract = jax.eval_shape(init)
+    shapes["state"] = abstract  # for an out-of-memory error's hint
     abstract = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
         abstract)
@@ -614,9 +696,7 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
   config_record = {**cfg.to_dict(), "mesh_devices": mesh.size}
   progress = None
   if cfg.progress and is_chief:
-    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-    progress = tqdm(total=total, initial=min(step, total), unit="step",
-                    dynamic_ncols=True, mininterval=1.0)
+    progress = _ProgressBar(total, min(step, total))
   t_last, step_last = time.time(), step
   rate = None
   names, record = None, None  # the NaN/Inf tracker (_track_nonfinite)
@@ -639,7 +719,7 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
         prev, step = step, step + n
         profile.after_call(step, state)
         if progress is not None:
-          progress.update(n)
+          progress.queued(record, n)
         debug_signal = prev < cfg.debug_signal_at_step <= step and (
             cfg.debug_signal_process in (-1, jax.process_index()))
         if debug_signal and cfg.debug_signal != "KILL":
@@ -769,6 +849,8 @@ def _train(cfg, workdir: str, mesh) -> Dict[str, Any]:
       except AttributeError:  # an exception type without attributes
         pass
     raise
+  if progress is not None:
+    progress.finish()
   _close_all(profile, host_batches, progress, ckpts, writer)
   if stopped is not None:  # after the saves committed (close waited)
     raise stopped

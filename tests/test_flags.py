@@ -80,7 +80,7 @@ def test_in_bounds_values_parse():
 @pytest.mark.parametrize("overrides,message", [
     (dict(g_lr=-1e-4), "--g_lr=-0.0001 must be >= 0"),
     (dict(d_beta2=float("nan")), "--d_beta2=nan must be a finite number"),
-    (dict(d_steps=0), "--d_steps=0 must be >= 1"),
+    (dict(d_steps=0), "--d_steps=0 must be in [1, 100]"),
     (dict(pack=0), "--pack=0 must be >= 1"),
     (dict(num_seeds=0), "--num_seeds=0 must be >= 1"),
     (dict(unroll_steps=-1), "--unroll_steps=-1 must be in [0, 100]"),

@@ -131,6 +131,9 @@ def test_positional_arguments_are_one_line(module):
     # A failure inside a library the module calls: still the user's line.
     ("import jax.numpy as jnp\nx = jnp.zeros(2) + jnp.zeros(3)\n",
      ("importing 'user_mod' raised", "user_mod.py:2)")),
+    # sys.exit while importing: the run ended silently with exit 0.
+    ("import sys\nsys.exit(0)\n",
+     ("importing 'user_mod' called sys.exit(0)", "user_mod.py:2)")),
     # A module that is not there.
     (None, ("cannot import 'user_mod'",)),
 ])
@@ -221,3 +224,80 @@ def test_flags_of_another_tool_are_refused(tmp_path, module, args, message):
                  "gan_jax.sweep" else "--noprogress", timeout=120)
   assert message in assert_one_line_error(r)
   assert not (tmp_path / "run").exists()
+
+
+_USER_CODE = """
+import flax.linen as nn
+import jax.numpy as jnp
+from gan_jax import losses, models
+
+
+@losses.LOSSES.register("raising_loss")
+def raising_loss(cfg):
+  raise ValueError("my loss is broken")
+
+
+@losses.LOSSES.register("no_arguments_loss")
+def no_arguments_loss():
+  return None
+
+
+class WrongCall(nn.Module):
+
+  @nn.compact
+  def __call__(self, z, y=None, train=True):
+    return nn.Dense(3)(z) @ jnp.zeros((5, 5))
+
+
+@models.GENERATORS.register("wrong_call_g")
+def wrong_call_g(cfg, shape, num_classes):
+  return WrongCall()
+"""
+
+
+@pytest.mark.parametrize("flag, parts", [
+    ("--loss=raising_loss",
+     ("error: ValueError in your code at ", "user_code.py:9: my loss is "
+      "broken (--traceback prints the whole traceback)")),
+    ("--loss=no_arguments_loss",
+     ("error: loss 'no_arguments_loss' (", "user_code.py:12) cannot be "
+      "called as gan_jax calls it", "too many positional arguments")),
+    ("--generator=wrong_call_g",
+     ("error: TypeError in your code at ", "user_code.py:21: ")),
+])
+def test_user_factories_that_fail_are_one_line(tmp_path, flag, parts):
+  """A registered user factory that raises when built or called, or cannot
+  take gan_jax's arguments, is one line with the user's file:line (was a
+  bare traceback); --traceback shows the whole traceback."""
+  (tmp_path / "user_code.py").write_text(_USER_CODE)
+  env = {"PYTHONPATH": str(tmp_path)}
+  args = ["--flagfile=experiments/quickstart.flags", "--noprogress",
+          f"--workdir={tmp_path / 'run'}", "--extra_modules=user_code", flag]
+  line = assert_one_line_error(run_module("gan_jax.main", *args, env=env))
+  assert all(part in line for part in parts), line
+  if "no_arguments" not in flag:
+    r = run_module("gan_jax.main", *args, "--traceback", env=env)
+    assert r.returncode != 0 and "Traceback" in r.stderr, r.stderr
+
+
+def test_user_module_calling_sys_exit_is_an_error(tmp_path):
+  """sys.exit(0) in an --extra_modules module ended the run silently with
+  exit 0: nothing trained, nothing said."""
+  (tmp_path / "quits.py").write_text("import sys\nsys.exit(0)\n")
+  r = run_module("gan_jax.main", "--flagfile=experiments/quickstart.flags",
+                 f"--workdir={tmp_path / 'run'}", "--extra_modules=quits",
+                 env={"PYTHONPATH": str(tmp_path)})
+  assert "called sys.exit(0)" in assert_one_line_error(r)
+
+
+def test_flagfile_with_a_byte_order_mark_is_read(tmp_path):
+  """A flagfile saved with a UTF-8 byte-order mark (Windows editors) failed
+  with "unexpected arguments: \\ufeff--flagfile=..."; it is read as
+  text."""
+  flagfile = tmp_path / "bom.flags"
+  flagfile.write_bytes(b"\xef\xbb\xbf--flagfile=experiments/quickstart.flags"
+                       b"\n--num_steps=2\n--log_every=2\n--steps_per_loop=1\n")
+  r = run_module("gan_jax.main", f"--flagfile={flagfile}", "--noprogress",
+                 f"--workdir={tmp_path / 'run'}")
+  assert r.returncode == 0, r.stderr
+  assert "final (step 2)" in r.stdout
