@@ -278,11 +278,12 @@ class Checkpoints:
             # older step (and quarantine a good one). The caller reports it.
             raise
           error = e
-      errors.append(f"step {s}: {type(error).__name__}: "
-                    f"{str(error).strip()}".splitlines()[0][:300])
+      reason = _read_error_line(error)
+      errors.append(f"step {s}: {reason}")
       bad.append(s)
-      logging.warning("checkpoint at step %d is unreadable (%s)%s", s,
-                      errors[-1], "" if step is not None else
+      logging.warning("checkpoint at step %d is unreadable (%s: %s)%s", s,
+                      os.path.join(self.directory, str(s)), reason,
+                      "" if step is not None else
                       "; falling back to the previous one")
     # None read back: nothing is moved. Every step failing points at the
     # code or model having changed since they were saved rather than at
@@ -391,6 +392,24 @@ def _signals_deferred():
     for sig in previous:  # SIGTERM first: a KeyboardInterrupt ends the loop
       if sig in pending:
         signal.raise_signal(sig)
+
+
+def _read_error_line(e: BaseException) -> str:
+  """One line of at most 300 characters for a failed checkpoint read.
+
+  orbax wraps tensorstore's error ("OUT_OF_RANGE: Error reading ...") in
+  "Encountered error while reading array index: ... See full TensorStore
+  details: <the store's spec method, repr'd over dozens of lines>": the
+  wrapped error is the reason, and the spec dump is left out.
+  """
+  for _ in range(8):  # a few wrappers at most
+    if "TensorStore details" not in str(e) or e.__cause__ is None:
+      break
+    e = e.__cause__
+  text = re.split(r"\s*See full TensorStore details", str(e).strip())[0]
+  line = text.strip().splitlines()[0].strip() if text.strip() else ""
+  line = f"{type(e).__name__}: {line}" if line else type(e).__name__
+  return line if len(line) <= 300 else line[:297] + "..."
 
 
 def _io_reason(e: Exception) -> Optional[str]:

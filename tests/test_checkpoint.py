@@ -133,6 +133,19 @@ def largest_file(directory):
   return max(files, key=os.path.getsize)
 
 
+def assert_short_warning(text, step, directory):
+  """The fallback warning is one line naming the step, its directory and
+  a reason, without tensorstore's spec dump (issue 23)."""
+  assert "TensorStore details" not in text and "<bound method" not in text
+  lines = [l for l in text.splitlines()
+           if f"checkpoint at step {step} is unreadable" in l]
+  assert len(lines) == 1, text[-3000:]
+  line = lines[0]
+  assert os.path.join(directory, str(step)) in line, line
+  assert len(line) < 600, line
+  return line
+
+
 def test_truncated_latest_checkpoint_falls_back_to_previous(tmp_path, env,
                                                             reference):
   work = tmp_path / "run"
@@ -145,6 +158,7 @@ def test_truncated_latest_checkpoint_falls_back_to_previous(tmp_path, env,
   assert r.returncode == 0, r.stderr[-2000:]
   assert "checkpoint at step 12 is unreadable" in r.stderr
   assert "falling back to the previous one" in r.stderr
+  assert_short_warning(r.stderr, 12, ckpt_dir(work))
   assert "resumed from step 8" in r.stderr
   # The failed restore's other reads, still in flight, stay quiet.
   assert "Traceback" not in r.stderr and "Event loop" not in r.stderr
@@ -361,6 +375,34 @@ def test_silently_corrupted_bytes_fail_the_checksum(tmp_path):
   ckpts.close()
 
 
+def test_fallback_warning_is_one_line_without_the_tensorstore_spec(
+    tmp_path, caplog):
+  """orbax's read error embeds the repr of tensorstore's spec method over
+  dozens of lines; the warning keeps the step, its directory and the
+  underlying reason."""
+  ckpts = ckpt_lib.Checkpoints(str(tmp_path / "c"), keep=3)
+  big = {"w": jnp.arange(4096, dtype=jnp.float32)}
+  ckpts.save(1, big, {})
+  ckpts.save(2, big, {})
+  ckpts.close()
+  victim = largest_file(str(tmp_path / "c" / "2" / "state"))
+  with open(victim, "r+b") as f:
+    f.truncate(os.path.getsize(victim) // 2)
+  ckpts = ckpt_lib.Checkpoints(str(tmp_path / "c"), keep=3)
+  with caplog.at_level("WARNING"):
+    _, _, step = ckpts.restore(ckpt_lib.abstract(big))
+  ckpts.close()
+  assert step == 1
+  warnings = [r.getMessage() for r in caplog.records
+              if "is unreadable" in r.getMessage()]
+  assert len(warnings) == 1
+  assert "\n" not in warnings[0]
+  line = assert_short_warning(warnings[0], 2, str(tmp_path / "c"))
+  assert "falling back to the previous one" in line
+  # tensorstore's reason (which names the file), not orbax's wrapper.
+  assert "Error reading" in line and "Encountered error" not in line, line
+
+
 def test_has_steps_sees_step_directories_only(tmp_path):
   assert not ckpt_lib.has_steps(str(tmp_path / "missing"))
   (tmp_path / "12.orbax-checkpoint-tmp-3").mkdir()  # a save in flight
@@ -475,7 +517,7 @@ def test_a_checkpoint_write_failing_ends_the_run_in_one_line_and_keeps_the_older
 
 FULL_DISK_AT_STEP_4 = '''
 import builtins, errno, sys
-from gan_jax import main, plots
+from gan_jax import main, writers
 import tensorboardX.record_writer as rw
 full = []
 class FullFile:  # write() fails as on a full disk: no file name in the error
@@ -488,10 +530,10 @@ class FullFile:  # write() fails as on a full disk: no file name in the error
   def write(self, data):
     full.append(1)
     raise OSError(errno.ENOSPC, "No space left on device")
-def failing_open(path, *args, **kwargs):  # plots' open()
+def failing_open(path, *args, **kwargs):  # writers.atomic_open's open()
   f = builtins.open(path, *args, **kwargs)
   return FullFile(f) if "step_0000004" in str(path) else f
-plots.open = failing_open
+writers.open = failing_open
 write, flush = rw.RecordWriter.write, rw.RecordWriter.flush
 def failing(real):
   def call(self, *args):

@@ -94,14 +94,13 @@ def _load(name, split, data_dir, manual_dir, image_size):
     if split not in mnist_family.SPLITS:
       raise UserError(f"{name} has splits {', '.join(mnist_family.SPLITS)}, "
                       f"not {split!r}")
-    builder = mnist_family.prepare(
-        name, data_dir, manual_dir or default_manual_dir(name))
-    images, labels = mnist_family.read_split(builder, split)
+    images, labels = mnist_family.load_split(
+        name, split, data_dir, manual_dir or default_manual_dir(name))
     num_classes = 10
   else:
     images, labels, num_classes = _load_stock(
         name[len(TFDS_PREFIX):] if name.startswith(TFDS_PREFIX) else name,
-        split, data_dir, manual_dir, image_size)
+        split, data_dir, manual_dir, image_size, flag_name=name)
   if image_size and images.shape[1:3] != (image_size, image_size):
     images = resize(images, image_size)
   images = np.ascontiguousarray(images)
@@ -141,7 +140,8 @@ def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
 # ------------------------------------------------------- stock tfds builders
 
 
-def _load_stock(name, split, data_dir, manual_dir, image_size):
+def _load_stock(name, split, data_dir, manual_dir, image_size,
+                flag_name=None):
   """A split of a stock tfds image dataset, preparing it only if it can."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
@@ -153,6 +153,8 @@ def _load_stock(name, split, data_dir, manual_dir, image_size):
     # tfds cannot parse, a corrupt dataset_info.json (protobuf ParseError).
     raise UserError(f"cannot use tensorflow-datasets dataset {name!r}: "
                     f"{_first_line(e)}") from None
+  # Before preparing: a text set would otherwise end in "needs TensorFlow".
+  _check_image_feature(builder, flag_name or name, required=False)
   try:
     source = builder.as_data_source(split=split)
   except (NotImplementedError, AssertionError, FileNotFoundError, KeyError,
@@ -167,10 +169,7 @@ def _load_stock(name, split, data_dir, manual_dir, image_size):
       ) from None
     _prepare_stock(builder, manual_dir)
     source = builder.as_data_source(split=split)
-  features = builder.info.features
-  if "image" not in features:
-    raise UserError(f"{name} has no 'image' feature (it has "
-                    f"{', '.join(features)}); not an image dataset")
+  features = _check_image_feature(builder, flag_name or name)
   label = features["label"] if "label" in features else None
   num_classes = getattr(label, "num_classes", 0) or 0
   shape = tuple(features["image"].shape)
@@ -194,6 +193,28 @@ def _load_stock(name, split, data_dir, manual_dir, image_size):
   if images is None:
     raise UserError(f"{name} split {split!r} is empty")
   return images, labels, num_classes
+
+
+def _check_image_feature(builder, flag_name, required=True):
+  """The builder's features, refused in one line without an ``image`` one.
+
+  tfds describes most builders' features from their code alone (no
+  download, no TensorFlow); where it cannot and ``required`` is False,
+  returns None and the caller goes on (preparing says what it needs).
+  """
+  try:
+    features = builder.info.features
+    names = sorted(features.keys())
+  except Exception:  # pylint: disable=broad-except
+    if required:
+      raise
+    return None
+  if "image" not in names:
+    raise UserError(
+        f"--dataset={flag_name}: the tfds dataset has no image feature "
+        f"(features: {', '.join(names) or 'none'}); gan_jax trains on image "
+        f"datasets")
+  return features
 
 
 def _prepare_stock(builder, manual_dir):

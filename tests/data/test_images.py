@@ -2,11 +2,14 @@
 
 import importlib.util
 import os
+import shutil
 import time
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+
+from helpers import assert_one_line_error, run_module
 
 from gan_jax import data as data_lib
 from gan_jax import flags as flags_lib
@@ -177,6 +180,29 @@ def test_stock_dataset_unprepared_fails_fast(tmp_path):
   assert "\n" not in str(e.value)
 
 
+def test_a_text_dataset_is_refused_before_preparing(tmp_path):
+  """tfds describes imdb_reviews' features from its code: the run says it
+  is not an image dataset (not that preparing needs TensorFlow), at once
+  and without downloading anything (issue 23)."""
+  want = ("--dataset=imdb_reviews: the tfds dataset has no image feature "
+          "(features: label, text); gan_jax trains on image datasets")
+  data_dir = tmp_path / "tfds"
+  start = time.monotonic()
+  with pytest.raises(UserError) as e:
+    images.load_arrays("imdb_reviews", "train", data_dir=str(data_dir))
+  assert time.monotonic() - start < 10
+  assert str(e.value) == want
+  with pytest.raises(UserError, match="--dataset=tfds:imdb_reviews: the "
+                     "tfds dataset has no image feature"):
+    images.load_arrays("tfds:imdb_reviews", "test", data_dir=str(data_dir))
+  assert not data_dir.exists() or not any(data_dir.rglob("*.*"))
+  r = run_module("gan_jax.main", "--dataset=imdb_reviews",
+                 f"--tfds_data_dir={data_dir}",
+                 f"--workdir={tmp_path / 'work'}", "--num_steps=1",
+                 "--noprogress", timeout=300)
+  assert assert_one_line_error(r) == f"error: {want}"
+
+
 # ------------------------------------------- integration: the real files
 
 MNIST_DIR = images.default_manual_dir("mnist")
@@ -232,3 +258,99 @@ def test_resize_matches_jax_image_resize():
     want = jax.image.resize(x.astype(np.float32), (6, size, size, 3),
                             "linear", antialias=True)
     np.testing.assert_allclose(got, np.asarray(want), atol=1.0)
+
+
+# ------------------------------------ damaged prepared files (issue 23)
+
+
+def damaged_copy(tmp_path, mnist_data_dir, damage, split="test"):
+  """A copy of the prepared MNIST with ``damage`` done to one file: the
+  copy's data dir and the damaged file."""
+  data_dir = str(tmp_path / "tfds")
+  shutil.copytree(mnist_data_dir, data_dir)
+  folder = os.path.join(data_dir, "mnist_idx", "mnist", "1.0.0")
+  if damage == "json":
+    path = os.path.join(folder, "dataset_info.json")
+  else:
+    path = os.path.join(
+        folder, f"mnist_idx-{split}.array_record-00000-of-00001")
+  size = os.path.getsize(path)
+  with open(path, "r+b") as f:
+    if damage in ("truncated", "json"):  # the end (postscript) is gone
+      f.truncate(size // 2)
+    elif damage == "stub":  # an interrupted copy
+      f.truncate(100)
+    elif damage == "flipped":  # a record's chunk: seen only when read
+      f.seek(size // 2)
+      byte = f.read(1)[0]
+      f.seek(size // 2)
+      f.write(bytes([byte ^ 0x10]))
+  return data_dir, path
+
+
+@pytest.mark.parametrize("damage", ["truncated", "stub", "flipped", "json"])
+def test_a_damaged_prepared_file_is_one_line_naming_it(tmp_path,
+                                                       mnist_data_dir,
+                                                       damage):
+  data_dir, path = damaged_copy(tmp_path, mnist_data_dir, damage)
+  folder = os.path.dirname(path)
+  # No manual dir: the message says how to prepare it again.
+  with pytest.raises(UserError) as e:
+    mnist_family.load_split("mnist", "test", data_dir, None)
+  message = str(e.value)
+  assert "\n" not in message and len(message) < 1000
+  assert message.startswith(f"{path}: the prepared mnist file is damaged (")
+  assert "--tfds_manual_dir=FOLDER" in message and folder in message
+  # A manual dir without the official files: it can't be redone, and why.
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  images._load.cache_clear()
+  with pytest.raises(UserError) as e:
+    images.load_arrays("mnist", "test", data_dir=data_dir,
+                       manual_dir=str(manual))
+  images._load.cache_clear()
+  message = str(e.value)
+  assert "\n" not in message
+  assert message.startswith(f"{path}: the prepared mnist file is damaged (")
+  assert f"can't be prepared again: mnist: --tfds_manual_dir={manual}" in (
+      message)
+  assert os.path.exists(path)  # nothing deleted when it can't be redone
+
+
+@pytest.mark.skipif(MNIST_DIR is None, reason="../shared/data/mnist absent")
+def test_a_damaged_prepared_file_is_prepared_again_from_the_manual_dir(
+    tmp_path, mnist_data_dir, caplog):
+  data_dir, path = damaged_copy(tmp_path, mnist_data_dir, "flipped")
+  images._load.cache_clear()
+  with caplog.at_level("WARNING"):
+    test_x, test_y = images.load_arrays("mnist", "test", data_dir=data_dir)
+  images._load.cache_clear()
+  warnings = [r.getMessage() for r in caplog.records
+              if "damaged" in r.getMessage()]
+  assert len(warnings) == 1 and "\n" not in warnings[0]
+  assert warnings[0].startswith(f"{path}: the prepared mnist file is "
+                                f"damaged (Corrupted Riegeli/records file")
+  assert f"preparing it again from {MNIST_DIR}" in warnings[0]
+  raw = mnist_family.read_idx(
+      os.path.join(MNIST_DIR, "t10k-images-idx3-ubyte.gz"), 3)
+  np.testing.assert_array_equal(test_x[..., 0], raw)
+  assert test_y.shape == (10000,)
+  # Prepared anew: the next read needs nothing.
+  again = mnist_family.load_split("mnist", "test", data_dir, None)
+  np.testing.assert_array_equal(again[0], test_x)
+
+
+def test_a_damaged_prepared_file_ends_the_cli_in_one_line(tmp_path,
+                                                          mnist_data_dir):
+  data_dir, path = damaged_copy(tmp_path, mnist_data_dir, "truncated",
+                                split="train")
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  r = run_module("gan_jax.main", "--dataset=mnist",
+                 f"--tfds_data_dir={data_dir}", f"--tfds_manual_dir={manual}",
+                 f"--workdir={tmp_path / 'work'}", "--num_steps=1",
+                 "--noprogress", timeout=300)
+  line = assert_one_line_error(r)
+  assert line.startswith(f"error: {path}: the prepared mnist file is damaged "
+                         f"(Invalid Riegeli/records file"), line
+  assert "can't be prepared again" in line
