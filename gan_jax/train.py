@@ -148,6 +148,22 @@ class _Profile:
     self.began, self.done = None, True
 
 
+def call_length(step: int, total: int, steps_per_loop: int,
+                cadences) -> int:
+  """Steps fused into the call that starts at ``step``: at most
+  ``steps_per_loop``, ending at the next multiple of it and at the next
+  multiple of each cadence (log, checkpoint, evaluation steps; 0 = none)
+  and at ``total``. The calls are a function of the step alone, so a
+  resumed run runs the same compiled programs on the same steps as an
+  uninterrupted one (bitwise-equal results); a cadence that is not a
+  multiple of ``steps_per_loop`` costs a program per distinct length."""
+  n = min(steps_per_loop - step % steps_per_loop, total - step)
+  for every in cadences:
+    if every:
+      n = min(n, every - step % every)
+  return n
+
+
 class _ProgressBar:
   """tqdm's bar over the steps that have finished, not merely been
   dispatched: JAX runs calls asynchronously, so counting a call when it is
@@ -662,6 +678,7 @@ def _train(cfg, workdir: str, mesh, shapes) -> Dict[str, Any]:
 
   # -------------------------------------------------------- compiled step
   spl = cfg.steps_per_loop
+  cadences = [cfg.log_every, cfg.checkpoint_every]
   step_fns = {}
 
   def step_fn(n):
@@ -683,6 +700,7 @@ def _train(cfg, workdir: str, mesh, shapes) -> Dict[str, Any]:
   if cfg.eval_every and dataset.kind != "toy":
     from gan_jax import evaluate  # pylint: disable=g-import-not-at-top
     evaluator = evaluate.Evaluator(gan, sampler, cfg.eval_num_samples)
+    cadences.append(cfg.eval_every)
   real_toy = None
   if dataset.kind == "toy":
     real_toy = np.asarray(dataset.sample(jax.random.PRNGKey(0), 20000)[0])
@@ -706,10 +724,7 @@ def _train(cfg, workdir: str, mesh, shapes) -> Dict[str, Any]:
   try:
     with _Preemption() as preempt, jax.set_mesh(mesh):
       while step < total:
-        # Calls cover [k * spl, (k + 1) * spl) whatever step the run resumed
-        # from, so a resumed run runs the same compiled programs on the same
-        # steps as an uninterrupted one (bitwise-equal results).
-        n = min(spl - step % spl, total - step)
+        n = call_length(step, total, spl, cadences)
         profile.before_call(step)
         state, metrics = step_fn(n)(state, host_batches(step, n))
         if record is None:

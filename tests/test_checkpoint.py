@@ -115,6 +115,28 @@ def test_kill9_and_sigterm_at_several_points_resume_bitwise(tmp_path, env,
   assert metrics_of(work) == metrics_of(reference)
 
 
+def test_cadences_off_the_fused_call_length_resume_bitwise(tmp_path, env):
+  """Log and checkpoint steps that are not multiples of --steps_per_loop
+  (refused before): the loop cuts its calls at them (lengths 3, 1, 2, 2, 1,
+  3 here), and a run killed at step 8 resumes from step 6 onto the same
+  calls, ending bit for bit where the uninterrupted run does."""
+  cadence = ["--steps_per_loop=4", "--log_every=3", "--checkpoint_every=3",
+             "--keep_checkpoints=5"]
+  whole = tmp_path / "whole"
+  r = train(env, whole, *cadence)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert [m["step"] for m in metrics_of(whole)] == [3, 6, 9, 12]
+  assert steps_of(whole) == [3, 6, 9, 12]
+  work = tmp_path / "run"
+  r = train(env, work, *cadence, "--debug_signal_at_step=8")
+  assert r.returncode == -9, r.stderr[-2000:]
+  assert steps_of(work) == [3, 6]
+  r = train(env, work, *cadence)
+  assert r.returncode == 0 and "resumed from step 6" in r.stderr, r.stderr
+  assert_same_state(work, whole)
+  assert metrics_of(work) == metrics_of(whole)
+
+
 def test_a_signal_with_the_last_call_lets_the_run_finish(tmp_path, env,
                                                         reference):
   """SIGTERM after the last step: the run is complete, so exit 0 (not 143

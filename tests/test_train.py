@@ -54,3 +54,37 @@ def test_out_of_device_memory_names_z_dim(tmp_path):
   line = assert_one_line_error(r)
   assert line.startswith("error: out of device memory (") and (
       "sized by --z_dim=2000000000, --g_hidden=400" in line), line
+
+
+def test_call_length_lands_on_every_cadence():
+  """The fused calls end at multiples of --steps_per_loop and at every
+  log / checkpoint / evaluation step, whatever their relation."""
+  from gan_jax.train import call_length
+
+  def calls(start, total, spl, cadences):
+    out, step = [], start
+    while step < total:
+      step += call_length(step, total, spl, cadences)
+      out.append(step)
+    return out
+
+  # quickstart: 100-step calls, logs every 500 (unchanged by the cadences).
+  assert calls(0, 1000, 100, [500, 0])[:6] == [100, 200, 300, 400, 500, 600]
+  # dcgan_mnist.flags with --num_steps=20 --log_every=10 (was refused).
+  assert calls(0, 20, 50, [10, 1000]) == [10, 20]
+  assert calls(0, 12, 4, [3, 3]) == [3, 4, 6, 8, 9, 12]
+  # A resume from a boundary continues on the same calls.
+  assert calls(6, 12, 4, [3, 3]) == [8, 9, 12]
+  assert calls(0, 7, 5, [0, 0, 0]) == [5, 7]
+
+
+def test_log_every_need_not_divide_steps_per_loop(tmp_path):
+  """--num_steps=20 --log_every=10 on a flagfile with 100-step calls was
+  refused ("must be a multiple of --steps_per_loop")."""
+  import json
+  r = run_module("gan_jax.main", "--flagfile=experiments/quickstart.flags",
+                 "--num_steps=20", "--log_every=10", "--noprogress",
+                 f"--workdir={tmp_path / 'run'}")
+  assert r.returncode == 0, r.stderr
+  with open(tmp_path / "run" / "metrics.jsonl") as f:
+    assert [json.loads(line)["step"] for line in f] == [10, 20]

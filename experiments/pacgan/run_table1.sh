@@ -4,8 +4,7 @@
 #
 # Full protocol (400,000 updates per trial; a GPU is advised):
 #   experiments/pacgan/run_table1.sh runs/pacgan_table1
-# The shortened CPU runs of docs/results/pacgan_table1.md (--log_every must
-# be a multiple of --steps_per_loop, 100 in the flagfiles):
+# The shortened CPU runs of docs/results/pacgan_table1.md:
 #   DATASETS=ring experiments/pacgan/run_table1.sh runs/pacgan_table1 \
 #     --num_steps=2000 --log_every=500 --steps_per_loop=100 --checkpoint_every=1000
 #   DATASETS=grid experiments/pacgan/run_table1.sh runs/pacgan_table1 \
