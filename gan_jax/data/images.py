@@ -247,8 +247,11 @@ def _prepare_stock(builder, manual_dir):
           f"{', '.join(sorted(missing.values()))} in --tfds_manual_dir="
           f"{manual_dir or 'FOLDER'}")
   try:
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir, try_download_gcs=False))
+    # tfds' progress bars stay off the console (and out of log files).
+    with mnist_family.quiet_progress():
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(
+              manual_dir=manual_dir, try_download_gcs=False))
   except Exception as e:  # pylint: disable=broad-except
     raise UserError(f"preparing {name} in {where} failed: "
                     f"{_first_line(e)}") from e

@@ -9,6 +9,7 @@ array_record files that ``tfds.data_source`` reads back. It never downloads.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -195,6 +196,20 @@ def builder(name: str, data_dir: Optional[str]) -> MnistIdx:
   return MnistIdx(config=name, data_dir=data_dir, file_format="array_record")
 
 
+@contextlib.contextmanager
+def quiet_progress():
+  """tfds' progress bars off for the block (console and log files get
+  gan_jax's own lines only), as they were after it."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=g-import-not-at-top
+  was = getattr(tqdm_utils, "_active", True)
+  tfds.display_progress_bar(False)
+  try:
+    yield
+  finally:
+    tfds.display_progress_bar(was)
+
+
 class DamagedError(UserError):
   """A prepared copy that can't be read back (a truncated, bit-flipped or
   missing file, say after a disk error or an interrupted copy): ``path``,
@@ -229,8 +244,11 @@ def prepare(name: str, data_dir: Optional[str],
   info = os.path.join(os.fspath(b.data_dir), "dataset_info.json")
   if not (os.path.isfile(info) and b.is_prepared()):
     check_manual_dir(name, manual_dir)
-    b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir, try_download_gcs=False))
+    # tfds' progress bars stay off the console (and out of log files).
+    with quiet_progress():
+      b.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(
+              manual_dir=manual_dir, try_download_gcs=False))
   return b
 
 
