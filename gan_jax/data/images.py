@@ -248,6 +248,7 @@ def _prepare_stock(builder, manual_dir):
           f"{manual_dir or 'FOLDER'}")
   try:
     # tfds' progress bars stay off the console (and out of log files).
+    from gan_jax.data import mnist_family  # pylint: disable=g-import-not-at-top
     with mnist_family.quiet_progress():
       builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(
