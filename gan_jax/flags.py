@@ -19,7 +19,7 @@ from typing import (Any, Callable, Dict, Iterable, List, NamedTuple, Optional,
 from absl import flags
 from absl.flags import _flagvalues
 
-from gan_jax.errors import UserError
+from gan_jax.errors import UserError, describe_os_error
 
 FLAGS = flags.FLAGS
 
@@ -215,7 +215,9 @@ integer("log_every", 500, "Log metrics (metrics.jsonl, TensorBoard, "
         bounds=">= 1")
 integer("num_devices", 0, "Local devices to run data-parallel on; 0 = all.",
         safe=True, bounds=">= 0")
-boolean("progress", True, "Show a progress bar on the console.", safe=True)
+boolean("progress", True, "On a terminal (stderr a TTY), a progress bar "
+        "with step, steps/s, ETA and the losses; a log file gets the plain "
+        "lines of each log step only.", safe=True)
 integer("profile_steps", 0, "Record a jax.profiler trace of this many "
         "training steps into WORKDIR/profile (WORKDIR/profile/process_I on "
         "multi-host; TensorBoard's profile plugin, Perfetto); 0 = off. "
@@ -402,12 +404,6 @@ enum("g_norm", "auto", ["auto", "batch", "none"], "Generator normalization; "
 enum("d_norm", "auto", ["auto", "none", "batch", "spectral", "layer"],
      "Discriminator normalization; auto = the architecture's paper choice "
      "(DCGAN: batch; ResNet, Goodfellow maxout: none).")
-boolean("unit_pixels", True, "goodfellow_mlp/goodfellow_maxout and "
-        "cgan_mlp/cgan_maxout compute the authors' functions of pixels in "
-        "[0, 1]: D reads (x + 1) / 2 and G's output is their sigmoid mapped "
-        "to [-1, 1] (with the paper's SGD settings, [-1, 1] pixels "
-        "diverged). --nounit_pixels: the networks see [-1, 1] pixels (runs "
-        "saved before this flag).")
 float_("d_dropout", 0.5, "Dropout rate on the hidden layers of maxout "
        "discriminators (goodfellow_maxout, cgan_maxout).", bounds="[0, 1)")
 float_("d_input_dropout", 0.2, "Dropout rate on the input of maxout "
@@ -657,45 +653,76 @@ def serialize(config: Config) -> List[str]:
   return lines
 
 
-# Flags whose default now builds something else than the code did before
-# the flag existed: a run saved then (its config lacks the flag) had this
-# value. Other flags added later default to what the code did before them.
-# A value may depend on the saved run's other flags: --unit_pixels changed
-# only the Goodfellow/cGAN networks, so only their runs had [-1, 1] pixels.
-GOODFELLOW_NETS = ("goodfellow_mlp", "goodfellow_maxout", "cgan_mlp",
-                   "cgan_maxout")
-PREDATED = {
-    "mlp_init": "lecun_normal",
-    "unit_pixels": lambda old: not any(
-        old.get(k) in GOODFELLOW_NETS for k in ("generator", "discriminator")),
-}
+# What changed in each config schema (SCHEMA_VERSION):
+#   0  runs saved before versions were recorded (no version in them);
+#   1  the version recorded; --unit_pixels removed (the Goodfellow/cGAN
+#      networks always compute the authors' functions of pixels in [0, 1])
+#      and the rules that gave older runs the values flags added since had
+#      before them (PREDATED: --mlp_init=lecun_normal, --nounit_pixels).
+SCHEMA_VERSION = 1
+"""The config schema: what a saved run's flag values mean. Bump it when a
+change makes saved runs mean something else (a flag removed, renamed, or
+whose default or meaning changes) and say what changed above: a saved run of
+another schema is refused (``check_schema``), not translated. A new flag
+whose default does what the code did before it needs no bump (a saved run
+without it reads the default)."""
+
+# The version's key in a checkpoint's config JSON (``config_record``).
+SCHEMA_KEY = "config_schema"
+# flags.txt's first line. A comment, not a flag: replaying flags.txt
+# (``--flagfile``) starts a new run, always of the current schema, so a flag
+# would be a setting that means nothing; absl skips the comment, and the
+# file stays the flagfile that replays the run.
+SCHEMA_LINE = "# gan_jax config schema "  # then the version
 
 
-def _predated(old: Dict[str, Any], name: str) -> Any:
-  value = PREDATED[name]
-  return value(old) if callable(value) else value
+def config_record(config: Config) -> Dict[str, Any]:
+  """The JSON of ``config`` a checkpoint keeps: its flags and the schema."""
+  return {**config.to_dict(), SCHEMA_KEY: SCHEMA_VERSION}
 
 
-def saved_value(old: Dict[str, Any], name: str) -> Any:
-  """A saved config's value of ``name``; for a flag it predates, the value
-  its run had (``PREDATED``, else the flag's default)."""
-  if name in old:
-    return old[name]
-  if name in PREDATED:
-    return _predated(old, name)
-  return FLAGS[name].default
+def flagfile_lines(config: Config) -> List[str]:
+  """flags.txt's lines: the schema line, then ``serialize(config)``."""
+  return [f"{SCHEMA_LINE}{SCHEMA_VERSION}"] + serialize(config)
 
 
-def saved_config(saved: Dict[str, Any]) -> Config:
-  """The Config of a saved run's flag values (a checkpoint's JSON, a parsed
-  flags.txt): keys that are not flags are ignored, flags it predates take
-  their pre-flag value (``PREDATED``, else the default)."""
-  known = {k: v for k, v in saved.items() if k in SAFE}
-  predated = {k: _predated(saved, k) for k in PREDATED if k not in saved}
-  return defaults().replace(**predated, **known)
+def flagfile_schema(path: str) -> Optional[int]:
+  """The schema a flags.txt records in its first line (None: none)."""
+  try:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+      first = f.readline()
+  except OSError as e:
+    raise UserError(describe_os_error(e)) from e
+  version = first.strip()[len(SCHEMA_LINE):]
+  if first.startswith(SCHEMA_LINE) and version.isdecimal():
+    return int(version)
+  return None
 
 
-def describe_differences(old: Dict[str, Any], new: Config,
+def check_schema(version: Optional[int], run: str,
+                 remedy: str = "train it again, or use the gan_jax commit "
+                 "that wrote it") -> None:
+  """Refuses, in one line, a saved run (``run``: its workdir) written by
+  another config schema than this code's (``version`` None: none recorded).
+  Every reader of a saved run checks it: resume, gan_jax.sample and
+  gan_jax.evaluate (``saved_config``), the sweep (its runs' flags.txt)."""
+  if version == SCHEMA_VERSION:
+    return
+  wrote = ("schema 0 (before versions were recorded)" if version is None
+           else f"schema {version}")
+  raise UserError(f"{run} was written by gan_jax config {wrote}; this "
+                  f"gan_jax reads schema {SCHEMA_VERSION}: {remedy}")
+
+
+def saved_config(saved: Dict[str, Any], run: str) -> Config:
+  """The Config of a checkpoint's config JSON (``config_record``) of run
+  ``run``, refused if of another schema (``check_schema``). Keys that are
+  not flags are ignored; a flag it lacks (added since) takes its default."""
+  check_schema(saved.get(SCHEMA_KEY), run)
+  return defaults().replace(**{k: v for k, v in saved.items() if k in SAFE})
+
+
+def describe_differences(old: Config, new: Config,
                          names: Iterable[str]) -> str:
   """``--name (was OLD, now NEW), ...`` for flags that differ (an empty
   list flag shows as none)."""
@@ -703,11 +730,11 @@ def describe_differences(old: Dict[str, Any], new: Config,
     if isinstance(value, (list, tuple)):
       return ",".join(map(str, value)) or "none"
     return value
-  return ", ".join(f"--{n} (was {show(saved_value(old, n))}, now "
+  return ", ".join(f"--{n} (was {show(getattr(old, n))}, now "
                    f"{show(getattr(new, n))})" for n in names)
 
 
-def structural_differences(old: Dict[str, Any], new: Config) -> List[str]:
+def structural_differences(old: Config, new: Config) -> List[str]:
   """Names of structural flags whose values differ between two configs.
 
   ``num_steps`` is safe only with a constant learning rate: a decaying
@@ -715,16 +742,11 @@ def structural_differences(old: Dict[str, Any], new: Config) -> List[str]:
   """
   diffs = []
   # (The exponential schedule is per update, whatever num_steps is.)
-  decaying = bool({"linear", "cosine"} & {old.get("lr_schedule", "constant"),
-                                          new.lr_schedule})
+  decaying = bool({"linear", "cosine"} & {old.lr_schedule, new.lr_schedule})
   for name, value in new.items():
     if SAFE.get(name, False) and not (name == "num_steps" and decaying):
       continue
-    # A flag the run predates: what the code did then (PREDATED / default).
-    prev = saved_value(old, name)
-    if isinstance(value, tuple):
-      prev = tuple(prev) if isinstance(prev, list) else prev
-    if prev != value:
+    if getattr(old, name) != value:
       diffs.append(name)
   return sorted(diffs)
 

@@ -195,7 +195,7 @@ COMPONENT_FLAGS = (
     "d_layers", "maxout_pieces", "d_conv", "g_upsample", "g_batchnorm",
     "g_norm", "d_norm", "d_dropout", "d_input_dropout", "cross_replica_bn",
     "minibatch_disc", "mbd_kernels", "mbd_kernel_dim", "mbstd_group_size",
-    "mlp_init", "d_global_pool", "image_size", "unit_pixels")
+    "mlp_init", "d_global_pool", "image_size")
 # Flags used only for one kind of data ("toy" or image).
 DATA_KIND_FLAGS = {
     "eval_samples": ("toy", "it sizes the toy metrics"),

@@ -42,11 +42,6 @@ _EXTENSIONS = (".png", ".npz")
 _BATCH = 1024
 
 
-def config_of(saved: Dict[str, Any]) -> flags_lib.Config:
-  """The run's Config from a checkpoint's JSON (``flags.saved_config``)."""
-  return flags_lib.saved_config(saved)
-
-
 def load(workdir: str, step: Optional[int] = None,
          replica: Optional[int] = 0,
          overrides: Optional[Dict[str, Any]] = None):
@@ -71,7 +66,7 @@ def load(workdir: str, step: Optional[int] = None,
   built = {}
 
   def target(saved):
-    run = config_of(saved)
+    run = flags_lib.saved_config(saved, workdir)  # refuses another schema
     cfg = run.replace(**(overrides or {}))
     changed = [n for n in sorted(overrides or {})
                if not flags_lib.SAFE[n] and getattr(cfg, n) != getattr(run, n)]

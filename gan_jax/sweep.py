@@ -371,26 +371,27 @@ def is_finished(run: Run) -> bool:
   return record is not None and record.get("step", -1) >= run.num_steps
 
 
-def typed_config(args: Sequence[str], saved: bool = False
-                 ) -> flags_lib.Config:
-  """The Config a gan_jax.main command line trains; ``saved``: a run's
-  flags.txt, where a flag it lacks had its value from before the flag
-  existed (``flags.PREDATED``)."""
+def typed_config(args: Sequence[str]) -> flags_lib.Config:
+  """The Config a gan_jax.main command line trains."""
   values = {name: FLAGS[name].parser.parse(text)
             for name, text in expand_flags(args, check=False).items()}
-  if saved:
-    return flags_lib.saved_config(values)
   return flags_lib.defaults().replace(**values)
 
 
 def settings_mismatch(run: Run) -> Optional[str]:
   """Why a finished run's workdir does not hold this sweep's run (its
-  flags.txt trains other structural settings), or None."""
+  flags.txt is of another config schema or trains other structural
+  settings), or None."""
   path = os.path.join(run.workdir, "flags.txt")
   if not os.path.exists(path):
     return None
   try:
-    saved = typed_config([f"--flagfile={path}"], saved=True).to_dict()
+    flags_lib.check_schema(flags_lib.flagfile_schema(path), run.workdir,
+                           "use another --sweep_dir or remove it")
+  except UserError as e:
+    return str(e)
+  try:
+    saved = typed_config([f"--flagfile={path}"])
   except (UserError, ValueError, flags.Error) as e:
     why = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return (f"{run.workdir} holds a finished run whose {path} cannot be "

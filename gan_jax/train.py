@@ -12,6 +12,7 @@ import inspect
 import os
 import signal
 import socket
+import sys
 import time
 from typing import Any, Dict, Optional
 
@@ -189,9 +190,13 @@ class _ProgressBar:
       jax.block_until_ready(output)
       self._bar.update(n)
 
-  def write(self, line: str):
+  def write(self, line: str, scalars=None):
+    """``line`` above the bar; the bar itself shows the losses."""
     self.finish()
     self._bar.write(line)
+    if scalars:
+      self._bar.set_postfix({k: f"{float(scalars[k]):.4g}"
+                             for k in ("d_loss", "g_loss") if k in scalars})
 
   def close(self):
     self._pending = None  # (a failed call's output must not be waited on)
@@ -270,10 +275,12 @@ def _first_nonfinite(record, names):
 
 
 def check_resume(saved: Dict[str, Any], cfg, workdir: str):
-  """Refuses to resume with flags that change the model or optimizer."""
-  diffs = flags_lib.structural_differences(saved, cfg)
+  """Refuses to resume a run of another config schema, or with flags that
+  change the model or optimizer."""
+  old = flags_lib.saved_config(saved, workdir)
+  diffs = flags_lib.structural_differences(old, cfg)
   if diffs:
-    listing = flags_lib.describe_differences(saved, cfg, diffs)
+    listing = flags_lib.describe_differences(old, cfg, diffs)
     raise UserError(f"cannot resume {workdir}: flags that change the model "
                     f"or optimizer differ: {listing}; use the old values or "
                     f"a new --workdir")
@@ -667,7 +674,7 @@ def _train(cfg, workdir: str, mesh, shapes) -> Dict[str, Any]:
   if is_chief:
     with writer.local_writes(), writers.atomic_open(
         os.path.join(workdir, "flags.txt")) as f:
-      f.write("\n".join(flags_lib.serialize(cfg)) + "\n")
+      f.write("\n".join(flags_lib.flagfile_lines(cfg)) + "\n")
   with jax.set_mesh(mesh):
     stop_vote = distributed.StopVote(mesh, steps_lib.AXIS)
     if stop_vote.now(distributed.FAILED if writer.failure
@@ -709,11 +716,13 @@ def _train(cfg, workdir: str, mesh, shapes) -> Dict[str, Any]:
   last: Dict[str, Any] = {}
   step = start
   total = cfg.num_steps
-  # The config, and the device count that per-device BatchNorm and dropout
-  # depend on (a resume on another count is warned about).
-  config_record = {**cfg.to_dict(), "mesh_devices": mesh.size}
+  # The config and its schema, and the device count that per-device
+  # BatchNorm and dropout depend on (a resume on another count is warned
+  # about).
+  config_record = {**flags_lib.config_record(cfg), "mesh_devices": mesh.size}
   progress = None
-  if cfg.progress and is_chief:
+  if cfg.progress and is_chief and sys.stderr.isatty():
+    # A terminal gets the bar; a log file gets the plain lines only.
     progress = _ProgressBar(total, min(step, total))
   t_last, step_last = time.time(), step
   rate = None
@@ -801,7 +810,7 @@ def _train(cfg, workdir: str, mesh, shapes) -> Dict[str, Any]:
               extra=[k for k in evaluated
                      if "/" not in k and not k.endswith("_std")])
           if progress is not None:
-            progress.write(line)
+            progress.write(line, scalars)
           elif is_chief:  # the console is process 0's, as the summary
             logging.info(line)
         # The first log with every metric source in it (the evaluator's

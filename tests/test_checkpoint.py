@@ -5,6 +5,7 @@ The CLI tests share one uninterrupted reference run and a persistent XLA
 compilation cache, so each further run costs little more than its imports.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -307,6 +308,49 @@ def test_structural_flag_change_is_refused(tmp_path, env, reference):
   assert steps_of(work) == [8, 12]
 
 
+def set_schema(workdir, version):
+  """Rewrites the config schema of every checkpoint of ``workdir`` (None:
+  none recorded, as in runs saved before versions)."""
+  for step in steps_of(workdir):
+    path = os.path.join(ckpt_dir(workdir), str(step), "config", "metadata")
+    with open(path) as f:
+      config = json.load(f)
+    config.pop(flags_lib.SCHEMA_KEY, None)
+    if version is not None:
+      config[flags_lib.SCHEMA_KEY] = version
+    with open(path, "w") as f:
+      json.dump(config, f)
+
+
+def test_a_run_of_another_config_schema_is_refused_in_one_line(
+    tmp_path, env, reference):
+  """Resume, gan_jax.sample and gan_jax.evaluate read the schema the
+  checkpoint records: the current one samples and evaluates; a run saved
+  before versions were recorded, or by another schema, is refused in one
+  line naming it, and nothing is trained or moved."""
+  work = tmp_path / "run"
+  shutil.copytree(reference, work)
+  out = tmp_path / "samples.npz"
+  sample = ("gan_jax.sample", f"--workdir={work}", "--num=20", f"--out={out}")
+  evaluate = ("gan_jax.evaluate", f"--workdir={work}")
+  for args in (sample, evaluate):
+    r = run_module(*args, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+  assert out.exists() and (work / "eval.json").exists()
+  version = flags_lib.SCHEMA_VERSION
+  for saved, wrote in ((None, "schema 0 (before versions were recorded)"),
+                       (version + 1, f"schema {version + 1}")):
+    set_schema(work, saved)
+    want = (f"error: {work} was written by gan_jax config {wrote}; this "
+            f"gan_jax reads schema {version}: train it again, or use the "
+            "gan_jax commit that wrote it")
+    assert assert_one_line_error(train(env, work, "--num_steps=16")) == want
+    for args in (sample, evaluate):
+      assert assert_one_line_error(run_module(*args, env=env)) == want
+  assert steps_of(work) == [8, 12]
+  assert metrics_of(work) == metrics_of(reference)
+
+
 def test_a_finished_run_restarted_trains_nothing_and_keeps_its_record(
     tmp_path, env, reference):
   work = tmp_path / "run"
@@ -326,10 +370,10 @@ def test_a_finished_run_restarted_trains_nothing_and_keeps_its_record(
 
 
 def test_num_steps_is_structural_under_a_decaying_schedule():
-  old = tiny_config(num_steps=100).to_dict()
+  old = tiny_config(num_steps=100)
   assert flags_lib.structural_differences(
       old, tiny_config(num_steps=200, log_every=50)) == []
-  old = tiny_config(num_steps=100, lr_schedule="cosine").to_dict()
+  old = tiny_config(num_steps=100, lr_schedule="cosine")
   assert flags_lib.structural_differences(
       old, tiny_config(num_steps=200, lr_schedule="cosine")) == ["num_steps"]
   assert flags_lib.structural_differences(
@@ -341,7 +385,7 @@ def test_refusal_names_an_empty_list_flag_none():
   from gan_jax import train  # pylint: disable=import-outside-toplevel
   with pytest.raises(ckpt_lib.UserError,
                      match=r"--penalties \(was none, now r1\)"):
-    train.check_resume(tiny_config().to_dict(),
+    train.check_resume(flags_lib.config_record(tiny_config()),
                        tiny_config(penalties=("r1",)), "DIR")
 
 

@@ -208,43 +208,40 @@ def test_directory_flags_refuse_urls():
       fv(["prog", f"--{name}=s3://bucket/run"])
 
 
-def test_a_flag_added_after_a_run_was_saved_is_compared_at_its_old_value():
-  """A saved config lacks flags added since: they compare at what the code
-  did before them (flags_lib.PREDATED, else the default), so a resume with a
-  flagfile that now sets one to something else is refused, not silently
-  applied mid-run."""
-  old = flags_lib.defaults().to_dict()
-  del old["d_global_pool"], old["mlp_init"]
-  assert flags_lib.structural_differences(old, flags_lib.defaults()) == ["mlp_init"]
-  assert flags_lib.structural_differences(
-      old, flags_lib.defaults(mlp_init="lecun_normal")) == []
-  new = flags_lib.defaults(mlp_init="lecun_normal", d_global_pool="mean")
-  assert flags_lib.structural_differences(old, new) == ["d_global_pool"]
-  assert "--d_global_pool (was sum, now mean)" in flags_lib.describe_differences(
-      old, new, ["d_global_pool"])
-
-
-def test_unit_pixels_predates_only_the_goodfellow_networks():
-  """Runs saved before --unit_pixels: the Goodfellow/cGAN networks saw
-  [-1, 1] pixels (so they resume only with --nounit_pixels); for other
-  networks the flag changes nothing, and their resumes are not refused."""
-  old = flags_lib.defaults(generator="goodfellow_mlp",
-                           discriminator="goodfellow_maxout",
-                           mlp_init="lecun_normal").to_dict()
-  del old["unit_pixels"]
-  new = flags_lib.defaults(generator="goodfellow_mlp",
-                           discriminator="goodfellow_maxout",
-                           mlp_init="lecun_normal")
-  assert flags_lib.structural_differences(old, new) == ["unit_pixels"]
-  assert flags_lib.saved_config(old).unit_pixels is False
-  assert flags_lib.structural_differences(
-      old, new.replace(unit_pixels=False)) == []
-  old = flags_lib.defaults(generator="dcgan", discriminator="dcgan",
-                           mlp_init="lecun_normal").to_dict()
-  del old["unit_pixels"]
-  assert flags_lib.structural_differences(old, flags_lib.defaults(
-      generator="dcgan", discriminator="dcgan",
-      mlp_init="lecun_normal")) == []
+def test_saved_runs_record_the_config_schema_and_others_are_refused(
+    tmp_path):
+  """A checkpoint's config and flags.txt record flags.SCHEMA_VERSION; a run
+  of another schema (none recorded: schema 0) is refused in one line naming
+  the one that wrote it. A flag added since the run was saved (no bump)
+  reads its default; flags.txt stays a flagfile that replays the run."""
+  cfg = flags_lib.defaults(g_hidden=32, penalties=("r1",))
+  record = flags_lib.config_record(cfg)
+  assert record[flags_lib.SCHEMA_KEY] == flags_lib.SCHEMA_VERSION
+  assert flags_lib.saved_config(record, "RUN") == cfg
+  del record["d_global_pool"]
+  assert flags_lib.saved_config(record, "RUN") == cfg
+  version = flags_lib.SCHEMA_VERSION
+  with pytest.raises(UserError) as e:
+    flags_lib.saved_config(cfg.to_dict(), "RUN")
+  assert str(e.value) == (
+      "RUN was written by gan_jax config schema 0 (before versions were "
+      f"recorded); this gan_jax reads schema {version}: train it again, or "
+      "use the gan_jax commit that wrote it")
+  with pytest.raises(UserError, match=f"^RUN was written by gan_jax config "
+                     f"schema {version + 1}; this gan_jax reads schema "
+                     f"{version}: "):
+    flags_lib.saved_config({**record, flags_lib.SCHEMA_KEY: version + 1},
+                           "RUN")
+  path = tmp_path / "flags.txt"
+  path.write_text("\n".join(flags_lib.flagfile_lines(cfg)) + "\n")
+  assert path.read_text().startswith(f"# gan_jax config schema {version}\n")
+  assert flags_lib.flagfile_schema(str(path)) == version
+  fv = private_flags()
+  fv(["prog", f"--flagfile={path}"])
+  assert fv.g_hidden == 32 and fv.penalties == ["r1"]
+  path.write_text("\n".join(flags_lib.serialize(cfg)) + "\n")  # before
+  assert flags_lib.flagfile_schema(str(path)) is None
+  assert "unit_pixels" not in flags_lib.SAFE  # schema 1 removed it
 
 
 def test_unknown_eval_metrics_are_refused_on_any_data():

@@ -87,9 +87,9 @@ def test_schedules_resume_exactly(tmp_path):
   assert named["['d_opt_state']['hyperparams']['learning_rate']"] == \
       pytest.approx(max(0.05 / 1.01 ** 3, 0.03))
   assert flags_lib.structural_differences(
-      schedule_config(num_steps=2).to_dict(), schedule_config()) == []
+      schedule_config(num_steps=2), schedule_config()) == []
   assert flags_lib.structural_differences(
-      schedule_config(num_steps=2, lr_schedule="linear").to_dict(),
+      schedule_config(num_steps=2, lr_schedule="linear"),
       schedule_config(lr_schedule="linear")) == ["num_steps"]
 
 

@@ -336,29 +336,33 @@ def test_a_finished_run_with_other_settings_is_not_skipped_as_done(tmp_path):
   same = sweep.typed_config(run.args)
   from gan_jax import flags as flags_lib  # pylint: disable=g-import-not-at-top
   with open(flags_txt, "w") as f:
-    f.write("\n".join(flags_lib.serialize(same)) + "\n")
+    f.write("\n".join(flags_lib.flagfile_lines(same)) + "\n")
   out = io.StringIO()
   assert sweep.execute(sw.runs, 1, out=out)[run.name] == (
       "skipped", "already finished")
   with open(flags_txt, "w") as f:
-    f.write("\n".join(flags_lib.serialize(same.replace(g_hidden=16))) + "\n")
+    f.write("\n".join(flags_lib.flagfile_lines(same.replace(g_hidden=16)))
+            + "\n")
   status, detail = sweep.execute(sw.runs, 1, out=out)[run.name]
   assert status == "failed"
   assert "--g_hidden (was 16, now 32)" in detail and run.workdir in detail
   # A safe flag (logging) differing is no reason.
   with open(flags_txt, "w") as f:
-    f.write("\n".join(flags_lib.serialize(same.replace(log_every=1))) + "\n")
+    f.write("\n".join(flags_lib.flagfile_lines(same.replace(log_every=1)))
+            + "\n")
   assert sweep.execute(sw.runs, 1, out=out)[run.name][0] == "skipped"
-  # A flags.txt from before --mlp_init: its PacGAN nets had lecun_normal.
+  # A flags.txt from before config schema versions (no schema line), even
+  # of the same settings: the schema that wrote it, in one line.
   with open(flags_txt, "w") as f:
-    f.write("\n".join(l for l in flags_lib.serialize(same)
-                      if not l.startswith("--mlp_init")) + "\n")
+    f.write("\n".join(flags_lib.serialize(same)) + "\n")
   status, detail = sweep.execute(sw.runs, 1, out=out)[run.name]
-  assert status == "failed" and "--mlp_init (was lecun_normal, now auto)" in (
-      detail)
+  assert status == "failed" and detail == (
+      f"{run.workdir} was written by gan_jax config schema 0 (before "
+      f"versions were recorded); this gan_jax reads schema "
+      f"{flags_lib.SCHEMA_VERSION}: use another --sweep_dir or remove it")
   # A value the flag no longer accepts: reported, not a traceback.
   with open(flags_txt, "w") as f:
-    f.write("--d_global_pool=max\n")
+    f.write(f"{flags_lib.flagfile_lines(same)[0]}\n--d_global_pool=max\n")
   status, detail = sweep.execute(sw.runs, 1, out=out)[run.name]
   assert status == "failed" and "cannot be read as flags" in detail
 

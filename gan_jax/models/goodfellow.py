@@ -5,12 +5,11 @@ Source: the authors' ``adversarial`` repository (``mnist.yaml``): G is an MLP
 of two ReLU layers of 1200 units with a sigmoid output; D has two maxout
 layers of 240 units with 5 pieces and a sigmoid output unit, with dropout
 (inputs kept with probability 0.8, hidden units 0.5); weights uniform in
-+-0.05 (G) and +-0.005 (D), on pixels in [0, 1]. With ``--unit_pixels``
-(the default) the networks compute the authors' functions on the project's
-[-1, 1] data: D reads (x + 1) / 2, and G's output tanh(a / 2) = 2 sigmoid(a)
-- 1 is their sigmoid output mapped to [-1, 1]. With plain SGD that scale
-matters: on [-1, 1] pixels (``--nounit_pixels``, what runs saved before the
-flag existed use) goodfellow2014_mnist.flags diverged within 300 updates.
++-0.05 (G) and +-0.005 (D), on pixels in [0, 1]. The networks compute the
+authors' functions on the project's [-1, 1] data: D reads (x + 1) / 2, and
+G's output tanh(a / 2) = 2 sigmoid(a) - 1 is their sigmoid output mapped to
+[-1, 1]. With plain SGD that scale matters: on [-1, 1] pixels
+goodfellow2014_mnist.flags diverged within 300 updates.
 D returns the logit (the loss applies the sigmoid). Not reproduced: G's
 output biases initialized from the data's pixel means (a run with them
 collapsed by 5,000 updates). The max column norm
@@ -56,7 +55,6 @@ class MLPGenerator(nn.Module):
   num_layers: int = 2
   norm: str = "none"
   num_classes: int = 0
-  unit_pixels: bool = True
   bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
 
@@ -75,8 +73,7 @@ class MLPGenerator(nn.Module):
                                    dtype=self.dtype))
     x = nn.Dense(math.prod(self.out_shape), dtype=self.dtype,
                  kernel_init=init)(h)
-    if self.unit_pixels:  # 2 sigmoid(x) - 1: the authors' sigmoid output
-      x = 0.5 * x
+    x = 0.5 * x  # tanh(x / 2) = 2 sigmoid(x) - 1: the authors' sigmoid output
     return jnp.tanh(x).reshape((z.shape[0],) + tuple(self.out_shape))
 
 
@@ -96,7 +93,6 @@ class MaxoutDiscriminator(nn.Module):
   mbd_kernels: int = 100
   mbd_kernel_dim: int = 5
   mbstd_group_size: int = 4
-  unit_pixels: bool = True
   bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
 
@@ -106,8 +102,7 @@ class MaxoutDiscriminator(nn.Module):
     init = _uniform(0.005)
     sn = self.norm == "spectral"
     h = x.astype(self.dtype).reshape(x.shape[0], -1)
-    if self.unit_pixels:  # the authors' pixels in [0, 1]
-      h = 0.5 * (h + 1.0)
+    h = 0.5 * (h + 1.0)  # the authors' pixels in [0, 1]
     # Input dropout (Goodfellow et al.'s 0.8 keep rate on the pixels) drops
     # x only: a dropped label would have D judge the sample unconditioned.
     if self.input_dropout > 0:
@@ -136,8 +131,7 @@ def _generator(cfg, shape, num_classes: int) -> nn.Module:
   return MLPGenerator(
       out_shape=tuple(shape), hidden=cfg.g_hidden, num_layers=cfg.g_layers,
       norm=layers.resolve_norm(cfg.g_norm, "none"), num_classes=num_classes,
-      unit_pixels=cfg.unit_pixels, bn_axis_name=layers.bn_axis_name(cfg),
-      dtype=layers.model_dtype(cfg))
+      bn_axis_name=layers.bn_axis_name(cfg), dtype=layers.model_dtype(cfg))
 
 
 def _discriminator(cfg, shape, num_classes: int) -> nn.Module:
@@ -148,7 +142,7 @@ def _discriminator(cfg, shape, num_classes: int) -> nn.Module:
       norm=layers.resolve_norm(cfg.d_norm, "none"), num_classes=num_classes,
       minibatch=cfg.minibatch_disc, mbd_kernels=cfg.mbd_kernels,
       mbd_kernel_dim=cfg.mbd_kernel_dim,
-      mbstd_group_size=cfg.mbstd_group_size, unit_pixels=cfg.unit_pixels,
+      mbstd_group_size=cfg.mbstd_group_size,
       bn_axis_name=layers.bn_axis_name(cfg), dtype=layers.model_dtype(cfg))
 
 
