@@ -2,7 +2,9 @@
 
 A loss is a pair of functions on discriminator logits:
 ``d(real_logits, fake_logits) -> (d_loss, d_loss_real, d_loss_fake)`` with
-``d_loss = d_loss_real + d_loss_fake``, and ``g(fake_logits) -> g_loss``.
+``d_loss = d_loss_real + d_loss_fake``, and ``g(fake_logits) -> g_loss``, or
+``g(fake_logits, real_logits)`` for a loss with ``g_reads_real`` (the
+relativistic ones: G's step then also runs D on a real batch).
 Factories take the config (for label smoothing, LSGAN targets). Register your
 own with ``@LOSSES.register("name")`` from a module passed to
 ``--extra_modules``.
@@ -24,7 +26,8 @@ Array = jax.Array
 @dataclasses.dataclass(frozen=True)
 class Loss:
   d: Callable[[Array, Array], Tuple[Array, Array, Array]]
-  g: Callable[[Array], Array]
+  g: Callable[..., Array]
+  g_reads_real: bool = False  # g(fake_logits, real_logits)
 
 
 LOSSES = Registry("loss", returns=Loss)
@@ -95,6 +98,64 @@ def hinge(cfg) -> Loss:
     return lr + lf, lr, lf
 
   return Loss(d=d, g=lambda fake: -jnp.mean(fake))
+
+
+def batch_mean(x: Array, axis_name: str = "data") -> Array:
+  """The mean of ``x`` over the global batch: inside the data-parallel step
+  (``axis_name`` bound) the mean of the devices' means, so a loss that
+  compares each sample with the batch's average gives the same value on
+  any number of devices; the plain mean elsewhere."""
+  m = jnp.mean(x)
+  try:
+    return jax.lax.pmean(m, axis_name)
+  except NameError:  # not inside shard_map: one device's view is all
+    return m
+
+
+def _relativistic(f_real, f_fake) -> Loss:
+  """Relativistic average GAN (Jolicoeur-Martineau 2019, Sec. 4.2):
+  D judges whether a real sample is more realistic than the average fake,
+  C(x_r) - E[C(x_f)], and a fake less realistic than the average real, C(x_f)
+  - E[C(x_r)]; G minimizes the same objective with the two roles swapped.
+  ``f_real(v)`` / ``f_fake(v)``: the per-sample loss of a relative logit v
+  that should look real / fake. Both objectives are halved, as the authors'
+  code (GAN_losses_iter.py, loss_D 6-8) writes them."""
+  def d(real, fake):
+    lr = 0.5 * jnp.mean(f_real(real - batch_mean(fake)))
+    lf = 0.5 * jnp.mean(f_fake(fake - batch_mean(real)))
+    return lr + lf, lr, lf
+
+  def g(fake, real):
+    return 0.5 * (jnp.mean(f_fake(real - batch_mean(fake)))
+                  + jnp.mean(f_real(fake - batch_mean(real))))
+
+  return Loss(d=d, g=g, g_reads_real=True)
+
+
+@LOSSES.register("rasgan")
+def relativistic_standard(cfg) -> Loss:
+  """RaSGAN: the cross-entropy of sigmoid(relative logit) (the authors'
+  loss_D 6)."""
+  del cfg
+  return _relativistic(lambda v: jax.nn.softplus(-v),  # -log sigmoid(v)
+                       jax.nn.softplus)  # -log(1 - sigmoid(v))
+
+
+@LOSSES.register("ralsgan")
+def relativistic_least_squares(cfg) -> Loss:
+  """RaLSGAN: (v - 1)^2 for real, (v + 1)^2 for fake (the paper's
+  Appendix A; the authors' loss_D 7)."""
+  del cfg
+  return _relativistic(lambda v: (v - 1.0) ** 2, lambda v: (v + 1.0) ** 2)
+
+
+@LOSSES.register("rahinge")
+def relativistic_hinge(cfg) -> Loss:
+  """RaHingeGAN: max(0, 1 - v) for real, max(0, 1 + v) for fake (the
+  authors' loss_D 8)."""
+  del cfg
+  return _relativistic(lambda v: jax.nn.relu(1.0 - v),
+                       lambda v: jax.nn.relu(1.0 + v))
 
 
 def madgan_labels(n: int, k: int):

@@ -182,7 +182,16 @@ def g_loss_and_state(gan, g_params, state: TrainState, batch: Batch,
                                rng=_device_key(k_g))
   logits, _ = gan.discriminate(d_params, d_state, fake, batch.get("y"),
                                train=True, rng=_device_key(k_d))
-  g_loss = gan.loss.g(logits)
+  if gan.loss.g_reads_real:
+    # A relativistic loss compares with D on real data (own call, as in
+    # d_update's separate path; D's state from it is dropped, like the
+    # fake call's).
+    real_logits, _ = gan.discriminate(
+        d_params, d_state, batch["real"], batch.get("y_real"), train=True,
+        rng=_device_key(jax.random.fold_in(k_d, 1)))
+    g_loss = gan.loss.g(logits, real_logits)
+  else:
+    g_loss = gan.loss.g(logits)
   return g_loss, (g_state, {"g_loss": g_loss})
 
 
@@ -256,6 +265,12 @@ def local_step(gan, state: TrainState, inputs: Batch):
   state, d_metrics = lax.scan(d_body, state,
                               (inputs["d"], d_keys, jnp.arange(k)))
   g_batch = {**inputs["g"], "key": jax.random.fold_in(inputs["key"], 1)}
+  if gan.loss.g_reads_real:
+    # G's real batch is the step's last D batch (the authors' code draws a
+    # new one: docs/losses.md).
+    g_batch["real"] = inputs["d"]["real"][-1]
+    if "y_real" in inputs["d"]:
+      g_batch["y_real"] = inputs["d"]["y_real"][-1]
   unroll = {"d": inputs["d"], "keys": d_keys, "first": first}
   state, g_metrics = g_update(gan, state, g_batch, unroll)
   metrics = {name: jnp.mean(v) for name, v in d_metrics.items()}

@@ -120,7 +120,8 @@ def _check_wrong_type_errors(name):
     losses.LOSSES.register("ns", lambda cfg: None)
 
 
-@pytest.mark.parametrize("name", ["minimax", "ns", "lsgan", "wgan", "hinge"])
+@pytest.mark.parametrize("name", ["minimax", "ns", "lsgan", "wgan", "hinge",
+                                  "rasgan", "ralsgan", "rahinge"])
 def test_d_loss_is_the_sum_of_its_real_and_fake_parts(name):
   d, dr, df = get(name).d(REAL, FAKE)
   np.testing.assert_allclose(d, dr + df, rtol=1e-6)
@@ -194,3 +195,34 @@ def test_a_penalty_named_twice_is_refused_for_new_runs(tmp_path):
   assert not (tmp_path / "checkpoints").exists()
   # A run saved before the check still loads (sample, evaluate, resume).
   gan_lib.build(cfg)
+
+
+# The authors' code (AlexiaJM/RelativisticGAN, GAN_losses_iter.py), written
+# again in numpy: y_pred = C(x_r), y_pred_fake = C(x_f).
+def _ra_reference(name, real, fake):
+  real, fake = real.astype(np.float64), fake.astype(np.float64)
+  rel_r, rel_f = real - fake.mean(), fake - real.mean()
+  if name == "rasgan":  # BCEWithLogits against 1 (y) and 0 (y2)
+    d = (bce(rel_r, 1.0) + bce(rel_f, 0.0)) / 2
+    g = (bce(rel_r, 0.0) + bce(rel_f, 1.0)) / 2
+  elif name == "ralsgan":
+    d = (np.mean((rel_r - 1) ** 2) + np.mean((rel_f + 1) ** 2)) / 2
+    g = (np.mean((rel_r + 1) ** 2) + np.mean((rel_f - 1) ** 2)) / 2
+  else:  # rahinge
+    d = (np.mean(np.maximum(0, 1 - rel_r))
+         + np.mean(np.maximum(0, 1 + rel_f))) / 2
+    g = (np.mean(np.maximum(0, 1 + rel_r))
+         + np.mean(np.maximum(0, 1 - rel_f))) / 2
+  return d, g
+
+
+@pytest.mark.parametrize("name", ["rasgan", "ralsgan", "rahinge"])
+def test_relativistic_average_losses_match_the_authors_code(name):
+  loss = get(name)
+  assert loss.g_reads_real
+  d_want, g_want = _ra_reference(name, REAL, FAKE)
+  np.testing.assert_allclose(loss.d(REAL, FAKE)[0], d_want, rtol=1e-6)
+  np.testing.assert_allclose(loss.g(FAKE, REAL), g_want, rtol=1e-6)
+  # Shifting every logit by a constant changes nothing: only differences
+  # between real and fake count.
+  np.testing.assert_allclose(loss.d(REAL + 3, FAKE + 3)[0], d_want, rtol=1e-5)

@@ -4,6 +4,7 @@ determinism."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from gan_jax import gan as gan_lib
@@ -50,6 +51,26 @@ def test_data_parallel_equals_single_device():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(m1["d_loss"], m8["d_loss"], rtol=1e-4)
   np.testing.assert_allclose(m1["g_loss"], m8["g_loss"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("loss", ["rasgan", "ralsgan", "rahinge"])
+def test_relativistic_losses_data_parallel_equal_single_device(loss):
+  """The average logits are over the global batch (pmean of the devices'
+  means), so 8 devices train as 1 device does, in both networks' steps.
+  (SGD: Adam's first steps turn gradient entries that are zero up to
+  rounding into +-lr, whatever the device count.)"""
+  cfg = tiny_config(batch_size=32, cross_replica_bn=True, loss=loss,
+                    g_optimizer="sgd", d_optimizer="sgd", g_lr=0.1, d_lr=0.1)
+  one, m1 = run(cfg, 1)
+  eight, m8 = run(cfg, 8)
+  for a, b in zip(leaves((one.g_params, one.d_params)),
+                  leaves((eight.g_params, eight.d_params))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  for name in ("d_loss", "g_loss", "d_loss_real", "d_loss_fake"):
+    np.testing.assert_allclose(m1[name], m8[name], rtol=1e-4)
+  assert not np.allclose(m1["g_loss"], run(
+      tiny_config(batch_size=32, cross_replica_bn=True, loss="ns"), 1)[1][
+          "g_loss"])
 
 
 def test_per_device_batchnorm_differs_from_cross_replica():
