@@ -394,7 +394,7 @@ enum("g_upsample", "subpixel", ["subpixel", "transpose"], "DCGAN generator "
      "convolution (whose gradient is very slow in XLA on CPU).")
 enum("d_conv", "auto", ["auto", "conv", "patches", "xla"], "How the DCGAN "
      "discriminator computes its 4x4 stride-2 convolutions (same parameters "
-     "and function; layers.DownConv): conv = XLA's convolution with "
+     "and function; conv.DownConv): conv = XLA's convolution with "
      "hand-written gradients, patches = im2col x matrix, xla = XLA's own "
      "gradients (fast on GPU/TPU, very slow on CPU); auto = patches for at "
      "most 4 input channels, else conv.", safe=True)

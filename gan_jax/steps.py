@@ -330,7 +330,7 @@ def train_step(gan, mesh, state: TrainState, host: Optional[Batch] = None):
 # The train step keeps YNNPACK for dots and reductions and leaves
 # convolutions to Eigen: on the 2-core benchmark machine Eigen ran DCGAN's
 # convolutions at ~205 GFLOP/s against 150-185 for YNNPACK, and the
-# kernel-gradient convolution of ``layers._kernel_grad`` 1.7-3x faster
+# kernel-gradient convolution of ``conv._kernel_grad`` 1.7-3x faster
 # (docs/benchmarks.md: with that kernel gradient, the DCGAN step 1.3-1.4x).
 CPU_COMPILER_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type":

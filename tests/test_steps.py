@@ -108,7 +108,7 @@ def test_state_is_an_immutable_pytree():
 
 
 def test_dcgan_data_parallel_equals_single_device():
-  """The DCGAN layers' hand-written convolution gradients (layers.down_conv)
+  """The DCGAN layers' hand-written convolution gradients (conv.down_conv)
   under shard_map: 8 devices reproduce 1 device, for D (replicated
   parameters made per-device) and G (D's parameters left replicated, their
   cotangent summed over devices)."""

@@ -17,7 +17,7 @@ from helpers import REPO
 from model_init import host_init
 
 from gan_jax.models import DISCRIMINATORS, GENERATORS
-from gan_jax.models import layers
+from gan_jax.models import conv as conv_lib
 
 torch = pytest.importorskip("torch")
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
@@ -60,7 +60,7 @@ def _load_dcgan(tg, td, pg, pd, base, width_g, width_d):
   bns = [m for m in tg.blocks if isinstance(m, torch.nn.BatchNorm2d)]
   for i, conv in enumerate(convs):
     p = pg[f"Upsample_{i}"]
-    strided = np.asarray(layers.strided_kernel(p["kernel"]))  # (4,4,f,cin)
+    strided = np.asarray(conv_lib.strided_kernel(p["kernel"]))  # (4,4,f,cin)
     _set(conv.weight, strided.transpose(3, 2, 0, 1))
     if "bias" in p:
       _set(conv.bias, p["bias"])

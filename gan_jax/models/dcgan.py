@@ -8,7 +8,7 @@ tanh (no BatchNorm on the output). 28: 7->14->28; 32: 4->8->16->32;
 64: 4->...->64. Upsampling is sub-pixel by default (``--g_upsample``).
 
 D: 4x4 stride-2 convolutions doubling ``d_channels`` down to 7x7 or 4x4
-(``layers.DownConv``: XLA's convolution with hand-written gradients, im2col
+(``conv.DownConv``: XLA's convolution with hand-written gradients, im2col
 for the 1-channel input layer; far faster on CPU than XLA's own convolution
 gradients), each followed by LeakyReLU 0.2, normalized
 (``--d_norm``, BatchNorm by default) except the input layer; optional
@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from gan_jax.models import DISCRIMINATORS, GENERATORS
-from gan_jax.models import layers
+from gan_jax.models import conv, layers
 
 
 class DCGANGenerator(nn.Module):
@@ -59,13 +59,13 @@ class DCGANGenerator(nn.Module):
                                  dtype=self.dtype))
     for _ in range(ups - 1):
       width //= 2
-      h = layers.Upsample(width, self.upsample, use_bias=bias,
-                          dtype=self.dtype)(h)
+      h = conv.Upsample(width, self.upsample, use_bias=bias,
+                        dtype=self.dtype)(h)
       h = nn.relu(layers.normalize(h, self.norm, train,
                                    axis_name=self.bn_axis_name,
                                    dtype=self.dtype))
-    h = layers.Upsample(self.out_shape[-1], self.upsample,
-                        dtype=self.dtype)(h)
+    h = conv.Upsample(self.out_shape[-1], self.upsample,
+                      dtype=self.dtype)(h)
     return jnp.tanh(h)
 
 
@@ -80,7 +80,7 @@ class DCGANDiscriminator(nn.Module):
   mbd_kernel_dim: int = 5
   mbstd_group_size: int = 4
   bn_axis_name: Optional[str] = None
-  conv: str = "auto"  # layers.DownConv mode: auto, conv, patches, xla
+  conv: str = "auto"  # conv.DownConv mode: auto, conv, patches, xla
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -93,9 +93,9 @@ class DCGANDiscriminator(nn.Module):
     for i in range(downs):
       norm = "none" if i == 0 else self.norm  # no normalization on the input
       h = layers.spectral_norm(
-          layers.DownConv(width, use_bias=norm in ("none", "spectral"),
-                          mode=self.conv, dtype=self.dtype,
-                          kernel_init=layers.dcgan_init, name=f"Conv_{i}"),
+          conv.DownConv(width, use_bias=norm in ("none", "spectral"),
+                        mode=self.conv, dtype=self.dtype,
+                        kernel_init=layers.dcgan_init, name=f"Conv_{i}"),
           sn, train)(h)
       h = layers.normalize(h, norm, train, axis_name=self.bn_axis_name,
                            dtype=self.dtype)
