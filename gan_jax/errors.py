@@ -222,7 +222,7 @@ def catch_interrupts():
   Python swallows an exception raised inside a garbage-collection callback
   (jax registers one) and reports it as unraisable, so a Ctrl-C landing
   there would be lost; remembered, the training loop still sees it
-  (``train._Preemption``) and stops at its next step boundary with a
+  (``run_guard.Preemption``) and stops at its next step boundary with a
   checkpoint. Such unraisable KeyboardInterrupts are not reported. A
   SIGINT the process was started ignoring (``cmd &`` in a script) stays
   ignored.

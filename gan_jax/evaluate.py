@@ -25,6 +25,8 @@ from absl import logging
 from gan_jax import features as features_lib
 from gan_jax import flags as flags_lib
 from gan_jax import metrics as metrics_lib
+from gan_jax import sampler as sampler_lib
+from gan_jax import state as state_lib
 from gan_jax import writers
 from gan_jax.features import classifier as classifier_lib
 from gan_jax.errors import UserError
@@ -130,8 +132,8 @@ class Evaluator:
   def _generate(self, state, progress: bool):
     if self.gan.dataset.kind == "toy":
       # The draw of the mode metrics training logs (same numbers).
-      from gan_jax import train  # pylint: disable=g-import-not-at-top
-      return train.toy_eval_samples(self.sampler, state, self.num_samples)
+      return sampler_lib.toy_eval_samples(self.sampler, state,
+                                          self.num_samples)
     key = jax.random.fold_in(state.rng, _EVAL_KEY)
     chunks = range(0, self.num_samples, self.batch)
     if progress:
@@ -225,6 +227,28 @@ def format_table(results: Dict[str, float]) -> str:
   return "\n".join(f"{k:<{width}}  {v:.6g}" for k, v in results.items())
 
 
+def replica_scalars(cfg, per_replica) -> Dict[str, float]:
+  """--num_seeds: ``name/seed_S`` for each replica (S = its seed) and, under
+  the plain ``name``, the mean over replicas."""
+  out = {}
+  for i, scalars in enumerate(per_replica):
+    for name, value in scalars.items():
+      out[f"{name}/seed_{cfg.seed + i}"] = float(value)
+  for name in per_replica[0]:
+    out[name] = float(np.mean([r[name] for r in per_replica]))
+  return out
+
+
+def evaluate_replicas(evaluator, cfg, state,
+                      progress: bool = False) -> Dict[str, float]:
+  """The evaluator's metrics (per replica and mean with --num_seeds)."""
+  if cfg.num_seeds == 1:
+    return evaluator(state, progress)
+  return replica_scalars(cfg, [evaluator(state_lib.replica(state, i),
+                                         progress)
+                               for i in range(cfg.num_seeds)])
+
+
 def run_evaluate(workdir: str, num_samples: Optional[int],
                  step: Optional[int],
                  overrides: Optional[Dict[str, Any]] = None
@@ -234,7 +258,6 @@ def run_evaluate(workdir: str, num_samples: Optional[int],
   ones (``--inception_weights``, ``--kid_subset_size``, data paths, ...)
   replace the run's values, structural ones must equal them."""
   from gan_jax import sample  # pylint: disable=g-import-not-at-top
-  from gan_jax import train  # pylint: disable=g-import-not-at-top
   # Every replica of a --num_seeds run: name/seed_S each, and their mean.
   gan, state, step, mesh = sample.load(workdir, step, replica=None,
                                        overrides=overrides)
@@ -242,10 +265,9 @@ def run_evaluate(workdir: str, num_samples: Optional[int],
                       else gan.cfg.eval_num_samples)
   if n < 2:
     raise UserError(f"--num_samples must be >= 2, got {n}")
-  evaluator = Evaluator(gan, train.Sampler(gan, mesh), n)
+  evaluator = Evaluator(gan, sampler_lib.Sampler(gan, mesh), n)
   results = {"step": float(step), "num_samples": float(n),
-             **train.evaluate_replicas(evaluator, gan.cfg, state,
-                                       progress=True)}
+             **evaluate_replicas(evaluator, gan.cfg, state, progress=True)}
   # Non-finite values as "inf" / "nan" strings, as in metrics.jsonl (JSON
   # has no Infinity: strict parsers refuse Python's bare one).
   record = {k: (int(v) if k in ("step", "num_samples") else
@@ -276,5 +298,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from gan_jax import main as main_lib  # pylint: disable=g-import-not-at-top
-  main_lib.run_cli(main)
+  from gan_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.run_cli(main)

@@ -332,19 +332,6 @@ enum("nan_policy", "stop", ["stop", "warn"], "When a training metric is "
      "NaN/Inf: stop with an error naming the metric and step (the last good "
      "checkpoint is kept), or warn and go on. Non-finite states are never "
      "saved.", safe=True)
-integer("debug_nan_at_step", -1, "Testing: make D's loss NaN in training "
-        "step N (inside the compiled step); -1 = off.", safe=True)
-integer("debug_signal_at_step", -1, "Testing: the process sends itself "
-        "--debug_signal after step N (TERM/INT right after the update; KILL "
-        "after that step's logging, with earlier checkpoints committed and "
-        "the step's own save, if any, in flight); -1 = off.", safe=True)
-enum("debug_signal", "KILL", ["KILL", "TERM", "INT"], "Testing: the signal "
-     "of --debug_signal_at_step.", safe=True)
-integer("debug_signal_process", -1, "Testing: in a multi-process run, only "
-        "process N sends itself --debug_signal (-1 = every process; with "
-        "KILL the others are left waiting in collectives, as after a host "
-        "failure).",
-        safe=True, bounds=">= -1")
 
 # ----------------------------------------------- sample CLI (issue 6)
 # Read by gan_jax.sample only (which also reads --workdir, --out, --seed);
@@ -658,7 +645,8 @@ def serialize(config: Config) -> List[str]:
 #   1  the version recorded; --unit_pixels removed (the Goodfellow/cGAN
 #      networks always compute the authors' functions of pixels in [0, 1])
 #      and the rules that gave older runs the values flags added since had
-#      before them (PREDATED: --mlp_init=lecun_normal, --nounit_pixels).
+#      before them (PREDATED: --mlp_init=lecun_normal, --nounit_pixels);
+#      the test-only --debug_* flags removed (tests/faults.py).
 SCHEMA_VERSION = 1
 """The config schema: what a saved run's flag values mean. Bump it when a
 change makes saved runs mean something else (a flag removed, renamed, or

@@ -28,10 +28,11 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from gan_jax import checkpoint as ckpt_lib
+from gan_jax import cli
 from gan_jax import flags as flags_lib
 from gan_jax import interpolate as interp_lib
-from gan_jax import main as main_lib
 from gan_jax import plots
+from gan_jax import sampler as sampler_lib
 from gan_jax import state as state_lib
 from gan_jax import steps as steps_lib
 from gan_jax import writers
@@ -77,7 +78,7 @@ def load(workdir: str, step: Optional[int] = None,
                       f"{getattr(cfg, n)}" for n in changed)
           + "); only safe flags can be: paths, logging, evaluation settings")
     if cfg not in built:
-      main_lib.import_extra_modules(cfg.extra_modules)
+      cli.import_extra_modules(cfg.extra_modules)
       gan = gan_lib.build(cfg)
       shapes = jax.eval_shape(lambda: state_lib.create_replicas(
           gan, cfg.seed, cfg.num_seeds))
@@ -123,8 +124,7 @@ def parse_labels(gan, labels, n: int) -> Optional[np.ndarray]:
 
 def generate(gan, state, mesh, z, y) -> np.ndarray:
   """G(z, y) in batches, as float32 numpy."""
-  from gan_jax.train import Sampler  # pylint: disable=g-import-not-at-top
-  sampler = Sampler(gan, mesh)
+  sampler = sampler_lib.Sampler(gan, mesh)
   out = []
   for i in range(0, len(z), _BATCH):
     out.append(sampler(state, z[i:i + _BATCH],
@@ -224,4 +224,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  main_lib.run_cli(main)
+  cli.run_cli(main)

@@ -135,9 +135,6 @@ def d_update(gan, state: TrainState, batch: Batch, update_index,
       logits = jnp.concatenate([l_real, l_fake])
     n = logits.shape[0] // 2
     d_loss, d_real, d_fake = gan.loss.d(logits[:n], logits[n:])
-    if cfg.debug_nan_at_step >= 0:  # Tests the NaN guard (train.py).
-      d_loss = d_loss + jnp.where(state.step + 1 == cfg.debug_nan_at_step,
-                                  jnp.nan, 0.0)
     aux = {"d_loss": d_loss, "d_loss_real": d_real, "d_loss_fake": d_fake,
            "d_real_logit": jnp.mean(logits[:n]),
            "d_fake_logit": jnp.mean(logits[n:])}

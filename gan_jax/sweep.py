@@ -754,8 +754,8 @@ def main(argv):
 
 
 def run():
-  from gan_jax import main as main_lib  # pylint: disable=g-import-not-at-top
-  main_lib.run_cli(main, interrupted=(
+  from gan_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.run_cli(main, interrupted=(
       "interrupted; the running runs saved checkpoints: rerun the same "
       "command to resume the sweep"))
 

@@ -9,7 +9,8 @@ import sys
 FAST_COMPILE = ("--xla_backend_optimization_level=0 "
                 "--xla_llvm_disable_expensive_passes=true")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 
 
@@ -28,7 +29,8 @@ def tiny_config(**overrides):
 def run_module(module, *args, env=None, timeout=600, max_file_bytes=None):
   """Runs ``python -m module args`` in a subprocess (for CLI tests).
 
-  The subprocess sees one CPU device unless ``env`` sets XLA_FLAGS.
+  The subprocess sees one CPU device unless ``env`` sets XLA_FLAGS, and
+  imports the tests' modules (tests/ is on its PYTHONPATH).
   ``max_file_bytes``: no file it writes may grow past this (RLIMIT_FSIZE;
   a write beyond fails with EFBIG, "File too large"): a full disk that
   strikes the largest files first.
@@ -36,6 +38,11 @@ def run_module(module, *args, env=None, timeout=600, max_file_bytes=None):
   full_env = dict(os.environ)
   full_env["XLA_FLAGS"] = FAST_COMPILE
   full_env.update(env or {})
+  # The tests' own modules (--extra_modules=faults, tiny_image_data, ...),
+  # after any already on the path.
+  full_env["PYTHONPATH"] = os.pathsep.join(
+      [p for p in full_env.get("PYTHONPATH", "").split(os.pathsep) if p]
+      + [TESTS])
   cmd = [sys.executable, "-m", module, *args]
   if max_file_bytes is not None:
     # Through bash (no preexec_fn: forking this multithreaded process to
@@ -45,6 +52,14 @@ def run_module(module, *args, env=None, timeout=600, max_file_bytes=None):
            ' && exec "$@"', "bash", *cmd]
   return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True,
                         text=True, timeout=timeout)
+
+
+def fault_env(**settings):
+  """The environment of tests/faults.py's faults (``--extra_modules=faults``):
+  ``nan_at_step=N``, ``signal_at_step=N``, ``signal="TERM"``,
+  ``signal_process=I``."""
+  return {f"GAN_JAX_TEST_{name.upper()}": str(value)
+          for name, value in settings.items()}
 
 
 def assert_one_line_error(result):

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import (FAST_COMPILE, REPO, assert_one_line_error, run_module,
-                     tiny_config)
+from helpers import (FAST_COMPILE, REPO, assert_one_line_error, fault_env,
+                     run_module, tiny_config)
 
 from gan_jax import checkpoint as ckpt_lib
 from gan_jax import flags as flags_lib
@@ -41,7 +41,12 @@ def fixture_env(tmp_path_factory):
           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
 
-def train(env, workdir, *flags):
+def train(env, workdir, *flags, **faults):
+  """A RUN in ``workdir``; ``faults``: tests/faults.py's (signal_at_step=6,
+  signal="TERM", nan_at_step=7)."""
+  if faults:
+    env = {**env, **fault_env(**faults)}
+    flags += ("--extra_modules=faults",)
   return run_module("gan_jax.main", *RUN, f"--workdir={workdir}", *flags,
                     env=env)
 
@@ -89,19 +94,19 @@ def test_kill9_and_sigterm_at_several_points_resume_bitwise(tmp_path, env,
                                                           reference):
   work = tmp_path / "run"
   # kill -9 after step 6's log line, before any checkpoint past step 4.
-  r = train(env, work, "--debug_signal_at_step=6")
+  r = train(env, work, signal_at_step=6)
   assert r.returncode == -9, r.stderr[-2000:]
   assert steps_of(work) == [4]
   assert [m["step"] for m in metrics_of(work)] == [2, 4, 6]
   # Resume (changing a safe flag), kill -9 right after starting the async
   # save of step 8: the run restarts from 8 if that save completed, else 4.
-  r = train(env, work, "--debug_signal_at_step=8", "--keep_checkpoints=3")
+  r = train(env, work, "--keep_checkpoints=3", signal_at_step=8)
   assert r.returncode == -9, r.stderr[-2000:]
   assert "resumed from step 4" in r.stderr
   assert steps_of(work)[-1] in (4, 8)
   # SIGTERM (preemption) at step 10: a checkpoint at step 10, one line,
   # exit 143 (128 + SIGTERM: the run is not finished).
-  r = train(env, work, "--debug_signal_at_step=10", "--debug_signal=TERM")
+  r = train(env, work, signal_at_step=10, signal="TERM")
   assert r.returncode == 143, r.stderr[-2000:]
   assert "saved a checkpoint at step 10, exiting" in r.stderr
   assert r.stderr.strip().splitlines()[-1] == (
@@ -129,7 +134,7 @@ def test_cadences_off_the_fused_call_length_resume_bitwise(tmp_path, env):
   assert [m["step"] for m in metrics_of(whole)] == [3, 6, 9, 12]
   assert steps_of(whole) == [3, 6, 9, 12]
   work = tmp_path / "run"
-  r = train(env, work, *cadence, "--debug_signal_at_step=8")
+  r = train(env, work, *cadence, signal_at_step=8)
   assert r.returncode == -9, r.stderr[-2000:]
   assert steps_of(work) == [3, 6]
   r = train(env, work, *cadence)
@@ -143,7 +148,7 @@ def test_a_signal_with_the_last_call_lets_the_run_finish(tmp_path, env,
   """SIGTERM after the last step: the run is complete, so exit 0 (not 143
   and "rerun to resume"), and its state is the uninterrupted run's."""
   work = tmp_path / "run"
-  r = train(env, work, "--debug_signal_at_step=12", "--debug_signal=TERM")
+  r = train(env, work, signal_at_step=12, signal="TERM")
   assert r.returncode == 0, r.stderr[-2000:]
   assert "error:" not in r.stderr
   assert steps_of(work)[-1] == 12
@@ -261,7 +266,7 @@ def test_no_readable_checkpoint_is_one_error_and_keeps_them(tmp_path, env,
 
 def test_nan_stops_with_metric_and_step_and_keeps_last_good(tmp_path, env):
   work = tmp_path / "run"
-  r = train(env, work, "--debug_nan_at_step=7")
+  r = train(env, work, nan_at_step=7)
   assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
   line = r.stderr.strip().splitlines()[-1]  # after the run's log lines
   assert line.startswith("error: "), line
@@ -378,7 +383,7 @@ def test_num_steps_is_structural_under_a_decaying_schedule():
       old, tiny_config(num_steps=200, lr_schedule="cosine")) == ["num_steps"]
   assert flags_lib.structural_differences(
       old, tiny_config(num_steps=100, lr_schedule="cosine",
-                       debug_nan_at_step=3)) == []
+                       nan_policy="warn")) == []
 
 
 def test_refusal_names_an_empty_list_flag_none():

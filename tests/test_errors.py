@@ -115,7 +115,7 @@ def fixture_own_sigint():
 def test_a_ctrl_c_python_swallows_still_stops_the_loop(own_sigint):
   import gc
   import signal
-  from gan_jax import train
+  from gan_jax import run_guard
   # Python swallows an exception raised in a gc callback (jax has one): a
   # Ctrl-C landing there used to be lost.
   def callback(phase, info):
@@ -125,9 +125,9 @@ def test_a_ctrl_c_python_swallows_still_stops_the_loop(own_sigint):
       signal.raise_signal(signal.SIGINT)
   gc.callbacks.append(callback)
   gc.collect()  # no KeyboardInterrupt comes out of it ...
-  with train._Preemption() as preempt:  # pylint: disable=protected-access
+  with run_guard.Preemption() as preempt:
     assert preempt.signal == signal.SIGINT  # ... the loop stops on it,
-  with train._Preemption() as preempt:  # pylint: disable=protected-access
+  with run_guard.Preemption() as preempt:
     assert preempt.signal is None  # once: the next loop does not.
 
 
@@ -150,10 +150,10 @@ def test_an_ignored_sigint_stays_ignored():
 
 def test_the_training_loop_keeps_an_ignored_sigint_ignored():
   import signal
-  from gan_jax import train
+  from gan_jax import run_guard
   previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
   try:
-    with train._Preemption():  # pylint: disable=protected-access
+    with run_guard.Preemption():
       assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
       assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
@@ -165,8 +165,8 @@ def test_the_same_signal_twice_at_once_is_one_request():
   """SIGTERM to the process group and again from a sweep passing it on (or
   a scheduler) arrives twice within milliseconds: the loop's handler used
   to take the second as "end at once" and the run died without a save."""
-  from gan_jax import train
-  with train._Preemption() as preempt:  # pylint: disable=protected-access
+  from gan_jax import run_guard
+  with run_guard.Preemption() as preempt:
     signal.raise_signal(signal.SIGTERM)
     signal.raise_signal(signal.SIGTERM)  # still alive: ignored
     assert preempt.signal == signal.SIGTERM
@@ -177,11 +177,11 @@ def test_sigterm_before_training_is_one_line_and_exit_143(tmp_path):
   """SIGTERM during startup (flags parsed; restore or compilation to come)
   used to end the process silently with 143; now one line."""
   code = ("import time\n"
-          "from gan_jax import main\n"
+          "from gan_jax import cli, main\n"
           "def ready(modules):\n"  # called early in main.main
           "  print('ready', flush=True)\n"
           "  time.sleep(60)\n"
-          "main.import_extra_modules = ready\n"
+          "cli.import_extra_modules = ready\n"
           "main.run()\n")
   p = subprocess.Popen(
       [sys.executable, "-c", code, "--flagfile=experiments/quickstart.flags",

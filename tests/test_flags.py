@@ -90,8 +90,8 @@ def test_in_bounds_values_parse():
     (dict(seed=2**32), "--seed=4294967296 must be in [-2147483648, "
      "4294967295]"),
     (dict(num_steps=2**31), "--num_steps=2147483648 must be at most"),
-    (dict(debug_nan_at_step=10**20), "--debug_nan_at_step="
-     "100000000000000000000 must be at most 2147483647 in magnitude"),
+    (dict(profile_start=-10**20), "--profile_start="
+     "-100000000000000000000 must be at most 2147483647 in magnitude"),
 ])
 def test_configs_built_in_code_are_checked_too(overrides, message):
   with pytest.raises(UserError, match="^" + re.escape(message)):

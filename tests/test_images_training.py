@@ -17,6 +17,8 @@ from PIL import Image
 
 from gan_jax import flags as flags_lib
 from gan_jax import gan as gan_lib
+from gan_jax import host_input
+from gan_jax import sampler
 from gan_jax import state as state_lib
 from gan_jax import train
 from gan_jax.data import images
@@ -215,8 +217,8 @@ def test_interpolation_inputs_are_fixed_paths(monkeypatch):
   cfg = parse(monkeypatch, "cgan_mnist")
   gan = gan_lib.build(cfg, FakeImages((28, 28, 1)))
   rng = jax.random.PRNGKey(0)
-  z, y = train.interpolation_inputs(gan, rng, 3, 5)
-  z2, _ = train.interpolation_inputs(gan, rng, 3, 5)
+  z, y = sampler.interpolation_inputs(gan, rng, 3, 5)
+  z2, _ = sampler.interpolation_inputs(gan, rng, 3, 5)
   np.testing.assert_array_equal(z, z2)
   z = np.asarray(z).reshape(3, 2, 5, -1)
   np.testing.assert_allclose(z[:, 0, [0, -1]], z[:, 1, [0, -1]], atol=1e-6)
@@ -236,8 +238,8 @@ def test_host_input_prefetches_the_same_batches_and_resumes(monkeypatch):
                            steps_per_loop=3)
   ds = tiny_image_data.make(cfg)
   mesh = jax.make_mesh((2,), ("data",), devices=jax.devices()[:2])
-  host = train.HostInput([ds], cfg, NamedSharding(mesh, P(None, None,
-                                                           "data")))
+  host = host_input.HostInput([ds], cfg, NamedSharding(mesh, P(None, None,
+                                                                "data")))
   calls = [(1, 2), (3, 3), (6, 3), (9, 3), (12, 1), (20, 3), (23, 3)]
   with host:
     for first, n in calls:
@@ -247,7 +249,7 @@ def test_host_input_prefetches_the_same_batches_and_resumes(monkeypatch):
         np.testing.assert_array_equal(got[k], want[k], err_msg=str(first))
     assert any(t.name == "gan_jax-prefetch" for t in threading.enumerate())
   assert host._iters is None  # pylint: disable=protected-access
-  assert train.HostInput([], cfg, None)(0, 3) is None
+  assert host_input.HostInput([], cfg, None)(0, 3) is None
 
 
 class _DocumentedSignature:
@@ -279,16 +281,17 @@ def test_host_input_takes_a_dataset_with_the_documented_signature(
   ds = tiny_image_data.make(cfg)
   mesh = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
   sharding = NamedSharding(mesh, P(None, None, "data"))
-  with train.HostInput([_DocumentedSignature(ds)], cfg, sharding) as host:
+  with host_input.HostInput([_DocumentedSignature(ds)], cfg,
+                            sharding) as host:
     for first, n in [(0, 2), (2, 2), (4, 1)]:
       np.testing.assert_array_equal(jax.device_get(host(first, n))["image"],
                                     ds.batches(first, n, 1, 8)["image"])
   # Several processes pass rows=: such a dataset is one line, not a
   # TypeError in the reading thread.
-  monkeypatch.setattr(train.distributed, "process_rows",
+  monkeypatch.setattr(host_input.distributed, "process_rows",
                       lambda devices, batch: np.arange(4))
   with pytest.raises(UserError, match="takes no rows= argument"):
-    train.HostInput([_DocumentedSignature(ds)], cfg, sharding)
+    host_input.HostInput([_DocumentedSignature(ds)], cfg, sharding)
 
 
 def test_missing_mnist_files_end_in_one_line(tmp_path):

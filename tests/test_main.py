@@ -139,25 +139,25 @@ def test_positional_arguments_are_one_line(module):
 ])
 def test_extra_modules_that_fail_are_one_line(tmp_path, monkeypatch, source,
                                               parts):
-  from gan_jax import main
+  from gan_jax import cli
   from gan_jax.errors import UserError
   if source is not None:
     (tmp_path / "user_mod.py").write_text(source)
   monkeypatch.syspath_prepend(str(tmp_path))
   monkeypatch.delitem(__import__("sys").modules, "user_mod", raising=False)
   with pytest.raises(UserError) as e:
-    main.import_extra_modules(["user_mod"])
+    cli.import_extra_modules(["user_mod"])
   line = str(e.value)
   assert line.startswith("--extra_modules: ") and "\n" not in line, line
   assert all(part in line for part in parts), line
 
 
 def test_a_workdir_in_use_is_refused_and_left_alone(tmp_path):
-  from gan_jax import train
+  from gan_jax import run_guard
   workdir = tmp_path / "run"
   workdir.mkdir()
   (workdir / "metrics.jsonl").write_text('{"step": 99}\n')
-  with train.exclusive_workdir(str(workdir)):
+  with run_guard.exclusive_workdir(str(workdir)):
     r = run_module("gan_jax.main", "--flagfile=experiments/quickstart.flags",
                    f"--workdir={workdir}", "--num_steps=10")
     line = assert_one_line_error(r)
@@ -166,7 +166,7 @@ def test_a_workdir_in_use_is_refused_and_left_alone(tmp_path):
   # Nothing of the running run was touched (a resume would truncate this).
   assert (workdir / "metrics.jsonl").read_text() == '{"step": 99}\n'
   # Once the holder is gone, the lock is free again.
-  with train.exclusive_workdir(str(workdir)):
+  with run_guard.exclusive_workdir(str(workdir)):
     pass
 
 
@@ -175,8 +175,8 @@ def test_quiet_libraries_filter():
   checkpoints read-only on purpose) stay off the console; its other
   warnings and everything from other libraries pass."""
   import logging as std_logging  # pylint: disable=g-import-not-at-top
-  from gan_jax import main as main_lib  # pylint: disable=g-import-not-at-top
-  quiet = main_lib._QuietLibraries()  # pylint: disable=protected-access
+  from gan_jax import cli  # pylint: disable=g-import-not-at-top
+  quiet = cli._QuietLibraries()  # pylint: disable=protected-access
   def record(path, level, msg):
     return std_logging.LogRecord("absl", level, path, 1, msg, ("/x",), None)
   orbax = "/venv/site-packages/orbax/checkpoint/checkpoint_manager.py"

@@ -14,7 +14,8 @@ import sys
 import jax
 import numpy as np
 
-from helpers import FAST_COMPILE, REPO, assert_one_line_error, run_module
+from helpers import (FAST_COMPILE, REPO, TESTS, assert_one_line_error,
+                     fault_env, run_module)
 
 # A BatchNorm-free toy pair (2 processes x 2 devices against 1 x 4: the
 # same device count, so per-device statistics would match too).
@@ -31,10 +32,10 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _launch(args, devices):
+def _launch(args, devices, env=None):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
-             f"{FAST_COMPILE}")
+             f"{FAST_COMPILE}", **(env or {}))
   return subprocess.Popen([sys.executable, "-m", "gan_jax.main", *args],
                           cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
@@ -52,12 +53,12 @@ def _run_all(procs, timeout=240):
   return outs
 
 
-def _two_processes(args, workdir):
+def _two_processes(args, workdir, env=None):
   """Processes 0 and 1 of a 2-process job, 2 CPU devices each."""
   port = _free_port()
   return [_launch(args + [f"--workdir={workdir}",
                           f"--coordinator_address=127.0.0.1:{port}",
-                          "--num_processes=2", f"--process_id={i}"], 2)
+                          "--num_processes=2", f"--process_id={i}"], 2, env)
           for i in range(2)]
 
 
@@ -256,9 +257,10 @@ def test_a_signal_to_one_process_stops_all_after_the_same_step(tmp_path):
   process 0 waited in the next step's all-reduce, until killed.)"""
   work = tmp_path / "run"
   args = TINY + ["--num_steps=30", "--checkpoint_every=0",
-                 "--debug_signal=TERM", "--debug_signal_at_step=3",
-                 "--debug_signal_process=1"]
-  procs = _two_processes(args, work)
+                 "--extra_modules=faults"]
+  procs = _two_processes(args, work, dict(
+      PYTHONPATH=TESTS, **fault_env(signal="TERM", signal_at_step=3,
+                                    signal_process=1)))
   outs = _run_all(procs, timeout=240)
   # Both exit 143 (128 + SIGTERM), the signal's number carried by the vote.
   assert [p.returncode for p in procs] == [143, 143], outs

@@ -12,7 +12,7 @@ from gan_jax import data as data_lib
 from gan_jax import evaluate
 from gan_jax import gan as gan_lib
 from gan_jax import state as state_lib
-from gan_jax import train
+from gan_jax import sampler
 from gan_jax.data import images
 from gan_jax.data import stacked_mnist
 from gan_jax.errors import UserError
@@ -147,7 +147,7 @@ def test_evaluator_parzen_on_mnist_pixels_with_the_width_chosen_held_out(
   state = state_lib.create(gan, cfg.seed)
   import jax  # pylint: disable=import-outside-toplevel
   mesh = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
-  ev = evaluate.Evaluator(gan, train.Sampler(gan, mesh), 64)
+  ev = evaluate.Evaluator(gan, sampler.Sampler(gan, mesh), 64)
   with jax.set_mesh(mesh):
     out = ev(state)
   assert set(out) == {"parzen_ll", "parzen_ll_se", "parzen_sigma"}

@@ -9,7 +9,7 @@ import optax
 from gan_jax import checkpoint as ckpt_lib
 from gan_jax import optim
 from gan_jax import state as state_lib
-from gan_jax import train
+from gan_jax import sampler
 from step_runner import Runner, toy_config
 
 
@@ -130,10 +130,10 @@ def test_ema_copies_g_before_its_start_then_follows_the_closed_form():
   for e, q in zip(leaves(st.ema_params), leaves(p)):
     np.testing.assert_allclose(e, (1 - d ** 4) * q, rtol=1e-5, atol=1e-7)
 
-  # Sampling and evaluation (train.Sampler) use the EMA weights.
+  # Sampling and evaluation (sampler.Sampler) use the EMA weights.
   assert state_lib.sampling_params(st) is st.ema_params
   z = jnp.ones((4, run.cfg.z_dim))
-  got = train.Sampler(run.gan, run.mesh)(run.state, z)
+  got = sampler.Sampler(run.gan, run.mesh)(run.state, z)
   ema = run.gan.generate(st.ema_params, st.g_state, z, None, train=False)[0]
   raw = run.gan.generate(st.g_params, st.g_state, z, None, train=False)[0]
   np.testing.assert_allclose(got, ema, rtol=1e-5, atol=1e-6)

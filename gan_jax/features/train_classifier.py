@@ -138,5 +138,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from gan_jax import main as main_lib  # pylint: disable=g-import-not-at-top
-  main_lib.run_cli(main)
+  from gan_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.run_cli(main)

@@ -75,6 +75,7 @@ def run_case(name: str, data_dir: str):
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
   from gan_jax import flags as flags_lib  # pylint: disable=import-outside-toplevel
   from gan_jax import gan as gan_lib  # pylint: disable=import-outside-toplevel
+  from gan_jax import host_input  # pylint: disable=import-outside-toplevel
   from gan_jax import state as state_lib  # pylint: disable=import-outside-toplevel
   from gan_jax import steps as steps_lib  # pylint: disable=import-outside-toplevel
   from gan_jax import train  # pylint: disable=import-outside-toplevel
@@ -99,7 +100,7 @@ def run_case(name: str, data_dir: str):
                                                       cfg.num_seeds),
                     out_shardings=replicated)()
     streams = [] if gan.dataset.kind == "toy" else [gan.dataset]
-    host = train.HostInput(streams, cfg, NamedSharding(
+    host = host_input.HostInput(streams, cfg, NamedSharding(
         mesh, P(None, None, steps_lib.AXIS)))
     step = steps_lib.make_train_step(gan, mesh, STEPS)
     with host:
