@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import logging as std_logging
 import traceback
+from typing import List
 
 from absl import app
 from absl import flags
@@ -25,13 +26,38 @@ from gan_jax.errors import (Terminated, UserError, call_guarded,
 
 
 def parse_flags(argv):
-  """absl parsing with one-line errors (unknown flag, bad value, no file)."""
+  """absl parsing with one-line errors (unknown flag, bad value, no file).
+
+  The ``--extra_modules`` of the command line and its flagfiles are
+  imported first, so a user module can define its own flags (knobs of its
+  loss, network or method) with ``gan_jax.flags``' helpers: they are then
+  parsed, checked, recorded in flags.txt and the checkpoint, and compared
+  on resume like gan_jax's own."""
   try:
+    import_extra_modules(_extra_modules_of(argv))
     return flags.FLAGS(argv)
+  except UserError as e:
+    die(str(e))
   except flags.Error as e:
     die(flag_error_line(e))
   except UnicodeDecodeError as e:  # a --flagfile that is not text
     die(undecodable_flagfile_line(argv, e))
+
+
+def _extra_modules_of(argv) -> List[str]:
+  """The last ``--extra_modules`` value of ``argv``, flagfiles expanded
+  (absl's own expansion; the flags themselves are parsed later)."""
+  args = flags.FLAGS.read_flags_from_files(list(argv[1:]), force_gnu=False)
+  value = ""
+  for i, arg in enumerate(args):
+    name, eq, rest = arg.lstrip("-").partition("=")
+    if name != "extra_modules" or not arg.startswith("-"):
+      continue
+    if eq:
+      value = rest
+    elif i + 1 < len(args):
+      value = args[i + 1]
+  return [n.strip() for n in value.split(",") if n.strip()]
 
 
 def import_extra_modules(names):

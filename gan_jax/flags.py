@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from typing import (Any, Callable, Dict, Iterable, List, NamedTuple, Optional,
                     Set, Tuple)
 
 from absl import flags
 from absl.flags import _flagvalues
 
-from gan_jax.errors import UserError, describe_os_error
+from gan_jax.errors import UserError, describe_os_error, is_library_file
 
 FLAGS = flags.FLAGS
 
@@ -100,6 +101,10 @@ def _define(kind: str, name: str, default: Any, help_: str, *, safe=False,
             validator: Optional[Callable[[Any], Optional[str]]] = None,
             **kwargs):
   if name in SAFE or name in NOT_IN_CONFIG:
+    caller = sys._getframe(2).f_code.co_filename  # pylint: disable=protected-access
+    if not is_library_file(caller):  # a user module's flag: no silent clash
+      raise ValueError(f"flag --{name} is already defined; give yours "
+                       f"another name")
     return
   if bounds is not None:
     BOUNDS[name] = Bounds.parse(bounds)
@@ -186,8 +191,11 @@ _flagvalues.open = _open_flagfile
 string("workdir", None, "Run directory: flags.txt, metrics.jsonl, "
        "TensorBoard events, images and checkpoints. Resumes if it holds "
        "checkpoints.", safe=True, validator=not_a_url)
-strings("extra_modules", [], "Python modules imported before the config is "
-        "resolved, so they can register losses, models, datasets, metrics.",
+strings("extra_modules", [], "Python modules imported before the other "
+        "flags are parsed, so they can register losses, models, datasets, "
+        "metrics and define flags of their own (gan_jax.flags.float_, ...; "
+        "docs/extending.md). They should define and register, not compute: "
+        "multi-process runs start jax.distributed after them.",
         safe=True)
 boolean("traceback", False, "An exception raised in your own code (an "
         "--extra_modules module or what it registered) ends in one line "

@@ -67,6 +67,8 @@ def load(workdir: str, step: Optional[int] = None,
   built = {}
 
   def target(saved):
+    # The run's own modules first: their flags are part of its config.
+    cli.import_extra_modules(saved.get("extra_modules") or ())
     run = flags_lib.saved_config(saved, workdir)  # refuses another schema
     cfg = run.replace(**(overrides or {}))
     changed = [n for n in sorted(overrides or {})
