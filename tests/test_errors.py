@@ -178,9 +178,12 @@ def test_sigterm_before_training_is_one_line_and_exit_143(tmp_path):
   used to end the process silently with 143; now one line."""
   code = ("import time\n"
           "from gan_jax import cli, main\n"
-          "def ready(modules):\n"  # called early in main.main
-          "  print('ready', flush=True)\n"
-          "  time.sleep(60)\n"
+          "calls = []\n"
+          "def ready(modules):\n"  # parse_flags, then early in main.main
+          "  calls.append(1)\n"
+          "  if len(calls) == 2:\n"
+          "    print('ready', flush=True)\n"
+          "    time.sleep(60)\n"
           "cli.import_extra_modules = ready\n"
           "main.run()\n")
   p = subprocess.Popen(
