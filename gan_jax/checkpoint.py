@@ -2,9 +2,9 @@
 
 Layout of ``WORKDIR/checkpoints/<step>/`` (one orbax ``CheckpointManager``
 step, items of an ``ocp.args.Composite``; see docs/checkpoints.md):
-  ``state/``   the ``TrainState`` pytree (``StandardSave``: step, rng,
-               g_params, g_state, d_params, d_state, g_opt_state, d_opt_state,
-               ema_params);
+  ``state/``   the ``TrainState`` pytree (``StandardSave``: step, rng, and
+               per network name params, net_state, opt_state, ema; the
+               method's extra state);
   ``config/``  JSON of the fully resolved flags the run was started with;
   ``meta/``    JSON ``{"step", "fingerprint"}``: one uint32 checksum per state
                leaf, checked on restore to detect silent corruption;

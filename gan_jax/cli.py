@@ -19,6 +19,7 @@ from absl import flags
 from absl import logging
 
 from gan_jax import errors
+from gan_jax import sections
 from gan_jax.errors import (Terminated, UserError, call_guarded,
                             catch_interrupts, catch_terminate, die,
                             flag_error_line, is_library_file, note_user_code,
@@ -38,6 +39,8 @@ def parse_flags(argv):
     return flags.FLAGS(argv)
   except UserError as e:
     die(str(e))
+  except flags.UnrecognizedFlagError as e:
+    die(sections.unknown_key_line(e.flagname) or flag_error_line(e))
   except flags.Error as e:
     die(flag_error_line(e))
   except UnicodeDecodeError as e:  # a --flagfile that is not text

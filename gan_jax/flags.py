@@ -275,6 +275,12 @@ boolean("conditional", False, "Condition G and D on the dataset's labels "
 boolean("cross_replica_bn", False, "BatchNorm statistics over the global "
         "batch (all devices) instead of each device's shard.")
 
+# ------------------------------------------------------------------ method
+string("method", "gan", "GAN method (registry name, gan_jax.methods): gan "
+       "(G against D with --loss and --penalties), madgan, unrolled, "
+       "infogan, acgan, or one an --extra_modules module registers. Its "
+       "knobs are the --<method>.<key> flags of its section.")
+
 # ------------------------------------------------------- losses / penalties
 string("loss", "ns", "GAN loss (registry name): minimax, ns (non-saturating)"
        ", ...")
@@ -612,6 +618,42 @@ class Config:
     return f"Config({inner})"
 
 
+class ReadLog(Config):
+  """A Config that records which of its fields are read (by a builder).
+
+  A builder that takes the whole config (``to_dict``, ``items``) or a
+  modified copy (``replace``) counts as reading every field."""
+
+  __slots__ = ("names", "label")
+
+  def __init__(self, cfg: Config, label: str):
+    super().__init__(dict(cfg.items()))
+    object.__setattr__(self, "names", set())
+    object.__setattr__(self, "label", label)
+
+  def __getattr__(self, name):
+    self.names.add(name)
+    return super().__getattr__(name)
+
+  def _whole(self):
+    self.names.add("*")
+
+  def replace(self, **updates) -> Config:
+    self._whole()
+    return super().replace(**updates)
+
+  def to_dict(self):
+    self._whole()
+    return super().to_dict()
+
+  def items(self):
+    self._whole()
+    return super().items()
+
+  def reads(self, name: str) -> bool:
+    return name in self.names or "*" in self.names
+
+
 def defaults(**overrides) -> Config:
   """The config of the flag defaults, with overrides (for tests and APIs)."""
   values = {name: FLAGS[name].default for name in SAFE}
@@ -654,8 +696,11 @@ def serialize(config: Config) -> List[str]:
 #      networks always compute the authors' functions of pixels in [0, 1])
 #      and the rules that gave older runs the values flags added since had
 #      before them (PREDATED: --mlp_init=lecun_normal, --nounit_pixels);
-#      the test-only --debug_* flags removed (tests/faults.py).
-SCHEMA_VERSION = 1
+#      the test-only --debug_* flags removed (tests/faults.py);
+#   2  methods (--method, gan_jax.methods): MAD-GAN is --method=madgan (the
+#      madgan loss is gone), unrolled GAN --method=unrolled; the train state
+#      holds networks by name (params, net_state, opt_state, ema, extra).
+SCHEMA_VERSION = 2
 """The config schema: what a saved run's flag values mean. Bump it when a
 change makes saved runs mean something else (a flag removed, renamed, or
 whose default or meaning changes) and say what changed above: a saved run of

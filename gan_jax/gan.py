@@ -1,131 +1,25 @@
-"""The static parts of a GAN, built once from the config.
+"""Builds a run's method from its config, and warns of flags without effect.
 
-A ``GAN`` holds what the pure steps close over: the two architectures, the
-loss, the penalties, both optimizers and the dataset. It holds no arrays; the
-arrays live in the ``TrainState``.
+``build(cfg)`` resolves every name in the config (the method, its
+architectures, loss, penalties, dataset) into a ``gan_jax.methods.Method``:
+what the pure steps close over. It holds no arrays; the arrays live in the
+``TrainState``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable, Optional, Tuple
+from typing import Optional, Tuple
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import optax
 from absl import logging
 
 from gan_jax import losses as losses_lib
-from gan_jax import optim
-from gan_jax import penalties as penalties_lib
 from gan_jax import data as data_lib
+from gan_jax import methods as methods_lib
 from gan_jax import models
 from gan_jax import flags as flags_lib
+from gan_jax import sections
 from gan_jax.errors import UserError
-from gan_jax.flags import Config
-
-
-# Discriminators that give k+1 logits when --num_generators=k > 1 (MAD-GAN).
-MULTI_OUTPUT = {"pacgan_maxout", "mlp"}
-
-
-@dataclasses.dataclass(frozen=True)
-class GAN:
-  cfg: Config
-  dataset: Any
-  generator: nn.Module
-  discriminator: nn.Module
-  loss: losses_lib.Loss
-  penalties: Tuple[Tuple[str, Callable], ...]
-  g_tx: optax.GradientTransformation
-  d_tx: optax.GradientTransformation
-  # D's optimizer as unrolled GAN differentiates through it (optim.py).
-  d_tx_unrolled: Optional[optax.GradientTransformation] = None
-
-  @property
-  def num_classes(self) -> int:
-    return self.dataset.num_classes if self.cfg.conditional else 0
-
-  @property
-  def shape(self) -> Tuple[int, ...]:
-    return tuple(self.dataset.shape)
-
-  @property
-  def z_support(self) -> Optional[Tuple[float, float]]:
-    """The noise prior's bounds, None for an unbounded one."""
-    return (-1.0, 1.0) if self.cfg.z_dist == "uniform" else None
-
-  def sample_z(self, key, batch_shape) -> jax.Array:
-    shape = tuple(batch_shape) + (self.cfg.z_dim,)
-    if self.cfg.z_dist == "uniform":
-      return jax.random.uniform(key, shape, minval=-1.0, maxval=1.0)
-    return jax.random.normal(key, shape)
-
-  def sample_labels(self, key, batch_shape) -> Optional[jax.Array]:
-    if not self.num_classes:
-      return None
-    return jax.random.randint(key, tuple(batch_shape), 0, self.num_classes)
-
-  def pack(self, x: jax.Array) -> jax.Array:
-    """PacGAN: groups of ``pack`` consecutive samples joined on the last axis.
-
-    (b, ..., c) -> (b / m, ..., m * c): for vectors the m samples are
-    concatenated, for images their channels are stacked.
-    """
-    m = self.cfg.pack
-    if m == 1:
-      return x
-    b = x.shape[0]
-    x = x.reshape((b // m, m) + x.shape[1:])
-    x = jnp.moveaxis(x, 1, -2)
-    return x.reshape(x.shape[:-2] + (m * x.shape[-1],))
-
-  def generate(self, params, state, z, y, train: bool, rng=None):
-    """G(z, y) -> (samples, updated non-trainable state).
-
-    With ``num_generators`` k > 1 (MAD-GAN) ``params``/``state`` are stacked
-    on a leading k axis and the batch is split into k consecutive blocks:
-    rows [i b/k, (i+1) b/k) come from generator i (``generator_labels``).
-    """
-    k = self.cfg.num_generators
-    if k == 1:
-      return self._generate_one(params, state, z, y, train, rng)
-    b = z.shape[0]
-    pad = -b % k
-    if pad and train:
-      raise ValueError(f"batch {b} must divide by num_generators {k}")
-    z = jnp.concatenate([z, jnp.zeros((pad,) + z.shape[1:], z.dtype)])
-    zs = z.reshape((k, (b + pad) // k) + z.shape[1:])
-    x, state = jax.vmap(
-        lambda p, s, zi: self._generate_one(p, s, zi, None, train, rng))(
-            params, state, zs)
-    return x.reshape((b + pad,) + x.shape[2:])[:b], state
-
-  def generator_labels(self, b: int) -> jax.Array:
-    """Which generator made each row of a batch of ``b`` (MAD-GAN)."""
-    return jnp.arange(b) // (b // self.cfg.num_generators)
-
-  def _generate_one(self, params, state, z, y, train: bool, rng=None):
-    variables = {"params": params, **state}
-    rngs = {"dropout": rng} if rng is not None else {}
-    if train:
-      x, new_state = self.generator.apply(
-          variables, z, y, train=True, mutable=list(state), rngs=rngs)
-      return x, {**state, **new_state}
-    return self.generator.apply(variables, z, y, train=False, rngs=rngs), state
-
-  def discriminate(self, params, state, x, y, train: bool, rng=None):
-    """D(pack(x), y) -> (logits, updated non-trainable state)."""
-    variables = {"params": params, **state}
-    rngs = {"dropout": rng} if rng is not None else {}
-    x = self.pack(x)
-    if train:
-      logits, new_state = self.discriminator.apply(
-          variables, x, y, train=True, mutable=list(state), rngs=rngs)
-      return logits, {**state, **new_state}
-    return self.discriminator.apply(variables, x, y, train=False,
-                                    rngs=rngs), state
+from gan_jax.flags import Config, ReadLog
 
 
 def _reads(losses_):
@@ -207,42 +101,6 @@ DATA_KIND_FLAGS = {
 }
 
 
-class ReadLog(Config):
-  """A Config that records which of its fields are read (by a builder).
-
-  A builder that takes the whole config (``to_dict``, ``items``) or a
-  modified copy (``replace``) counts as reading every field."""
-
-  __slots__ = ("names", "label")
-
-  def __init__(self, cfg: Config, label: str):
-    super().__init__(dict(cfg.items()))
-    object.__setattr__(self, "names", set())
-    object.__setattr__(self, "label", label)
-
-  def __getattr__(self, name):
-    self.names.add(name)
-    return super().__getattr__(name)
-
-  def _whole(self):
-    self.names.add("*")
-
-  def replace(self, **updates) -> Config:
-    self._whole()
-    return super().replace(**updates)
-
-  def to_dict(self):
-    self._whole()
-    return super().to_dict()
-
-  def items(self):
-    self._whole()
-    return super().items()
-
-  def reads(self, name: str) -> bool:
-    return name in self.names or "*" in self.names
-
-
 def _comparable(value):
   return tuple(value) if isinstance(value, (list, tuple)) else value
 
@@ -295,42 +153,26 @@ def architectures(cfg: Config, shape, num_classes: int):
   return generator, discriminator, logs
 
 
-def build(cfg: Config, dataset=None) -> GAN:
-  """Resolves every name in the config; unknown names and values out of
-  their flags' bounds raise UserError."""
+def build(cfg: Config, dataset=None) -> methods_lib.Method:
+  """Resolves every name in the config; unknown names, values out of their
+  flags' bounds and keys a method's section does not take raise
+  UserError."""
   flags_lib.check_bounds(cfg)
   builders = []  # what each builder reads, for the inert-flag warnings
   if dataset is None:
     builders.append(ReadLog(cfg, f"--dataset={cfg.dataset}"))
     dataset = data_lib.get(builders[-1])
-  num_classes = dataset.num_classes if cfg.conditional else 0
-  if cfg.conditional and not dataset.num_classes:
-    raise UserError(f"--conditional needs a labelled dataset; "
-                    f"{cfg.dataset!r} has no labels")
-  if cfg.pack > 1 and num_classes:
-    raise UserError("--pack > 1 with a conditional model is not supported")
-  if (cfg.num_generators > 1) != (cfg.loss == "madgan"):
-    raise UserError("--num_generators > 1 (MAD-GAN) goes with --loss=madgan "
-                    "and --loss=madgan with --num_generators > 1; got "
-                    f"--num_generators={cfg.num_generators} "
-                    f"--loss={cfg.loss}")
-  if cfg.num_generators > 1 and (num_classes or cfg.pack > 1):
-    raise UserError("--num_generators > 1 does not support --conditional or "
-                    "--pack > 1")
-  if cfg.num_generators > 1 and cfg.discriminator not in MULTI_OUTPUT:
-    raise UserError(f"--num_generators > 1 needs a discriminator with k+1 "
-                    f"outputs: {', '.join(sorted(MULTI_OUTPUT))}; got "
-                    f"{cfg.discriminator!r}")
-  generator, discriminator, logs = architectures(cfg, dataset.shape,
-                                                num_classes)
-  builders += logs
-  loss = losses_lib.LOSSES(cfg.loss, cfg)
+  if cfg.num_generators > 1 and cfg.method != "madgan":
+    raise UserError(f"--num_generators={cfg.num_generators} (MAD-GAN's k) "
+                    f"goes with --method=madgan; got --method={cfg.method}")
+  if cfg.unroll_steps and cfg.method != "unrolled":
+    raise UserError(f"--unroll_steps={cfg.unroll_steps} goes with "
+                    f"--method=unrolled; got --method={cfg.method}")
+  sections.check_unused(cfg, cfg.method)
+  method = methods_lib.METHODS(cfg.method, cfg, dataset,
+                               **sections.knobs(cfg, cfg.method))
+  builders += method.builder_logs
   for line in inert_flags(cfg, getattr(dataset, "kind", None),
                           tuple(builders)):
     logging.warning("%s", line)
-  penalties = tuple((name, penalties_lib.PENALTIES(name, cfg))
-                    for name in cfg.penalties)
-  return GAN(cfg=cfg, dataset=dataset, generator=generator,
-             discriminator=discriminator, loss=loss, penalties=penalties,
-             g_tx=optim.generator(cfg), d_tx=optim.discriminator(cfg),
-             d_tx_unrolled=optim.discriminator(cfg, differentiable=True))
+  return method

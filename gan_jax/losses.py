@@ -158,37 +158,6 @@ def relativistic_hinge(cfg) -> Loss:
                        lambda v: jax.nn.relu(1.0 + v))
 
 
-def madgan_labels(n: int, k: int):
-  """Class of each fake row for MAD-GAN: rows [i n/k, (i+1) n/k) are
-  generator i's (``GAN.generate`` splits a batch into k blocks)."""
-  return jnp.arange(n) // (n // k)
-
-
-@LOSSES.register("madgan")
-def madgan(cfg) -> Loss:
-  """MAD-GAN (Ghosh et al. 2018, Sec. 3), with --num_generators=k.
-
-  D has k+1 logits per sample: class i < k = "made by generator i", class k
-  = real. D minimizes the softmax cross-entropy: -log D_k(x) on real data
-  plus -log D_i(G_i(z)) on generator i's samples (d_loss = mean over real
-  rows + mean over fake rows). Each generator wants its samples called real:
-  G_i minimizes -log D_k(G_i(z)), the non-saturating form of the paper's
-  log(1 - D_k(G_i(z))) (as Goodfellow et al. 2014, Sec. 3).
-  """
-  k = cfg.num_generators
-
-  def ce(logits, labels):
-    return -jnp.mean(jnp.take_along_axis(
-        jax.nn.log_softmax(logits, axis=-1), labels[:, None], axis=-1))
-
-  def d(real, fake):
-    lr = ce(real, jnp.full((real.shape[0],), k))
-    lf = ce(fake, madgan_labels(fake.shape[0], k))
-    return lr + lf, lr, lf
-
-  return Loss(d=d, g=lambda fake: ce(fake, jnp.full((fake.shape[0],), k)))
-
-
 # The losses this module registers (flags that only some of them read are
 # checked against these; a loss registered by a user may read any flag).
 BUILTIN = frozenset(LOSSES.names())

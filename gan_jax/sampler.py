@@ -26,26 +26,23 @@ class Sampler:
   def __init__(self, gan, mesh):
     self.gan = gan
     self.mesh = mesh
-    self._fn = jax.jit(lambda params, g_state, z, y: gan.generate(
-        params, g_state, z, y, train=False)[0])
+    self._fn = jax.jit(gan.sample_images)
 
   def __call__(self, state, z, y=None):
     with jax.set_mesh(self.mesh):
-      x = self._fn(state_lib.sampling_params(state), state.g_state, z, y)
+      x = self._fn(state_lib.sampling_params(state), state.net_state, z, y)
     return np.asarray(jax.device_get(x), np.float32)
 
   def sample(self, state, key, n: int, batch: int = 2500):
-    """``n`` samples (and their labels when conditional) from ``key``."""
-    gan = self.gan
+    """``n`` samples, and their labels (the classes G was given, InfoGAN's
+    categorical code: ``Method.eval_inputs``) or None, from ``key``."""
     out, labels = [], []
     for i in range(0, n, batch):
-      k = jax.random.fold_in(key, i)
       m = min(batch, n - i)
-      z = gan.sample_z(jax.random.fold_in(k, 0), (m,))
-      y = gan.sample_labels(jax.random.fold_in(k, 1), (m,))
+      z, y, label = self.gan.eval_inputs(jax.random.fold_in(key, i), m)
       out.append(self(state, z, y))
-      if y is not None:
-        labels.append(np.asarray(y))
+      if label is not None:
+        labels.append(np.asarray(label))
     return np.concatenate(out), (np.concatenate(labels) if labels else None)
 
 

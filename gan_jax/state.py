@@ -1,8 +1,14 @@
-"""The train state: one immutable pytree, updated only with ``.replace``."""
+"""The train state: one immutable pytree, updated only with ``.replace``.
+
+It holds any number of named networks (``"G"`` and ``"D"``; ``"G"``, ``"D"``
+and ``"Q"``; ``"G_AB"``, ``"G_BA"``, ``"D_A"``, ``"D_B"``), as the method
+(``gan_jax.methods``) declares them, and whatever extra state the method
+keeps (running means, an augmentation probability, a pool of past fakes).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 import jax
 import jax.numpy as jnp
@@ -18,73 +24,86 @@ class TrainState:
 
   ``rng`` is the run's base key; the key of step s is ``fold_in(rng, s)``, so
   no key is threaded through the loop and resuming at step s draws exactly the
-  numbers an uninterrupted run would. ``g_state``/``d_state`` hold the
-  non-trainable collections (BatchNorm statistics, spectral-norm vectors).
-  ``ema_params`` is the EMA copy of G's parameters, or None when disabled.
+  numbers an uninterrupted run would. Per network name: ``params`` (the
+  trainable ``params`` collection), ``net_state`` (its other collections:
+  BatchNorm statistics, spectral-norm vectors), ``opt_state`` (its optax
+  state). ``ema``: EMA copies of the method's ``ema_networks``' params
+  (empty when ``--ema_decay`` is 0). ``extra``: the method's own state.
   """
   step: jax.Array
   rng: jax.Array
-  g_params: PyTree
-  g_state: PyTree
-  d_params: PyTree
-  d_state: PyTree
-  g_opt_state: PyTree
-  d_opt_state: PyTree
-  ema_params: Optional[PyTree] = None
+  params: Dict[str, PyTree]
+  net_state: Dict[str, PyTree]
+  opt_state: Dict[str, PyTree]
+  ema: Dict[str, PyTree]
+  extra: Dict[str, PyTree]
+
+  # Shorthands for the two networks every GAN has.
+  @property
+  def g_params(self) -> PyTree:
+    return self.params["G"]
+
+  @property
+  def d_params(self) -> PyTree:
+    return self.params["D"]
+
+  @property
+  def g_state(self) -> PyTree:
+    return self.net_state["G"]
+
+  @property
+  def d_state(self) -> PyTree:
+    return self.net_state["D"]
+
+  @property
+  def ema_params(self) -> Optional[PyTree]:
+    """G's EMA params, None without EMA."""
+    return self.ema.get("G")
 
 
 def split_variables(variables):
+  """Flax variables -> (params, the other collections)."""
   variables = dict(variables)
   params = variables.pop("params")
   return params, variables
 
 
-def create(gan, seed: int) -> TrainState:
-  """Initializes a train state (pure: use under jit or eval_shape)."""
+def create(method, seed: int) -> TrainState:
+  """Initializes a train state (pure: use under jit or eval_shape).
+
+  The seed's key splits into a generator-side key, a discriminator-side key
+  (``method.init`` derives every network's initialization from them) and
+  the run's key."""
   root = jax.random.PRNGKey(seed)
   k_g, k_d, k_run = jax.random.split(root, 3)
-  cfg = gan.cfg
-  n = max(2, cfg.pack)  # BatchNorm and packing need a batch of >= 2.
-  z = gan.sample_z(jax.random.PRNGKey(0), (n,))
-  y = gan.sample_labels(jax.random.PRNGKey(0), (n,))
-  def init_g(key):
-    return gan.generator.init({"params": key, "dropout": key}, z, y,
-                              train=False)
-  if cfg.num_generators > 1:  # MAD-GAN: params stacked on a leading k axis.
-    g_vars = jax.vmap(init_g)(jax.random.split(k_g, cfg.num_generators))
-  else:
-    g_vars = init_g(k_g)
-  g_params, g_state = split_variables(g_vars)
-  x = jnp.zeros((n,) + gan.shape, jnp.float32)
-  d_vars = gan.discriminator.init({"params": k_d, "dropout": k_d},
-                                  gan.pack(x), y, train=False)
-  d_params, d_state = split_variables(d_vars)
+  params, net_state, extra = method.init(k_g, k_d)
+  txs = method.optimizers
+  ema = {}
+  if method.cfg.ema_decay > 0:
+    ema = {n: jax.tree.map(jnp.copy, params[n]) for n in method.ema_networks}
   return TrainState(
       step=jnp.zeros((), jnp.int32),
       rng=k_run,
-      g_params=g_params,
-      g_state=g_state,
-      d_params=d_params,
-      d_state=d_state,
-      g_opt_state=gan.g_tx.init(g_params),
-      d_opt_state=gan.d_tx.init(d_params),
-      ema_params=(jax.tree.map(jnp.copy, g_params)
-                  if cfg.ema_decay > 0 else None),
+      params=params,
+      net_state=net_state,
+      opt_state={n: txs[n].init(params[n]) for n in txs},
+      ema=ema,
+      extra=dict(extra or {}),
   )
 
 
-def create_replicas(gan, seed: int, num_seeds: int = 1) -> TrainState:
+def create_replicas(method, seed: int, num_seeds: int = 1) -> TrainState:
   """``num_seeds`` independent states for seeds seed..seed+N-1, stacked on a
   leading replica axis (just ``create`` when N is 1). Replica i is exactly
-  ``create(gan, seed + i)``."""
+  ``create(method, seed + i)``."""
   if num_seeds == 1:
-    return create(gan, seed)
+    return create(method, seed)
   # As uint32: PRNGKey keeps a seed's low 32 bits, so the key of uint32
-  # (seed + i) mod 2**32 is create(gan, seed + i)'s (int32 overflowed
+  # (seed + i) mod 2**32 is create(method, seed + i)'s (int32 overflowed
   # from seed 2**31 on).
   seeds = jnp.asarray(np.array([(seed + i) % 2**32 for i in range(num_seeds)],
                                np.uint32))
-  return jax.vmap(lambda s: create(gan, s))(seeds)
+  return jax.vmap(lambda s: create(method, s))(seeds)
 
 
 def replica(state: TrainState, i: int) -> TrainState:
@@ -92,6 +111,7 @@ def replica(state: TrainState, i: int) -> TrainState:
   return jax.tree.map(lambda x: x[i], state)
 
 
-def sampling_params(state: TrainState):
-  """G's parameters for sampling and evaluation: the EMA copy when enabled."""
-  return state.ema_params if state.ema_params is not None else state.g_params
+def sampling_params(state: TrainState) -> Dict[str, PyTree]:
+  """Every network's params for sampling and evaluation, the EMA copies
+  where there are any."""
+  return {**state.params, **state.ema}

@@ -6,7 +6,7 @@ the package's flags nor its compiled step carry test code:
 
 * ``GAN_JAX_TEST_NAN_AT_STEP=N``: D's loss is NaN in training step N, inside
   the compiled step (the gradients, and so the state, go non-finite as in a
-  real divergence): ``steps.d_update`` runs with a loss whose ``d`` adds it.
+  real divergence): the GAN method's D objective adds it to D's loss.
 * ``GAN_JAX_TEST_SIGNAL_AT_STEP=N``: the process sends itself
   ``GAN_JAX_TEST_SIGNAL`` (``KILL``, the default, ``TERM`` or ``INT``) at
   the first step boundary at or past step N. TERM/INT right after the
@@ -19,7 +19,6 @@ the package's flags nor its compiled step carry test code:
   waiting in collectives, as after a host failure).
 """
 
-import dataclasses
 import os
 import signal
 
@@ -27,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from gan_jax import run_guard
-from gan_jax import steps
+from gan_jax.methods import gan as gan_method
 
 
 def _int(name):
@@ -36,22 +35,17 @@ def _int(name):
 
 
 def _poison_d_loss(nan_at: int):
-  """``steps.d_update`` with D's loss NaN in step ``nan_at``."""
-  d_update = steps.d_update
+  """The GAN method's D objective with D's loss NaN in step ``nan_at``."""
+  d_objective = gan_method.GAN.d_objective
 
-  def poisoned(gan, state, batch, *args, **kwargs):
+  def poisoned(self, params, state, batch, ctx):
+    loss, (metrics, net_state, extra) = d_objective(self, params, state,
+                                                    batch, ctx)
     nan = jnp.where(state.step + 1 == nan_at, jnp.nan, 0.0)
-    d = gan.loss.d
+    metrics = {**metrics, "d_loss": metrics["d_loss"] + nan}
+    return loss + nan, (metrics, net_state, extra)
 
-    def d_with_nan(real, fake):
-      d_loss, d_real, d_fake = d(real, fake)
-      return d_loss + nan, d_real, d_fake
-
-    gan = dataclasses.replace(
-        gan, loss=dataclasses.replace(gan.loss, d=d_with_nan))
-    return d_update(gan, state, batch, *args, **kwargs)
-
-  steps.d_update = poisoned
+  gan_method.GAN.d_objective = poisoned
 
 
 def _signal_at(at: int, name: str, process: int):

@@ -40,7 +40,7 @@ class Runner:
     return jax.tree.map(np.asarray, jax.device_get(self.state))
 
   def set(self, **fields):
-    """Replaces state fields (e.g. ema_params) with replicated copies."""
+    """Replaces state fields (e.g. ema) with replicated copies."""
     with jax.set_mesh(self.mesh):
       put = {k: jax.device_put(jax.tree.map(jnp.asarray, v), self.replicated)
              for k, v in fields.items()}
@@ -58,5 +58,5 @@ class Runner:
     """The random inputs (global batch) the step ``step`` draws."""
     with jax.set_mesh(self.mesh):
       key = jax.random.fold_in(self.state.rng, step)
-      out = steps.sample_inputs(self.gan, key, None)
+      out = self.gan.sample_inputs(key, None)
     return jax.tree.map(np.asarray, jax.device_get(out))

@@ -116,12 +116,12 @@ def test_ema_copies_g_before_its_start_then_follows_the_closed_form():
   run = Runner(toy_config(ema_decay=d, ema_start=2, g_lr=0.0))
   p = run.host().g_params
   zeros = jax.tree.map(np.zeros_like, p)
-  run.set(ema_params=zeros)
+  run.set(ema={"G": zeros})
   run.steps(1)
   run.steps(1)  # steps 0 and 1: before the start the EMA copies G
   for e, q in zip(leaves(run.host().ema_params), leaves(p)):
     np.testing.assert_array_equal(e, q)
-  run.set(ema_params=zeros)
+  run.set(ema={"G": zeros})
   for _ in range(4):  # steps 2..5 average
     run.steps(1)
   st = run.host()
@@ -131,15 +131,16 @@ def test_ema_copies_g_before_its_start_then_follows_the_closed_form():
     np.testing.assert_allclose(e, (1 - d ** 4) * q, rtol=1e-5, atol=1e-7)
 
   # Sampling and evaluation (sampler.Sampler) use the EMA weights.
-  assert state_lib.sampling_params(st) is st.ema_params
+  assert state_lib.sampling_params(st)["G"] is st.ema_params
   z = jnp.ones((4, run.cfg.z_dim))
   got = sampler.Sampler(run.gan, run.mesh)(run.state, z)
   ema = run.gan.generate(st.ema_params, st.g_state, z, None, train=False)[0]
   raw = run.gan.generate(st.g_params, st.g_state, z, None, train=False)[0]
   np.testing.assert_allclose(got, ema, rtol=1e-5, atol=1e-6)
   assert not np.allclose(got, raw)
-  off = st.replace(ema_params=None)  # --ema_decay=0
-  assert state_lib.sampling_params(off) is off.g_params
+  off = st.replace(ema={})  # --ema_decay=0
+  assert off.ema_params is None
+  assert state_lib.sampling_params(off)["G"] is off.g_params
 
 
 # ------------------------------------------- WGAN: clipping, gradient norms

@@ -82,9 +82,9 @@ def test_schedules_resume_exactly(tmp_path):
            jax.tree_util.tree_leaves_with_path(a)
            if "hyperparams']" in jax.tree_util.keystr(p)}
   assert {k: v for k, v in named.items() if k.endswith("['momentum']")} == {
-      "['g_opt_state']['hyperparams']['momentum']": pytest.approx(0.7),
-      "['d_opt_state']['hyperparams']['momentum']": pytest.approx(0.7)}
-  assert named["['d_opt_state']['hyperparams']['learning_rate']"] == \
+      "['opt_state']['G']['hyperparams']['momentum']": pytest.approx(0.7),
+      "['opt_state']['D']['hyperparams']['momentum']": pytest.approx(0.7)}
+  assert named["['opt_state']['D']['hyperparams']['learning_rate']"] == \
       pytest.approx(max(0.05 / 1.01 ** 3, 0.03))
   assert flags_lib.structural_differences(
       schedule_config(num_steps=2), schedule_config()) == []

@@ -32,8 +32,8 @@ def leaves(tree):
 
 def test_d_steps_k_updates_d_k_times_per_g_update():
   st, metrics = run(tiny_config(d_steps=3), 1, calls=1, steps_per_call=2)
-  d_count = int(st.d_opt_state[0].count)
-  g_count = int(st.g_opt_state[0].count)
+  d_count = int(st.opt_state["D"][0].count)
+  g_count = int(st.opt_state["G"][0].count)
   assert int(st.step) == 2
   assert g_count == 2
   assert d_count == 3 * g_count
@@ -96,9 +96,11 @@ def test_state_is_an_immutable_pytree():
   cfg = tiny_config()
   gan = gan_lib.build(cfg)
   st = state_lib.create(gan, 0)
-  names = {"step", "rng", "g_params", "g_state", "d_params", "d_state",
-           "g_opt_state", "d_opt_state", "ema_params"}
-  assert names <= set(st.__dataclass_fields__)
+  names = {"step", "rng", "params", "net_state", "opt_state", "ema",
+           "extra"}
+  assert names == set(st.__dataclass_fields__)
+  assert set(st.params) == set(st.net_state) == set(st.opt_state) == {
+      "G", "D"}
   try:
     st.step = 3
     raise AssertionError("TrainState should be frozen")

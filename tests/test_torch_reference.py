@@ -203,7 +203,6 @@ def test_dcgan_reference_performs_gan_jax_update():
   """The same for DCGAN (BatchNorm in both networks, D's real and fake
   passes apart), with the benchmark's own compiled call of one step."""
   import jax  # pylint: disable=g-import-not-at-top
-  from gan_jax import steps  # pylint: disable=g-import-not-at-top
   cfg = train_step.config_from_flagfile(
       "experiments/dcgan_mnist.flags", g_channels=8, d_channels=8, z_dim=5,
       batch_size=6, steps_per_loop=1)
@@ -212,8 +211,8 @@ def test_dcgan_reference_performs_gan_jax_update():
   before = jax.device_get(case.state)
   host = jax.tree.map(lambda v: v[0], case.host)  # the one step's batch
   with jax.set_mesh(case.mesh):
-    inputs = jax.device_get(steps.sample_inputs(
-        case.gan, jax.random.fold_in(case.state.rng, case.state.step), host))
+    inputs = jax.device_get(case.gan.sample_inputs(
+        jax.random.fold_in(case.state.rng, case.state.step), host))
   case.run()
   metrics = jax.device_get(case.last_metrics)
   after = jax.device_get(case.state)

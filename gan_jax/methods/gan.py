@@ -1,0 +1,295 @@
+"""The plain GAN: one generator G(z, y) against one discriminator D(x, y).
+
+``--method=gan`` (the default). Its objectives are the registered loss
+(``--loss``: the 2014 minimax / non-saturating loss with label smoothing,
+LSGAN, WGAN, hinge, the relativistic losses) plus the discriminator
+penalties (``--penalties``: WGAN-GP, R1, lazily every ``--penalty_every``
+D updates); WGAN's weight clipping (``--d_clip``); PacGAN's packing
+(``--pack``); conditioning on labels (``--conditional``: concatenation or
+projection, as the architecture does it). Minibatch discrimination and
+spectral norm live in the architectures.
+
+MAD-GAN (``methods/madgan.py``), unrolled GAN (``methods/unrolled.py``),
+InfoGAN and ACGAN subclass it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Tuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from gan_jax import losses as losses_lib
+from gan_jax import models
+from gan_jax import penalties as penalties_lib
+from gan_jax import steps
+from gan_jax.errors import UserError
+from gan_jax.methods.base import METHODS, Batch, Method
+from gan_jax.state import split_variables
+
+
+def _has_batchnorm(variables) -> bool:
+  """Whether ``variables`` hold BatchNorm statistics (flax's ``mean``; the
+  spectral-norm vectors that share the collection don't count)."""
+  stats = variables.get("batch_stats", {})
+  return any(getattr(path[-1], "key", None) == "mean"
+             for path, _ in jax.tree_util.tree_flatten_with_path(stats)[0])
+
+
+def spectral_from(new, old):
+  """``new`` with the spectral-norm vectors (``.../u``, ``.../sigma``) of
+  ``old``: a second D pass in one update then normalizes with the same sigma
+  and the update advances the power iteration once (Miyato et al. 2018,
+  Algorithm 1), while BatchNorm statistics keep chaining."""
+  def pick(path, n, o):
+    key = getattr(path[-1], "key", "")
+    spectral = isinstance(key, str) and key.endswith(("/u", "/sigma"))
+    return o if spectral else n
+  return jax.tree_util.tree_map_with_path(pick, new, old)
+
+
+class GAN(Method):
+  """G(z, y) against D(x, y) with a registered loss and penalties.
+
+  Subclasses change a part: ``d_logits`` / ``d_loss`` / ``g_loss`` (the
+  objectives' pieces), ``generate`` (MAD-GAN's k generators),
+  ``objective`` (unrolled GAN's G side)."""
+
+  def __init__(self, cfg, dataset, d_classes=None):
+    """``d_classes``: the classes D is conditioned on (default: G's)."""
+    super().__init__(cfg, dataset)
+    if cfg.conditional and not dataset.num_classes:
+      raise UserError(f"--conditional needs a labelled dataset; "
+                      f"{cfg.dataset!r} has no labels")
+    if cfg.pack > 1 and self.num_classes:
+      raise UserError("--pack > 1 with a conditional model is not supported")
+    self.d_classes = self.num_classes if d_classes is None else d_classes
+    self.generator = models.GENERATORS(
+        cfg.generator, self.component_config(f"--generator={cfg.generator}"),
+        self.shape, self.num_classes)
+    self.discriminator = models.DISCRIMINATORS(
+        cfg.discriminator,
+        self.component_config(f"--discriminator={cfg.discriminator}"),
+        self.shape, self.d_classes)
+    self.loss = self.make_loss()
+    self.penalties: Tuple[Tuple[str, Callable], ...] = tuple(
+        (name, penalties_lib.PENALTIES(name, cfg)) for name in cfg.penalties)
+
+  def make_loss(self) -> losses_lib.Loss:
+    return losses_lib.LOSSES(self.cfg.loss, self.cfg)
+
+  # --- networks ----------------------------------------------------------------
+
+  def pack(self, x: jax.Array) -> jax.Array:
+    """PacGAN: groups of ``pack`` consecutive samples joined on the last axis.
+
+    (b, ..., c) -> (b / m, ..., m * c): for vectors the m samples are
+    concatenated, for images their channels are stacked.
+    """
+    m = self.cfg.pack
+    if m == 1:
+      return x
+    b = x.shape[0]
+    x = x.reshape((b // m, m) + x.shape[1:])
+    x = jnp.moveaxis(x, 1, -2)
+    return x.reshape(x.shape[:-2] + (m * x.shape[-1],))
+
+  def init_generator(self, key, z, y):
+    return split_variables(self.generator.init(
+        {"params": key, "dropout": key}, z, y, train=False))
+
+  def init(self, key_g, key_d):
+    n = max(2, self.cfg.pack)  # BatchNorm and packing need a batch of >= 2.
+    z = self.sample_z(jax.random.PRNGKey(0), (n,))
+    y = self.sample_labels(jax.random.PRNGKey(0), (n,))
+    g_params, g_state = self.init_generator(key_g, z, y)
+    x = jnp.zeros((n,) + self.shape, jnp.float32)
+    y_d = y if self.d_classes else None
+    d_params, d_state = split_variables(self.discriminator.init(
+        {"params": key_d, "dropout": key_d}, self.pack(x), y_d, train=False))
+    return {"G": g_params, "D": d_params}, {"G": g_state, "D": d_state}, {}
+
+  def generate(self, params, state, z, y, train: bool, rng=None):
+    """G(z, y) -> (samples, G's updated non-trainable state)."""
+    variables = {"params": params, **state}
+    rngs = {"dropout": rng} if rng is not None else {}
+    if train:
+      x, new_state = self.generator.apply(
+          variables, z, y, train=True, mutable=list(state), rngs=rngs)
+      return x, {**state, **new_state}
+    return self.generator.apply(variables, z, y, train=False, rngs=rngs), state
+
+  def discriminate(self, params, state, x, y, train: bool, rng=None,
+                   features: bool = False):
+    """D(pack(x), y) -> (logits, D's updated non-trainable state), and with
+    ``features`` the features D's architecture sows (``layers.features``)
+    before its output layer: (logits, features, state)."""
+    variables = {"params": params, **state}
+    rngs = {"dropout": rng} if rng is not None else {}
+    x = self.pack(x)
+    y = y if self.d_classes else None
+    if not (train or features):
+      return self.discriminator.apply(variables, x, y, train=False,
+                                      rngs=rngs), state
+    mutable = (list(state) if train else []) + (
+        ["intermediates"] if features else [])
+    logits, new_state = self.discriminator.apply(
+        variables, x, y, train=train, mutable=mutable, rngs=rngs)
+    new_state = dict(new_state)
+    inter = new_state.pop("intermediates", None)
+    state = {**state, **new_state}
+    if features:
+      return logits, _features(inter, self.cfg.discriminator), state
+    return logits, state
+
+  def sample_images(self, params, net_state, z, y):
+    return self.generate(params["G"], net_state["G"], z, y, train=False)[0]
+
+  # --- objectives --------------------------------------------------------------
+
+  def objective(self, side, params, state, batch, ctx):
+    if side == "d":
+      return self.d_objective(params, state, batch, ctx)
+    return self.g_objective(params, state, self.g_batch(batch, ctx))
+
+  def g_batch(self, batch: Batch, ctx: Batch) -> Batch:
+    """G's batch: with a loss that reads D on real data, the step's last D
+    batch is its real batch (the authors' code draws a new one:
+    docs/losses.md)."""
+    if self.loss.g_reads_real:
+      d = ctx["inputs"]["d"]
+      batch = {**batch, "real": d["real"][-1]}
+      if "y_real" in d:
+        batch["y_real"] = d["y_real"][-1]
+    return batch
+
+  def fake_for_d(self, params, state, batch, k_g, ctx):
+    """The fakes of D's update (no gradient to G unless ``ctx`` says
+    ``differentiable``: unrolled GAN) and G's updated state (dropped)."""
+    fake, _ = self.generate(params["G"], state.net_state["G"], batch["z"],
+                            batch.get("y_fake"), train=True,
+                            rng=steps.device_key(k_g))
+    if not ctx.get("differentiable"):
+      fake = lax.stop_gradient(fake)
+    return fake
+
+  def d_logits(self, d_params, d_state, real, y_real, fake, y_fake, k_d,
+               together: bool):
+    """D's logits on real then fake rows, and its updated state.
+
+    BatchNorm in D: real and fake go in separate calls, as in the DCGAN
+    reference code. On a mixed batch D normalizes with statistics G's
+    update never sees (G's D call gets a fake-only batch), and G then
+    trains against a different function than the one D fit: D wins at once
+    while g_loss reports G fooling it. Minibatch features likewise are
+    computed over the batch D sees (Salimans et al.'s code shows D real and
+    fake batches apart).
+    """
+    if together:
+      x = jnp.concatenate([real, fake])
+      y = None if y_real is None else jnp.concatenate([y_real, y_fake])
+      return self.discriminate(d_params, d_state, x, y, train=True,
+                               rng=steps.device_key(k_d))
+    l_real, new_state = self.discriminate(d_params, d_state, real, y_real,
+                                          train=True,
+                                          rng=steps.device_key(k_d))
+    l_fake, new_state = self.discriminate(
+        d_params, spectral_from(new_state, d_state), fake, y_fake,
+        train=True, rng=steps.device_key(jax.random.fold_in(k_d, 1)))
+    return jnp.concatenate([l_real, l_fake]), new_state
+
+  def d_loss(self, real_logits, fake_logits):
+    """(d_loss, metrics) of D's logits."""
+    d_loss, d_real, d_fake = self.loss.d(real_logits, fake_logits)
+    return d_loss, {"d_loss": d_loss, "d_loss_real": d_real,
+                    "d_loss_fake": d_fake,
+                    "d_real_logit": jnp.mean(real_logits),
+                    "d_fake_logit": jnp.mean(fake_logits)}
+
+  def d_objective(self, params, state, batch, ctx):
+    """D's loss and penalties on this shard (``ctx``: ``index``, the D
+    update's count over the run, spaces the lazy penalties)."""
+    real = batch["real"]
+    y_real, y_fake = batch.get("y_real"), batch.get("y_fake")
+    k_g, k_d, k_pen = jax.random.split(batch["key"], 3)
+    fake = self.fake_for_d(params, state, batch, k_g, ctx).astype(real.dtype)
+    d_state = state.net_state["D"]
+    together = self.cfg.minibatch_disc == "none" and not _has_batchnorm(
+        d_state)
+    logits, new_d_state = self.d_logits(params["D"], d_state, real, y_real,
+                                        fake, y_fake, k_d, together)
+    n = logits.shape[0] // 2
+    total, aux = self.d_loss(logits[:n], logits[n:])
+    total = self.add_penalties(total, aux, params["D"], d_state, real,
+                               y_real, fake, k_d, k_pen, ctx["index"])
+    return total, (aux, {"D": new_d_state}, {})
+
+  def add_penalties(self, total, aux, d_params, d_state, real, y_real,
+                    fake, k_d, k_pen, index):
+    """``total`` plus the penalties (each also put in ``aux``), applied
+    every ``--penalty_every`` D updates and scaled by it (lazy
+    regularization)."""
+    every = self.cfg.penalty_every
+    apply_penalty = (index % every) == 0
+    for i, (name, penalty) in enumerate(self.penalties):
+      def d_fn(v):
+        return self.discriminate(d_params, d_state, v, y_real, train=True,
+                                 rng=steps.device_key(k_d))[0]
+      keys = steps.example_keys(jax.random.fold_in(k_pen, i), real.shape[0])
+      value = lax.cond(apply_penalty,
+                       lambda: every * penalty(d_fn, real, fake, keys),
+                       steps.zero)
+      aux[f"penalty/{name}"] = value
+      total = total + value
+    return total
+
+  def after_update(self, side, params):
+    clip = self.cfg.d_clip
+    if side == "d" and clip > 0:
+      # WGAN (Arjovsky et al. 2017), Algorithm 1 line 7.
+      params = {**params, "D": jax.tree.map(
+          lambda p: jnp.clip(p, -clip, clip), params["D"])}
+    return params
+
+  def g_objective(self, params, state, batch, d_params=None, d_state=None):
+    """G's loss on this shard (and its updated state); D at ``d_params``,
+    ``d_state`` if given (unrolled GAN), else the state's."""
+    k_g, k_d = jax.random.split(batch["key"])
+    d_params = params["D"] if d_params is None else d_params
+    d_state = state.net_state["D"] if d_state is None else d_state
+    fake, g_state = self.generate(params["G"], state.net_state["G"],
+                                  batch["z"], batch.get("y"), train=True,
+                                  rng=steps.device_key(k_g))
+    logits, _ = self.discriminate(d_params, d_state, fake, batch.get("y"),
+                                  train=True, rng=steps.device_key(k_d))
+    if self.loss.g_reads_real:
+      # A relativistic loss compares with D on real data (own call, as in
+      # d_objective's separate path; D's state from it is dropped, like the
+      # fake call's).
+      real_logits, _ = self.discriminate(
+          d_params, d_state, batch["real"], batch.get("y_real"), train=True,
+          rng=steps.device_key(jax.random.fold_in(k_d, 1)))
+      g_loss = self.loss.g(logits, real_logits)
+    else:
+      g_loss = self.loss.g(logits)
+    return g_loss, ({"g_loss": g_loss}, {"G": g_state}, {})
+
+
+def _features(intermediates, name: str):
+  """The features D's architecture sowed, or a one-line error."""
+  try:
+    return intermediates["features"][0]
+  except (KeyError, TypeError):
+    raise UserError(f"discriminator {name!r} does not sow its features "
+                    f"(gan_jax.models.layers.sow_features), which this "
+                    f"method's heads read") from None
+
+
+@METHODS.register("gan")
+def gan(cfg, dataset) -> GAN:
+  """The GAN of Goodfellow et al. (2014) and the losses, penalties and
+  architectures of its successors (--loss, --penalties, --generator,
+  --discriminator, --pack, --d_clip, --conditional)."""
+  return GAN(cfg, dataset)

@@ -1,0 +1,110 @@
+"""Config sections: a component's own knobs, ``--<section>.<key>=value``.
+
+A method (or any component) defines its knobs in its own module::
+
+    from gan_jax import sections
+
+    sections.float_("lecam", "weight", 0.3, "Weight of the LeCam term.",
+                    bounds=">= 0")
+
+which defines the absl flag ``--lecam.weight``: parsed, bounds-checked,
+recorded in flags.txt and the checkpoint and compared on resume like every
+other flag (a user module's sections are defined when ``--extra_modules``
+imports it, before the rest is parsed). ``knobs(cfg, "lecam")`` gives the
+section as ``{key: value}``: the keyword arguments of the component's
+factory. A key the section does not have is a one-line error naming the
+section and its keys; a method's section set while another method runs is
+one too (``check_unused``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, Optional
+
+from gan_jax import flags as flags_lib
+from gan_jax.errors import UserError
+
+# section -> {key: default}
+SECTIONS: Dict[str, Dict[str, Any]] = {}
+# section -> what it configures ("method": read only when --method=section)
+KINDS: Dict[str, str] = {}
+
+
+def _define(kind: str, section: str, key: str, default, help_: str,
+            owner: str = "method", **kw):
+  if not re.fullmatch(r"[a-z][a-z0-9_]*", section) or not re.fullmatch(
+      r"[a-z][a-z0-9_]*", key):
+    raise ValueError(f"section and key must be lower-case identifiers: "
+                     f"{section!r}, {key!r}")
+  name = f"{section}.{key}"
+  getattr(flags_lib, kind)(name, default, f"[{section}] {help_}", **kw)
+  SECTIONS.setdefault(section, {})[key] = default
+  KINDS[section] = owner
+
+
+def integer(section, key, default, help_, **kw):
+  _define("integer", section, key, default, help_, **kw)
+
+
+def float_(section, key, default, help_, **kw):
+  _define("float_", section, key, default, help_, **kw)
+
+
+def boolean(section, key, default, help_, **kw):
+  _define("boolean", section, key, default, help_, **kw)
+
+
+def string(section, key, default, help_, **kw):
+  _define("string", section, key, default, help_, **kw)
+
+
+def enum(section, key, default, values, help_, **kw):
+  # flags_lib.enum takes the values before the help.
+  name = f"{section}.{key}"
+  flags_lib.enum(name, default, values, f"[{section}] {help_}", **kw)
+  SECTIONS.setdefault(section, {})[key] = default
+  KINDS[section] = kw.get("owner", "method")
+
+
+def knobs(cfg, section: str) -> Dict[str, Any]:
+  """The section's ``{key: value}`` in ``cfg`` (empty for a section that
+  has no knobs)."""
+  values = dict(cfg.items())
+  return {key: values[f"{section}.{key}"]
+          for key in SECTIONS.get(section, {}) if f"{section}.{key}" in values}
+
+
+def check_unused(cfg, method: str) -> None:
+  """A method's section changed from its defaults while another method
+  runs: one line, since those knobs would do nothing."""
+  values = dict(cfg.items())
+  for section, keys in SECTIONS.items():
+    if KINDS.get(section) != "method" or section == method:
+      continue
+    changed = [k for k, default in keys.items()
+               if f"{section}.{k}" in values
+               and values[f"{section}.{k}"] != _comparable(default)]
+    if changed:
+      raise UserError(
+          f"--{section}.{changed[0]} configures --method={section}, but "
+          f"this run is --method={method}")
+
+
+def _comparable(value):
+  return tuple(value) if isinstance(value, list) else value
+
+
+def unknown_key_line(flag: str) -> Optional[str]:
+  """The one line for an unknown flag ``section.key`` of a known section
+  (None for other unknown flags)."""
+  section, dot, key = flag.lstrip("-").partition("=")[0].partition(".")
+  if not dot:
+    return None
+  if section not in SECTIONS:
+    known = ", ".join(sorted(SECTIONS)) or "none"
+    return (f"--{section}.{key}: no component has a section {section!r} "
+            f"(sections: {known}; a user module's own are defined by "
+            f"--extra_modules)")
+  return (f"--{section}.{key}: section {section!r} has no key {key!r}; "
+          f"its keys: {', '.join(sorted(SECTIONS[section]))}")
