@@ -91,6 +91,14 @@ class Evaluator:
     if "inception_score" in names and cfg.is_splits > n:
       raise UserError(f"--is_splits={cfg.is_splits} needs at least "
                       f"{cfg.is_splits} samples; {where}")
+    if metrics_lib.LABELS in self._needs() and self.gan.eval_inputs(
+        jax.random.PRNGKey(0), 1)[2] is None:
+      names = [m for m in names
+               if metrics_lib.LABELS in metrics_lib.METRICS.get(m).needs]
+      raise UserError(
+          f"--eval_metrics={names[0]} scores samples against their labels; "
+          f"--method={cfg.method} gives its samples none (a conditional G "
+          f"or InfoGAN's categorical code does)")
     if self._parzen_validation():
       try:
         self.gan.dataset.eval_arrays("valid")
@@ -108,7 +116,7 @@ class Evaluator:
     return "parzen" in self.protocol.metrics and not self.cfg.parzen_sigma
 
   def _arrays(self, images):
-    needs = self._needs()
+    needs = self._needs() - {metrics_lib.LABELS}
     out = {}
     if needs - {metrics_lib.PIXELS}:  # a feature network's arrays
       out = features_lib.compute(self.protocol.extractor, images,
@@ -139,13 +147,15 @@ class Evaluator:
     if progress:
       from tqdm import tqdm  # pylint: disable=g-import-not-at-top
       chunks = tqdm(chunks, desc="sampling", unit="batch")
-    out = []
+    out, labels = [], []
     for i in chunks:
       n = min(self.batch, self.num_samples - i)
-      x, _ = self.sampler.sample(state, jax.random.fold_in(key, i), n,
+      x, y = self.sampler.sample(state, jax.random.fold_in(key, i), n,
                                  batch=n)
       out.append(quantize(x))  # per chunk: no full-size float copies
-    return np.concatenate(out)
+      if y is not None:
+        labels.append(y)
+    return np.concatenate(out), (np.concatenate(labels) if labels else None)
 
   def __call__(self, state, progress: bool = False) -> Dict[str, float]:
     fake = self._generate(state, progress)
@@ -153,15 +163,19 @@ class Evaluator:
     # precision/recall's blocks per device), also when the training loop
     # has its data-parallel mesh in context.
     with jax.set_mesh(None):
-      return self._metrics(fake)
+      if self.protocol is None:
+        return self._metrics(fake)
+      return self._metrics(*fake)
 
-  def _metrics(self, fake) -> Dict[str, float]:
+  def _metrics(self, fake, labels=None) -> Dict[str, float]:
     ds = self.gan.dataset
     if self.protocol is None:
       if ds.modes is None:
         return {}
       return toy_metrics.mode_metrics(fake, ds.modes, ds.std)
     fake_arrays = self._arrays(fake)
+    if labels is not None:
+      fake_arrays[metrics_lib.LABELS] = labels
     out: Dict[str, float] = {}
     for name in self.protocol.metrics:
       metric = metrics_lib.METRICS.get(name)

@@ -274,6 +274,13 @@ def visualize(gan, sampler, state, step, workdir, writer, real_toy=None,
     with writer.local_writes():
       plots.save_png(path, image)
       writer.write_image(step, image_name, image)
+  for name, (z, y, rows) in gan.latent_traversals(state.rng).items():
+    # The method's latent traversals (InfoGAN: one grid per code).
+    image = plots.grid(sampler(state, z, y), rows=rows)
+    if writer.enabled:
+      with writer.local_writes():
+        plots.save_png(os.path.join(out_dir, f"{name}_step_{step:07d}.png"),
+                       image)
   pairs, points = gan.cfg.interp_pairs, gan.cfg.interp_points
   if pairs > 0:
     # Every process samples (one SPMD program over all devices); process 0

@@ -41,7 +41,7 @@ def test_memory_hint_names_the_flags_that_make_the_state_big():
   gan = gan_lib.build(cfg)
   abstract = jax.eval_shape(lambda: state_lib.create_replicas(gan, 0, 1))
   hint = train.memory_hint(cfg, abstract)
-  assert ("its largest array g_params/Dense_0/kernel of shape "
+  assert ("its largest array params/G/Dense_0/kernel of shape "
           "(2000000000, 16) (128.0 GB), sized by --z_dim=2000000000, "
           "--g_hidden=16") in hint, hint
   assert "(--batch_size=16 x (--d_steps=1 + 1) x --z_dim=2000000000)" in hint

@@ -48,7 +48,7 @@ def protocol(dataset: str, metrics: Tuple[str, ...] = ()) -> Protocol:
     return default
   from gan_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   # The images themselves ("pixels") come with any feature network.
-  gives = GIVES[default.extractor] + ("pixels",)
+  gives = GIVES[default.extractor] + ("pixels", "labels")
   for name in metrics:
     missing = [k for k in metrics_lib.METRICS.get(name).needs
                if k not in gives]

@@ -16,5 +16,6 @@ from gan_jax.methods.base import METHODS, Method, cross_entropy
 # Importing the modules registers their methods.
 from gan_jax.methods import gan  # noqa: E402,F401
 from gan_jax.methods import madgan, unrolled  # noqa: E402,F401
+from gan_jax.methods import acgan, infogan  # noqa: E402,F401
 
 __all__ = ["METHODS", "Method", "cross_entropy"]

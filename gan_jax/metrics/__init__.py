@@ -18,6 +18,8 @@ and ``fake`` are dicts of arrays computed by the evaluator from real data and
 generated samples, keyed by ``FEATURES`` ("features": penultimate features,
 ``(N, D)``), ``LOGITS`` ("logits": class logits, ``(N, C)``) and ``DIGITS``
 ("digits": Stacked MNIST per-channel digits, ``(N, 3)``) and ``PIXELS``
+``LABELS`` ("labels": for ``fake``, the labels the method gave its samples,
+``(N,)``) and ``PIXELS``
 ("pixels": the images themselves in [0, 1], flattened, ``(N, H*W*C)``; for
 ``real`` also "valid_pixels", held-out training images, when the Parzen
 window chooses its width on them). ``cfg`` is a
@@ -35,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Dict, Tuple
 
+from gan_jax.metrics import labels as labels_lib
 from gan_jax.metrics import parzen as parzen_lib
 from gan_jax.metrics import stacked_mnist
 from gan_jax.metrics.fid import fid, frechet_distance, gaussian_stats
@@ -48,6 +51,9 @@ LOGITS = "logits"
 DIGITS = "digits"
 PIXELS = "pixels"
 VALID_PIXELS = "valid_pixels"
+# The labels of generated samples (``Method.eval_inputs``: the class a
+# conditional G was given, InfoGAN's categorical code), (N,) ints.
+LABELS = "labels"
 
 METRICS = Registry("metric")
 
@@ -130,8 +136,27 @@ def _parzen(real, fake, cfg):
                            valid=real.get(VALID_PIXELS))
 
 
+@register("class_accuracy", needs=(LOGITS, LABELS), needs_real=False)
+def _class_accuracy(real, fake, cfg):
+  """How often the classifier names the class G was asked for (ACGAN,
+  cGAN: Odena et al. 2017's measure of class-conditional samples)."""
+  del real, cfg
+  return {"class_accuracy": labels_lib.class_accuracy(fake[LOGITS],
+                                                      fake[LABELS])}
+
+
+@register("cluster_accuracy", needs=(LOGITS, LABELS), needs_real=False)
+def _cluster_accuracy(real, fake, cfg):
+  """How well an unsupervised code (InfoGAN's categorical code) matches the
+  classifier's classes, after the best one-to-one matching of code values
+  to classes (Chen et al. 2016, Sec. 7.1: 5% error on MNIST)."""
+  del real, cfg
+  return {"cluster_accuracy": labels_lib.cluster_accuracy(fake[LOGITS],
+                                                          fake[LABELS])}
+
+
 __all__ = [
-    "DIGITS", "FEATURES", "LOGITS", "METRICS", "Metric", "PIXELS",
+    "DIGITS", "FEATURES", "LABELS", "LOGITS", "METRICS", "Metric", "PIXELS",
     "VALID_PIXELS", "fid", "frechet_distance", "gaussian_stats",
     "inception_score", "kid", "parzen_lib", "precision_recall", "register",
     "stacked_mnist",

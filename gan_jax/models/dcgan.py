@@ -106,6 +106,7 @@ class DCGANDiscriminator(nn.Module):
         kernel_dim=self.mbd_kernel_dim, group_size=self.mbstd_group_size,
         dtype=self.dtype)
     h = h.reshape(h.shape[0], -1)
+    layers.sow_features(self, h)
     logit = layers.spectral_norm(
         nn.Dense(1, dtype=self.dtype, kernel_init=layers.dcgan_init), sn,
         train)(h)[:, 0]

@@ -122,6 +122,7 @@ class MaxoutDiscriminator(nn.Module):
         h, self.minibatch, num_kernels=self.mbd_kernels,
         kernel_dim=self.mbd_kernel_dim, group_size=self.mbstd_group_size,
         dtype=self.dtype)
+    layers.sow_features(self, h)
     logit = layers.spectral_norm(
         nn.Dense(1, dtype=self.dtype, kernel_init=init), sn, train)(h)
     return logit[:, 0].astype(jnp.float32)

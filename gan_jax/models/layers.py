@@ -262,6 +262,14 @@ def minibatch_features_from_config(x, cfg, dtype: Any = jnp.float32):
 # ---------------------------------------------------------------- shapes
 
 
+def sow_features(module: nn.Module, h) -> None:
+  """Offers a discriminator's final features ``h`` (batch, ...) to heads
+  that share its trunk (InfoGAN's Q, ACGAN's classifier: ``models.heads``):
+  sown into the ``intermediates`` collection, which only a caller that asks
+  for it (``mutable=["intermediates"]``) keeps; otherwise a no-op."""
+  module.sow("intermediates", "features", h)
+
+
 def image_levels(shape, arch: str):
   """(base size, doublings) for a square image: 28 -> (7, 2), 32 -> (4, 3),
   64 -> (4, 4); any 4*2^k or 7*2^k with k >= 1."""

@@ -117,6 +117,7 @@ class MLPDiscriminator(nn.Module):
         h, self.minibatch, num_kernels=self.mbd_kernels,
         kernel_dim=self.mbd_kernel_dim, group_size=self.mbstd_group_size,
         dtype=self.dtype)
+    mb_layers.sow_features(self, h)
     logits = mb_layers.spectral_norm(
         nn.Dense(self.outputs, dtype=self.dtype,
                  kernel_init=self.kernel_init), sn, train)(h)

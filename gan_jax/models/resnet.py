@@ -181,6 +181,7 @@ class ResNetDiscriminator(nn.Module):
     if h.ndim == 4:
       pool = jnp.sum if self.pool == "sum" else jnp.mean
       h = pool(h, axis=(1, 2))  # global pooling
+    layers.sow_features(self, h)
     logit = layers.spectral_norm(
         nn.Dense(1, dtype=self.dtype, kernel_init=_init), sn, train)(h)[:, 0]
     if self.num_classes > 0:
