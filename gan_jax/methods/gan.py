@@ -222,9 +222,24 @@ class GAN(Method):
                                         fake, y_fake, k_d, together)
     n = logits.shape[0] // 2
     total, aux = self.d_loss(logits[:n], logits[n:])
+    extra = {}
+    term = self.d_term(logits[:n], logits[n:], state)
+    if term is not None:
+      value, metrics, extra = term
+      total = total + value
+      aux.update(metrics)
     total = self.add_penalties(total, aux, params["D"], d_state, real,
                                y_real, fake, k_d, k_pen, ctx["index"])
-    return total, (aux, {"D": new_d_state}, {})
+    return total, (aux, {"D": new_d_state}, extra)
+
+  def d_term(self, real_logits, fake_logits, state):
+    """A term of D's loss that a subclass adds, with its metrics and the
+    updates of its extra state: ``(value, metrics, extra)``, or None (the
+    default: nothing). ``state.extra`` holds the values before this
+    update; the engine averages the new ones over devices. A LeCam-style
+    regularizer with EMA anchors is a few lines (docs/extending.md)."""
+    del real_logits, fake_logits, state
+    return None
 
   def add_penalties(self, total, aux, d_params, d_state, real, y_real,
                     fake, k_d, k_pen, index):

@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from gan_jax.models import DISCRIMINATORS, GENERATORS
-from gan_jax.models import conv, layers
+from gan_jax.models import conv, heads, layers
 
 
 class DCGANGenerator(nn.Module):
@@ -106,16 +106,9 @@ class DCGANDiscriminator(nn.Module):
         kernel_dim=self.mbd_kernel_dim, group_size=self.mbstd_group_size,
         dtype=self.dtype)
     h = h.reshape(h.shape[0], -1)
-    layers.sow_features(self, h)
-    logit = layers.spectral_norm(
-        nn.Dense(1, dtype=self.dtype, kernel_init=layers.dcgan_init), sn,
-        train)(h)[:, 0]
-    if self.num_classes > 0:
-      embed = layers.spectral_norm(
-          nn.Embed(self.num_classes, h.shape[-1], dtype=self.dtype,
-                   embedding_init=layers.dcgan_init), sn, train)(y)
-      logit = logit + jnp.sum(embed * h, axis=-1)
-    return logit.astype(jnp.float32)
+    return heads.discriminator_output(
+        self, h, y, num_classes=self.num_classes, spectral=sn, train=train,
+        dtype=self.dtype, kernel_init=layers.dcgan_init)
 
 
 @GENERATORS.register("dcgan")

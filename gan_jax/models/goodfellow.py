@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 from gan_jax.errors import UserError
 from gan_jax.models import DISCRIMINATORS, GENERATORS
-from gan_jax.models import layers
+from gan_jax.models import heads, layers
 
 
 def _uniform(scale: float):
@@ -122,10 +122,8 @@ class MaxoutDiscriminator(nn.Module):
         h, self.minibatch, num_kernels=self.mbd_kernels,
         kernel_dim=self.mbd_kernel_dim, group_size=self.mbstd_group_size,
         dtype=self.dtype)
-    layers.sow_features(self, h)
-    logit = layers.spectral_norm(
-        nn.Dense(1, dtype=self.dtype, kernel_init=init), sn, train)(h)
-    return logit[:, 0].astype(jnp.float32)
+    return heads.discriminator_output(self, h, spectral=sn, train=train,
+                                      dtype=self.dtype, kernel_init=init)
 
 
 def _generator(cfg, shape, num_classes: int) -> nn.Module:

@@ -42,3 +42,31 @@ class Head(nn.Module):
                            dtype=self.dtype)
       h = nn.leaky_relu(h, 0.2)
     return nn.Dense(self.out, dtype=self.dtype)(h).astype(jnp.float32)
+
+
+def discriminator_output(module: nn.Module, h, y=None, *, outputs: int = 1,
+                         num_classes: int = 0, spectral: bool = False,
+                         train: bool = True, dtype: Any = jnp.float32,
+                         kernel_init=nn.initializers.lecun_normal()):
+  """The output of every built-in discriminator, on its trunk's final
+  features ``h`` (batch, features); called inside ``module``'s compact
+  ``__call__`` (its layers are the module's own: ``Dense_k``, ``Embed_0``).
+
+  Sows ``h`` for the heads above (``layers.sow_features``), then one linear
+  logit per sample ((batch,) float32), or ``outputs`` > 1 logits (MAD-GAN's
+  k+1), plus the projection of the label's embedding on ``h`` when
+  ``num_classes`` > 0 (projection discriminator, Miyato & Koyama 2018,
+  eq. 3), spectrally normalized with ``spectral``."""
+  layers.sow_features(module, h)
+  logits = layers.spectral_norm(
+      nn.Dense(outputs, dtype=dtype, kernel_init=kernel_init), spectral,
+      train)(h)
+  if outputs > 1:
+    return logits.astype(jnp.float32)
+  logit = logits[:, 0]
+  if num_classes > 0:
+    embed = layers.spectral_norm(
+        nn.Embed(num_classes, h.shape[-1], dtype=dtype,
+                 embedding_init=kernel_init), spectral, train)(y)
+    logit = logit + jnp.sum(embed * h, axis=-1)
+  return logit.astype(jnp.float32)

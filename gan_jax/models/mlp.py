@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from gan_jax.models import DISCRIMINATORS, GENERATORS
+from gan_jax.models import heads
 from gan_jax.models import layers as mb_layers
 
 
@@ -117,12 +118,9 @@ class MLPDiscriminator(nn.Module):
         h, self.minibatch, num_kernels=self.mbd_kernels,
         kernel_dim=self.mbd_kernel_dim, group_size=self.mbstd_group_size,
         dtype=self.dtype)
-    mb_layers.sow_features(self, h)
-    logits = mb_layers.spectral_norm(
-        nn.Dense(self.outputs, dtype=self.dtype,
-                 kernel_init=self.kernel_init), sn, train)(h)
-    logits = logits.astype(jnp.float32)
-    return logits[:, 0] if self.outputs == 1 else logits
+    return heads.discriminator_output(
+        self, h, outputs=self.outputs, spectral=sn, train=train,
+        dtype=self.dtype, kernel_init=self.kernel_init)
 
 
 _INITS = {"lecun_normal": nn.initializers.lecun_normal(),

@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from gan_jax.models import DISCRIMINATORS, GENERATORS
-from gan_jax.models import layers
+from gan_jax.models import heads, layers
 
 _init = nn.initializers.xavier_uniform()
 _init_res = nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")
@@ -181,15 +181,9 @@ class ResNetDiscriminator(nn.Module):
     if h.ndim == 4:
       pool = jnp.sum if self.pool == "sum" else jnp.mean
       h = pool(h, axis=(1, 2))  # global pooling
-    layers.sow_features(self, h)
-    logit = layers.spectral_norm(
-        nn.Dense(1, dtype=self.dtype, kernel_init=_init), sn, train)(h)[:, 0]
-    if self.num_classes > 0:
-      embed = layers.spectral_norm(
-          nn.Embed(self.num_classes, h.shape[-1], dtype=self.dtype,
-                   embedding_init=_init), sn, train)(y)
-      logit = logit + jnp.sum(embed * h, axis=-1)
-    return logit.astype(jnp.float32)
+    return heads.discriminator_output(
+        self, h, y, num_classes=self.num_classes, spectral=sn, train=train,
+        dtype=self.dtype, kernel_init=_init)
 
 
 @GENERATORS.register("resnet")
