@@ -84,6 +84,15 @@ def zero():
   return lax.pcast(jnp.zeros((), jnp.float32), AXIS, to="varying")
 
 
+def lazy(index, every: int, fn):
+  """A lazy regularizer (Karras et al. 2020, Sec. 3.1): ``every * fn()`` on
+  the updates whose ``index`` is a multiple of ``every``, 0 on the others
+  (``fn`` is not computed there). On the D side ``ctx["index"]`` counts D
+  updates; on the G side ``state.step`` counts G updates, so a G-side term
+  every 4 updates (path length) is ``lazy(state.step, 4, fn)``."""
+  return lax.cond((index % every) == 0, lambda: every * fn(), zero)
+
+
 def update(method, side: str, state: TrainState, batch: Batch, ctx: Batch,
            txs: Optional[Dict[str, optax.GradientTransformation]] = None):
   """One update of ``side``'s networks (``method.networks_of(side)``).

@@ -62,6 +62,8 @@ FLAGFILES = {  # name -> (dataset, shape of G's samples)
     "cgan_mnist": ("mnist", (28, 28, 1)),
     "cdcgan_mnist": ("mnist", (28, 28, 1)),
     "dcgan_stacked_mnist": ("stacked_mnist", (28, 28, 3)),
+    "infogan_mnist": ("mnist", (28, 28, 1)),
+    "acgan_mnist": ("mnist", (28, 28, 1)),
 }
 
 
@@ -76,9 +78,15 @@ def test_flagfile_parses_and_builds(monkeypatch, name):
     assert (cfg.g_optimizer, cfg.g_lr, cfg.g_beta1) == ("adam", 2e-4, 0.5)
     assert (cfg.d_optimizer, cfg.d_lr, cfg.d_beta1) == ("adam", 2e-4, 0.5)
   gan = gan_lib.build(cfg, None if dataset == "ring" else FakeImages(shape))
+  if name == "infogan_mnist":
+    # The authors' settings (openai/InfoGAN, run_mnist_exp.py).
+    assert (gan.z_dim, gan.categories, gan.continuous) == (74, 10, 2)
+    assert (cfg.g_lr, cfg.d_lr, cfg.batch_size) == (1e-3, 2e-4, 128)
+    assert set(jax.eval_shape(lambda: state_lib.create(gan, 0)).params) == {
+        "G", "D", "Q"}
   state = jax.eval_shape(lambda: state_lib.create(gan, 0))
-  z = jax.ShapeDtypeStruct((2, cfg.z_dim), np.float32)
-  y = (jax.ShapeDtypeStruct((2,), np.int32) if cfg.conditional else None)
+  z = jax.ShapeDtypeStruct((2, gan.z_dim), np.float32)
+  y = (jax.ShapeDtypeStruct((2,), np.int32) if gan.num_classes else None)
   x = jax.eval_shape(lambda s, z, y: gan.generate(
       s.g_params, s.g_state, z, y, train=False)[0], state, z, y)
   assert x.shape == (2,) + shape

@@ -246,16 +246,15 @@ class GAN(Method):
     """``total`` plus the penalties (each also put in ``aux``), applied
     every ``--penalty_every`` D updates and scaled by it (lazy
     regularization)."""
-    every = self.cfg.penalty_every
-    apply_penalty = (index % every) == 0
     for i, (name, penalty) in enumerate(self.penalties):
       def d_fn(v):
         return self.discriminate(d_params, d_state, v, y_real, train=True,
                                  rng=steps.device_key(k_d))[0]
       keys = steps.example_keys(jax.random.fold_in(k_pen, i), real.shape[0])
-      value = lax.cond(apply_penalty,
-                       lambda: every * penalty(d_fn, real, fake, keys),
-                       steps.zero)
+      value = steps.lazy(
+          index, self.cfg.penalty_every,
+          lambda d_fn=d_fn, keys=keys, penalty=penalty: penalty(
+              d_fn, real, fake, keys))
       aux[f"penalty/{name}"] = value
       total = total + value
     return total
