@@ -200,6 +200,19 @@ class GAN(Method):
         train=True, rng=steps.device_key(jax.random.fold_in(k_d, 1)))
     return jnp.concatenate([l_real, l_fake]), new_state
 
+  def d_features(self, d_params, d_state, real, fake, k_d):
+    """D on real, then on fake (separate calls, as ``d_logits``), with the
+    features each call sows for the heads: ``(real_logits, real_features,
+    fake_logits, fake_features, D's updated state)``. For an unconditional
+    D (heads carry what else D predicts)."""
+    l_real, f_real, new_state = self.discriminate(
+        d_params, d_state, real, None, train=True,
+        rng=steps.device_key(k_d), features=True)
+    l_fake, f_fake, new_state = self.discriminate(
+        d_params, spectral_from(new_state, d_state), fake, None, train=True,
+        rng=steps.device_key(jax.random.fold_in(k_d, 1)), features=True)
+    return l_real, f_real, l_fake, f_fake, new_state
+
   def d_loss(self, real_logits, fake_logits):
     """(d_loss, metrics) of D's logits."""
     d_loss, d_real, d_fake = self.loss.d(real_logits, fake_logits)

@@ -30,7 +30,7 @@ from gan_jax import sections
 from gan_jax import steps
 from gan_jax.errors import UserError
 from gan_jax.methods.base import METHODS, cross_entropy
-from gan_jax.methods.gan import GAN, spectral_from
+from gan_jax.methods.gan import GAN
 from gan_jax.models import heads, layers
 from gan_jax.state import split_variables
 
@@ -166,14 +166,8 @@ class InfoGAN(GAN):
     k_g, k_d, k_pen = jax.random.split(batch["key"], 3)
     fake = self.fake_for_d(params, state, batch, k_g, ctx).astype(real.dtype)
     d_state = state.net_state["D"]
-    # Real and fake in separate D calls (BatchNorm, as the plain GAN).
-    l_real, new_state = self.discriminate(params["D"], d_state, real, None,
-                                          train=True,
-                                          rng=steps.device_key(k_d))
-    l_fake, feats, new_state = self.discriminate(
-        params["D"], spectral_from(new_state, d_state), fake, None,
-        train=True, rng=steps.device_key(jax.random.fold_in(k_d, 1)),
-        features=True)
+    l_real, _, l_fake, feats, new_state = self.d_features(
+        params["D"], d_state, real, fake, k_d)
     total, aux = self.d_loss(l_real, l_fake)
     info, info_metrics, q_state = self.info_loss(
         params["Q"], state.net_state["Q"], feats, z)
