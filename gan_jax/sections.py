@@ -59,12 +59,12 @@ def string(section, key, default, help_, **kw):
   _define("string", section, key, default, help_, **kw)
 
 
-def enum(section, key, default, values, help_, **kw):
+def enum(section, key, default, values, help_, owner: str = "method", **kw):
   # flags_lib.enum takes the values before the help.
   name = f"{section}.{key}"
   flags_lib.enum(name, default, values, f"[{section}] {help_}", **kw)
   SECTIONS.setdefault(section, {})[key] = default
-  KINDS[section] = kw.get("owner", "method")
+  KINDS[section] = owner
 
 
 def knobs(cfg, section: str) -> Dict[str, Any]:

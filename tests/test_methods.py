@@ -223,3 +223,32 @@ def test_section_knob_change_on_resume_is_refused(tmp_path):
             "--num_steps=4")
   line = assert_one_line_error(r)
   assert "acgan.class_weight" in line, line
+
+
+def test_section_helpers_define_dotted_flags_read_back_as_knobs():
+  from gan_jax import flags as flags_lib  # pylint: disable=g-import-not-at-top
+  from gan_jax import sections  # pylint: disable=g-import-not-at-top
+  sections.enum("tsec", "mode", "a", ["a", "b"], "A test knob.")
+  sections.integer("tsec", "size", 3, "Another.", bounds=">= 1")
+  try:
+    _check_tsec(flags_lib, sections)
+  finally:  # the worker's other tests must not see (or record) them
+    for key in ("mode", "size"):
+      name = f"tsec.{key}"
+      delattr(flags_lib.FLAGS, name)
+      flags_lib.SAFE.pop(name)
+      flags_lib.BOUNDS.pop(name, None)
+    sections.SECTIONS.pop("tsec")
+    sections.KINDS.pop("tsec")
+
+
+def _check_tsec(flags_lib, sections):
+  cfg = flags_lib.defaults(**{"tsec.mode": "b"})
+  assert sections.knobs(cfg, "tsec") == {"mode": "b", "size": 3}
+  assert sections.unknown_key_line("--tsec.sise=4") == (
+      "--tsec.sise: section 'tsec' has no key 'sise'; its keys: mode, size")
+  with pytest.raises(UserError, match="configures --method=tsec"):
+    sections.check_unused(cfg, "gan")
+  sections.check_unused(cfg.replace(**{"tsec.mode": "a"}), "gan")
+  with pytest.raises(UserError, match="must be >= 1"):
+    flags_lib.check_bounds(cfg.replace(**{"tsec.size": 0}))
