@@ -27,7 +27,6 @@ from gan_jax.errors import UserError
 from gan_jax.methods.base import METHODS, cross_entropy
 from gan_jax.methods.gan import GAN
 from gan_jax.models import heads, layers
-from gan_jax.state import split_variables
 
 sections.float_("acgan", "class_weight", 1.0, "w: the weight of the "
                 "auxiliary classifier's cross-entropy in D's and G's "
@@ -61,12 +60,9 @@ class ACGAN(GAN):
 
   def init(self, key_g, key_d):
     params, state, extra = super().init(key_g, key_d)
-    x = jnp.zeros((2,) + self.shape, jnp.float32)
-    _, feats, _ = self.discriminate(params["D"], state["D"], x, None,
-                                    train=False, features=True)
-    c_params, c_state = split_variables(self.classifier.init(
-        jax.random.fold_in(key_d, 1), feats, train=False))
-    return {**params, "C": c_params}, {**state, "C": c_state}, extra
+    params, state = self.with_head("C", self.classifier, params, state,
+                                   key_d)
+    return params, state, extra
 
   def classify(self, params, feats):
     return self.classifier.apply({"params": params}, feats, train=True)

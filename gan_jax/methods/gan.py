@@ -111,6 +111,16 @@ class GAN(Method):
         {"params": key_d, "dropout": key_d}, self.pack(x), y_d, train=False))
     return {"G": g_params, "D": d_params}, {"G": g_state, "D": d_state}, {}
 
+  def with_head(self, name: str, head, params, state, key_d):
+    """``(params, state)`` with network ``name``, a head on D's sown
+    features (``models.heads.Head``), initialised from ``key_d``."""
+    x = jnp.zeros((max(2, self.cfg.pack),) + self.shape, jnp.float32)
+    _, feats, _ = self.discriminate(params["D"], state["D"], x, None,
+                                    train=False, features=True)
+    h_params, h_state = split_variables(head.init(
+        jax.random.fold_in(key_d, 1), feats, train=False))
+    return {**params, name: h_params}, {**state, name: h_state}
+
   def generate(self, params, state, z, y, train: bool, rng=None):
     """G(z, y) -> (samples, G's updated non-trainable state)."""
     variables = {"params": params, **state}

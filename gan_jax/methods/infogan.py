@@ -32,7 +32,6 @@ from gan_jax.errors import UserError
 from gan_jax.methods.base import METHODS, cross_entropy
 from gan_jax.methods.gan import GAN
 from gan_jax.models import heads, layers
-from gan_jax.state import split_variables
 
 sections.integer("infogan", "categories", 10, "Values of the categorical "
                  "code (0: none).", bounds="[0, 1000]")
@@ -131,13 +130,8 @@ class InfoGAN(GAN):
 
   def init(self, key_g, key_d):
     params, state, extra = super().init(key_g, key_d)
-    n = max(2, self.cfg.pack)
-    x = jnp.zeros((n,) + self.shape, jnp.float32)
-    _, feats, _ = self.discriminate(params["D"], state["D"], x, None,
-                                    train=False, features=True)
-    q_params, q_state = split_variables(self.q.init(
-        jax.random.fold_in(key_d, 1), feats, train=False))
-    return {**params, "Q": q_params}, {**state, "Q": q_state}, extra
+    params, state = self.with_head("Q", self.q, params, state, key_d)
+    return params, state, extra
 
   def info_loss(self, q_params, q_state, feats, z, train: bool = True):
     """(lambda-free L_I, its metrics, Q's updated state)."""
