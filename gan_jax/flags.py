@@ -424,14 +424,10 @@ integer("mbstd_group_size", 4, "Minibatch stddev: group size (the largest "
 float_("lsgan_a", 0.0, "LSGAN target for fake samples in D's loss (a).")
 float_("lsgan_b", 1.0, "LSGAN target for real samples in D's loss (b).")
 float_("lsgan_c", 1.0, "LSGAN target G wants D to give fakes (c).")
-strings("penalties", [], "Discriminator penalties (registry names), e.g. "
-        "gp or r1; composable: gp,r1.")
-float_("gp_weight", 10.0, "WGAN-GP gradient penalty weight (lambda).",
-       bounds=">= 0")
-float_("r1_gamma", 10.0, "R1 penalty weight (gamma).", bounds=">= 0")
-integer("penalty_every", 1, "Lazy regularization: apply the penalties every N "
-        "discriminator updates, scaled by N (Karras et al. 2020).",
-        bounds=">= 1")
+strings("penalties", [], "Regularizers (registry names, gan_jax.penalties), "
+        "e.g. gp or r1 on D's side, pl on G's; composable: gp,r1. Each has "
+        "its section: its weight (--gp.weight, --r1.gamma, --pl.weight) and "
+        "its lazy interval (--r1.every=16).")
 float_("d_clip", 0.0, "WGAN weight clipping: clip every critic parameter "
        "to [-c, c] after each update; 0 disables.", bounds=">= 0")
 
@@ -488,16 +484,6 @@ float_("classifier_lr", 2e-3, "Peak learning rate (one-cycle cosine) of "
 integer("pack", 1, "PacGAN packing (Lin et al. 2018): D judges m samples "
         "concatenated (features/channels). 1 = no packing. The batch size "
         "counts samples, so it must divide by pack.", bounds=">= 1")
-integer("unroll_steps", 0, "Unrolled GAN (Metz et al. 2017): G's loss is "
-        "taken through k differentiable D updates (replaying the step's D "
-        "batches); the D kept after the step is the non-unrolled one. 0 = "
-        "off. At most 100: the unrolled updates are traced one by one, so "
-        "compilation time and memory grow with k (the paper used up to "
-        "10).", bounds="[0, 100]")
-integer("num_generators", 1, "MAD-GAN (Ghosh et al. 2018): k generators, "
-        "each making batch/k of every batch, and a discriminator with k+1 "
-        "outputs (generator 0..k-1, real = k) trained with the madgan loss. "
-        "1 = one generator.", bounds=">= 1")
 integer("num_seeds", 1, "Train N independent replicas (seeds seed .. "
         "seed+N-1: own initialization, noise and data) in one compiled "
         "program (jax.vmap over a leading replica axis of the train state).",
@@ -699,8 +685,13 @@ def serialize(config: Config) -> List[str]:
 #      the test-only --debug_* flags removed (tests/faults.py);
 #   2  methods (--method, gan_jax.methods): MAD-GAN is --method=madgan (the
 #      madgan loss is gone), unrolled GAN --method=unrolled; the train state
-#      holds networks by name (params, net_state, opt_state, ema, extra).
-SCHEMA_VERSION = 2
+#      holds networks by name (params, net_state, opt_state, ema, extra);
+#   3  regularizers and methods are configured by their sections:
+#      --gp_weight, --r1_gamma and the shared --penalty_every became
+#      --gp.weight, --r1.gamma and each one's --<name>.every; MAD-GAN's
+#      --num_generators is --madgan.generators, unrolled GAN's
+#      --unroll_steps --unrolled.steps.
+SCHEMA_VERSION = 3
 """The config schema: what a saved run's flag values mean. Bump it when a
 change makes saved runs mean something else (a flag removed, renamed, or
 whose default or meaning changes) and say what changed above: a saved run of
@@ -805,22 +796,16 @@ def check_new_run(cfg):
     raise UserError(f"--penalties={','.join(cfg.penalties)} names "
                     f"{', '.join(repeated)} more than once (it would count "
                     f"twice)")
-  single_logit = sorted({"gp", "r1"} & set(cfg.penalties))
-  if cfg.num_generators > 1 and single_logit:
-    raise UserError(f"--penalties={','.join(single_logit)} penalizes the "
-                    "gradient of D's one logit per example; MAD-GAN's D "
-                    "(--num_generators > 1) has k+1 softmax outputs, so "
-                    "those penalties are not defined for it")
 
 
-def check_config(cfg, n_devices: int):
-  """Flag combinations that cannot work, as one-line errors."""
-  unit = n_devices * cfg.pack * cfg.num_generators
+def check_config(cfg, n_devices: int, multiple: int = 1,
+                 why: str = ""):
+  """Flag combinations that cannot work, as one-line errors. ``multiple``:
+  what each device's batch must divide by (the method's
+  ``batch_multiple``, ``why`` naming it)."""
+  unit = n_devices * multiple
   if cfg.batch_size <= 0 or cfg.batch_size % unit:
-    what = f"{n_devices} devices" + (f" x pack {cfg.pack}" if cfg.pack > 1
-                                      else "")
-    if cfg.num_generators > 1:
-      what += f" x {cfg.num_generators} generators"
+    what = f"{n_devices} devices" + (f" x {why}" if multiple > 1 else "")
     raise UserError(f"--batch_size={cfg.batch_size} must be a positive "
                     f"multiple of {unit} ({what})")
   # Names are checked whatever the data (toy data ignores them with a

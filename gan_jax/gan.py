@@ -18,7 +18,6 @@ from gan_jax import methods as methods_lib
 from gan_jax import models
 from gan_jax import flags as flags_lib
 from gan_jax import sections
-from gan_jax.errors import UserError
 from gan_jax.flags import Config, ReadLog
 
 
@@ -45,11 +44,6 @@ INERT_UNLESS = {
     "lsgan_a": (_reads(("lsgan",)), "it is a target of --loss=lsgan"),
     "lsgan_b": (_reads(("lsgan",)), "it is a target of --loss=lsgan"),
     "lsgan_c": (_reads(("lsgan",)), "it is a target of --loss=lsgan"),
-    "gp_weight": (lambda c: "gp" in c.penalties,
-                  "it weights --penalties=gp"),
-    "r1_gamma": (lambda c: "r1" in c.penalties, "it weights --penalties=r1"),
-    "penalty_every": (lambda c: bool(c.penalties),
-                      "it spaces out --penalties"),
     "ema_start": (lambda c: c.ema_decay > 0 and c.ema_start < c.num_steps,
                   "it needs --ema_decay > 0 and a start before --num_steps"),
     "profile_start": (lambda c: c.profile_steps > 0,
@@ -137,6 +131,10 @@ def inert_flags(cfg: Config, kind: Optional[str] = None,
     if (owners and _changed(cfg, name) and name not in why
         and not any(b.reads(name) for b in builders)):
       why[name] = f"not read by {' or '.join(b.label for b in owners)}"
+  for section in sections.of_owner("penalty"):
+    if section not in cfg.penalties:
+      why.update({f"{section}.{key}": f"--penalties does not name {section}"
+                  for key in sections.changed(cfg, section)})
   return tuple(f"--{name}={_as_flag(getattr(cfg, name))} has no effect "
                f"here: {purpose}"
                for name, purpose in why.items())
@@ -162,12 +160,6 @@ def build(cfg: Config, dataset=None) -> methods_lib.Method:
   if dataset is None:
     builders.append(ReadLog(cfg, f"--dataset={cfg.dataset}"))
     dataset = data_lib.get(builders[-1])
-  if cfg.num_generators > 1 and cfg.method != "madgan":
-    raise UserError(f"--num_generators={cfg.num_generators} (MAD-GAN's k) "
-                    f"goes with --method=madgan; got --method={cfg.method}")
-  if cfg.unroll_steps and cfg.method != "unrolled":
-    raise UserError(f"--unroll_steps={cfg.unroll_steps} goes with "
-                    f"--method=unrolled; got --method={cfg.method}")
   sections.check_unused(cfg, cfg.method)
   method = methods_lib.METHODS(cfg.method, cfg, dataset,
                                **sections.knobs(cfg, cfg.method))

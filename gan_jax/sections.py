@@ -75,19 +75,27 @@ def knobs(cfg, section: str) -> Dict[str, Any]:
           for key in SECTIONS.get(section, {}) if f"{section}.{key}" in values}
 
 
+def of_owner(owner: str):
+  """The sections of one kind of component ("method", "penalty", ...)."""
+  return sorted(s for s, kind in KINDS.items() if kind == owner)
+
+
+def changed(cfg, section: str):
+  """The keys of ``section`` whose value in ``cfg`` is not the default."""
+  values = dict(cfg.items())
+  return [k for k, default in SECTIONS.get(section, {}).items()
+          if f"{section}.{k}" in values
+          and values[f"{section}.{k}"] != _comparable(default)]
+
+
 def check_unused(cfg, method: str) -> None:
   """A method's section changed from its defaults while another method
   runs: one line, since those knobs would do nothing."""
-  values = dict(cfg.items())
-  for section, keys in SECTIONS.items():
-    if KINDS.get(section) != "method" or section == method:
-      continue
-    changed = [k for k, default in keys.items()
-               if f"{section}.{k}" in values
-               and values[f"{section}.{k}"] != _comparable(default)]
-    if changed:
+  for section in of_owner("method"):
+    keys = changed(cfg, section)
+    if section != method and keys:
       raise UserError(
-          f"--{section}.{changed[0]} configures --method={section}, but "
+          f"--{section}.{keys[0]} configures --method={section}, but "
           f"this run is --method={method}")
 
 

@@ -84,13 +84,30 @@ def zero():
   return lax.pcast(jnp.zeros((), jnp.float32), AXIS, to="varying")
 
 
-def lazy(index, every: int, fn):
+def lazy(index, every: int, fn, state=None):
   """A lazy regularizer (Karras et al. 2020, Sec. 3.1): ``every * fn()`` on
   the updates whose ``index`` is a multiple of ``every``, 0 on the others
   (``fn`` is not computed there). On the D side ``ctx["index"]`` counts D
   updates; on the G side ``state.step`` counts G updates, so a G-side term
-  every 4 updates (path length) is ``lazy(state.step, 4, fn)``."""
-  return lax.cond((index % every) == 0, lambda: every * fn(), zero)
+  every 4 updates (path length) is ``lazy(state.step, 4, fn)``.
+
+  With ``state`` (a pytree), ``fn()`` returns ``(value, new_state)`` and
+  ``lazy`` returns ``(every * value, new_state)``, or ``(0, state)`` on the
+  updates it skips."""
+  if state is None:
+    return lax.cond((index % every) == 0, lambda: every * fn(), zero)
+
+  def as_varying(tree):  # lax.cond's branches must agree
+    return jax.tree.map(
+        lambda x: x if AXIS in jax.typeof(x).manual_axis_type.varying
+        else lax.pcast(x, AXIS, to="varying"), tree)
+
+  def on():
+    value, new = fn()
+    return every * value, as_varying(new)
+
+  return lax.cond((index % every) == 0, on,
+                  lambda: (zero(), as_varying(state)))
 
 
 def update(method, side: str, state: TrainState, batch: Batch, ctx: Batch,

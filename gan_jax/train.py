@@ -495,13 +495,13 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
 
   # ---------------------------------------------------------------- mesh
   mesh = make_mesh(cfg)
-  check_config(cfg, mesh.devices.size)
   replicated = NamedSharding(mesh, P())
   with run_guard.RunGuard(workdir) as guard, _MemoryHint(cfg) as oom:
 
     # ------------------------------------------------------ data and method
     # One build resolves both: the dataset's shape sizes the networks.
     gan = gan_lib.build(cfg)
+    check_config(cfg, mesh.devices.size, *gan.batch_multiple)
     host = guard.closes(host_input.for_run(gan.dataset, cfg, mesh))
 
     # --------------------------------------------------------- train state

@@ -83,8 +83,9 @@ def test_in_bounds_values_parse():
     (dict(d_steps=0), "--d_steps=0 must be in [1, 100]"),
     (dict(pack=0), "--pack=0 must be >= 1"),
     (dict(num_seeds=0), "--num_seeds=0 must be >= 1"),
-    (dict(unroll_steps=-1), "--unroll_steps=-1 must be in [0, 100]"),
-    (dict(unroll_steps=1000), "--unroll_steps=1000 must be in [0, 100]"),
+    ({"unrolled.steps": 0}, "--unrolled.steps=0 must be in [1, 100]"),
+    ({"unrolled.steps": 1000}, "--unrolled.steps=1000 must be in [1, 100]"),
+    ({"madgan.generators": 1}, "--madgan.generators=1 must be >= 2"),
     (dict(seed=-2**31 - 1), "--seed=-2147483649 must be in [-2147483648, "
      "4294967295]"),
     (dict(seed=2**32), "--seed=4294967296 must be in [-2147483648, "

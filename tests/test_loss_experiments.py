@@ -54,7 +54,7 @@ def test_wgan_gp_toy_flagfiles(monkeypatch, name):
       512, 3, 512, 3)
   assert not cfg.g_batchnorm and cfg.z_dim == 2 and cfg.z_dist == "normal"
   assert cfg.loss == "wgan" and cfg.penalties == ("gp",)
-  assert cfg.gp_weight == 0.1 and cfg.d_steps == 5 and cfg.batch_size == 256
+  assert getattr(cfg, "gp.weight") == 0.1 and cfg.d_steps == 5 and cfg.batch_size == 256
   assert (cfg.g_lr, cfg.d_lr, cfg.g_beta1, cfg.g_beta2, cfg.d_beta1,
           cfg.d_beta2) == (1e-4, 1e-4, 0.5, 0.9, 0.5, 0.9)
   assert cfg.num_steps == 100_000 and cfg.d_clip == 0
@@ -107,7 +107,7 @@ def test_wgan_gp_cifar10_flagfile(monkeypatch):
   assert cfg.g_channels == cfg.d_channels == 128
   assert (cfg.g_norm, cfg.d_norm) == ("batch", "none")  # BN in G only
   assert cfg.loss == "wgan" and cfg.penalties == ("gp",)
-  assert cfg.gp_weight == 10 and cfg.d_steps == 5 and cfg.batch_size == 64
+  assert getattr(cfg, "gp.weight") == 10 and cfg.d_steps == 5 and cfg.batch_size == 64
   assert (cfg.g_lr, cfg.g_beta1, cfg.g_beta2) == (2e-4, 0.0, 0.9)
   assert cfg.lr_schedule == "linear" and cfg.num_steps == 100_000
   st = _abstract_state(cfg, (32, 32, 3))

@@ -144,10 +144,11 @@ def test_wgan_parts_and_lsgan_default_targets():
      "--label_smoothing=0.9 has no effect here: it smooths"),
     (dict(loss="hinge", lsgan_b=2.0), "--lsgan_b=2.0 has no effect here"),
     (dict(loss="ns", lsgan_a=-1.0), "--lsgan_a=-1.0 has no effect here"),
-    (dict(gp_weight=5.0), "--gp_weight=5.0 has no effect here: it weights "
-                          "--penalties=gp"),
-    (dict(penalties=("gp",), r1_gamma=1.0), "--r1_gamma=1.0 has no effect"),
-    (dict(penalty_every=4), "--penalty_every=4 has no effect here"),
+    ({"gp.weight": 5.0}, "--gp.weight=5.0 has no effect here: --penalties "
+                         "does not name gp"),
+    ({"penalties": ("gp",), "r1.gamma": 1.0},
+     "--r1.gamma=1.0 has no effect"),
+    ({"pl.every": 2}, "--pl.every=2 has no effect here"),
     (dict(ema_start=100), "--ema_start=100 has no effect here: it needs "
                           "--ema_decay > 0"),
     (dict(mbd_kernels=50), "--mbd_kernels=50 has no effect here"),
@@ -156,8 +157,8 @@ def test_wgan_parts_and_lsgan_default_targets():
     (dict(loss="ns", label_smoothing=0.9), None),
     (dict(loss="minimax", label_smoothing=0.8), None),
     (dict(loss="lsgan", lsgan_a=-1.0, lsgan_b=1.0, lsgan_c=0.0), None),
-    (dict(penalties=("gp", "r1"), gp_weight=1.0, r1_gamma=0.1,
-          penalty_every=4), None),
+    ({"penalties": ("gp", "r1"), "gp.weight": 1.0, "r1.gamma": 0.1,
+      "r1.every": 4}, None),
     (dict(ema_decay=0.99, ema_start=10, num_steps=20), None),
     (dict(ema_decay=0.99, ema_start=20, num_steps=20),
      "--ema_start=20 has no effect here"),

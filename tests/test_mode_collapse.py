@@ -121,8 +121,9 @@ def test_pack_1_is_no_packing_bitwise():
 
 def test_pack_must_divide_the_batch():
   from gan_jax import train as train_lib
-  with pytest.raises(UserError, match="multiple of 3"):
-    train_lib.check_config(tiny_config(pack=3, batch_size=16), 1)
+  gan = gan_lib.build(tiny_config(pack=3, batch_size=16))
+  with pytest.raises(UserError, match=r"multiple of 3 \(1 devices x pack 3"):
+    train_lib.check_config(gan.cfg, 1, *gan.batch_multiple)
 
 
 # ---------------------------------------------------- minibatch features
@@ -174,9 +175,9 @@ def test_minibatch_training_is_finite(kind):
 
 def _g_grad(cfg, loss_name, compiler_options=None):
   """G's gradient on the first step's G batch: the plain GAN's G objective
-  (``loss_name`` "plain") or unrolled GAN's (``cfg`` with --unroll_steps)."""
+  (``loss_name`` "plain") or unrolled GAN's (``cfg``'s --unrolled.steps)."""
   cfg = (cfg.replace(method="unrolled") if loss_name == "unrolled"
-         else cfg.replace(unroll_steps=0))
+         else cfg.replace(**{"unrolled.steps": 5}))
   gan = gan_lib.build(cfg)
   mesh = mesh_of(1)
   with jax.set_mesh(mesh):
@@ -205,7 +206,8 @@ def _g_grad(cfg, loss_name, compiler_options=None):
 
 def test_unrolled_gradient_differs():
   plain = _g_grad(tiny_config(), "plain")
-  unrolled = _g_grad(tiny_config(unroll_steps=3, d_lr=1e-2), "unrolled")
+  unrolled = _g_grad(tiny_config(d_lr=1e-2, **{"unrolled.steps": 3}),
+                     "unrolled")
   diffs = [np.abs(a - b).max() for a, b in zip(leaves(plain),
                                                leaves(unrolled))]
   assert max(diffs) > 1e-6
@@ -218,7 +220,8 @@ def test_unrolled_gradient_is_finite_without_xla_optimizations():
   divides by the count of pieces equal to the max, and unoptimized kernels
   recomputed the max with different rounding: count 0, 0/0). layers.maxout's
   own JVP picks one winner by argmax."""
-  unrolled = _g_grad(tiny_config(unroll_steps=3, d_lr=1e-2), "unrolled",
+  unrolled = _g_grad(tiny_config(d_lr=1e-2, **{"unrolled.steps": 3}),
+                     "unrolled",
                      {"xla_backend_optimization_level": 0})
   assert all(np.all(np.isfinite(x)) for x in leaves(unrolled))
 
@@ -228,7 +231,8 @@ def test_unrolled_gradient_is_finite_with_other_d_optimizers(optimizer):
   """Regression: with --d_optimizer=rmsprop the unrolled G gradient was NaN
   at the first step (sqrt(nu) differentiated at nu = 0, a D gradient that
   is exactly 0)."""
-  unrolled = _g_grad(tiny_config(unroll_steps=2, d_optimizer=optimizer),
+  unrolled = _g_grad(tiny_config(d_optimizer=optimizer,
+                                 **{"unrolled.steps": 2}),
                      "unrolled")
   assert all(np.all(np.isfinite(x)) for x in leaves(unrolled))
 
@@ -257,7 +261,7 @@ def test_differentiable_rmsprop_matches_the_plain_one():
 def test_unrolled_updates_with_zero_learning_rate_change_nothing():
   # D updates of size 0 leave D where it is, so the unrolled gradient is the
   # plain one (a check that the unrolled D is d_update's, lr included).
-  cfg = tiny_config(unroll_steps=2, d_lr=0.0)
+  cfg = tiny_config(**{"unrolled.steps": 2}, d_lr=0.0)
   for a, b in zip(leaves(_g_grad(cfg, "plain")),
                   leaves(_g_grad(cfg, "unrolled"))):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
@@ -265,8 +269,9 @@ def test_unrolled_updates_with_zero_learning_rate_change_nothing():
 
 def test_unrolled_step_keeps_the_non_unrolled_discriminator():
   plain, _ = train(tiny_config(d_steps=2), steps_per_call=1)
-  unrolled, m = train(tiny_config(d_steps=2, unroll_steps=3,
-                                  method="unrolled"), steps_per_call=1)
+  unrolled, m = train(tiny_config(d_steps=2, method="unrolled",
+                                  **{"unrolled.steps": 3}),
+                      steps_per_call=1)
   assert_trees_equal((plain.d_params, plain.d_state, plain.opt_state["D"]),
                      (unrolled.d_params, unrolled.d_state,
                       unrolled.opt_state["D"]))
@@ -282,7 +287,8 @@ def test_madgan_labels_each_generator_block_with_its_index():
   k, n = 4, 12
   labels = np.asarray(madgan.generator_labels(n, k))
   np.testing.assert_array_equal(labels, np.repeat(np.arange(k), n // k))
-  loss = gan_lib.build(tiny_config(num_generators=k, method="madgan",
+  loss = gan_lib.build(tiny_config(method="madgan",
+                                   **{"madgan.generators": k},
                                    batch_size=n)).loss
   rng = np.random.default_rng(0)
   real = rng.normal(size=(n, k + 1)).astype(np.float32)
@@ -308,7 +314,8 @@ def test_madgan_labels_each_generator_block_with_its_index():
 
 
 def test_madgan_generate_splits_the_batch_between_generators():
-  cfg = tiny_config(num_generators=2, method="madgan", batch_size=8)
+  cfg = tiny_config(method="madgan", batch_size=8,
+                    **{"madgan.generators": 2})
   gan = gan_lib.build(cfg)
   st = state_lib.create(gan, 0)
   assert jax.tree.leaves(st.g_params)[0].shape[0] == 2
@@ -328,7 +335,8 @@ def test_madgan_generate_splits_the_batch_between_generators():
 
 
 def test_madgan_training_is_finite_and_moves_every_generator():
-  cfg = tiny_config(num_generators=2, method="madgan", batch_size=16)
+  cfg = tiny_config(method="madgan", batch_size=16,
+                    **{"madgan.generators": 2})
   gan = gan_lib.build(cfg)
   st0 = state_lib.create(gan, 0)
   st, m = train(cfg, n_devices=2)
@@ -338,27 +346,26 @@ def test_madgan_training_is_finite_and_moves_every_generator():
 
 
 @pytest.mark.parametrize("overrides", [
-    dict(num_generators=2),                          # method not madgan
-    dict(method="madgan"),                           # one generator
-    dict(unroll_steps=2),                            # method not unrolled
-    dict(method="unrolled"),                         # no unrolled steps
-    dict(num_generators=2, method="madgan", pack=2),
-    dict(num_generators=2, method="madgan", discriminator="dcgan"),
+    {"madgan.generators": 2},                        # method not madgan
+    {"unrolled.steps": 2},                           # method not unrolled
+    dict(method="madgan", pack=2),
+    dict(method="madgan", discriminator="dcgan"),
+    dict(method="madgan", penalties=("r1",)),
+    dict(method="madgan", penalties=("gp",)),
 ])
 def test_madgan_bad_flag_combinations(overrides):
   with pytest.raises(UserError):
     gan_lib.build(tiny_config(**overrides))
 
 
-@pytest.mark.parametrize("penalty", ["r1", "gp"])
-def test_madgan_refuses_gradient_penalties_in_a_new_run(penalty):
-  """A new run only: a run saved with them still resumes, samples and
-  evaluates."""
-  from gan_jax import train  # pylint: disable=g-import-not-at-top
-  cfg = tiny_config(num_generators=2, method="madgan", penalties=(penalty,))
-  gan_lib.build(cfg)
-  with pytest.raises(UserError, match="k\\+1 softmax outputs"):
-    train.check_new_run(cfg)
+def test_madgan_batch_must_divide_by_devices_times_generators():
+  from gan_jax import flags as flags_lib  # pylint: disable=g-import-not-at-top
+  gan = gan_lib.build(tiny_config(method="madgan", batch_size=18,
+                                  **{"madgan.generators": 3}))
+  flags_lib.check_config(gan.cfg, 2, *gan.batch_multiple)
+  with pytest.raises(UserError, match="multiple of 12 .4 devices x 3 "
+                     "generators"):
+    flags_lib.check_config(gan.cfg, 4, *gan.batch_multiple)
 
 
 # ------------------------------------------------------ vectorized seeds

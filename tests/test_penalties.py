@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from gan_jax import penalties
 from helpers import tiny_config
@@ -13,8 +14,8 @@ LAM = 3.0
 
 
 def penalty(name, **kw):
-  cfg = tiny_config(gp_weight=LAM, r1_gamma=LAM, **kw)
-  return penalties.PENALTIES(name, cfg)
+  cfg = tiny_config(**{"gp.weight": LAM, "r1.gamma": LAM}, **kw)
+  return penalties.build(cfg, name).fn
 
 
 def keys(n, seed=0):
@@ -120,15 +121,16 @@ def _r1_at_initial_state(run):
                       train=False)[0]
 
   g = np.asarray(jax.vmap(jax.grad(d_one))(jnp.asarray(real)), np.float64)
-  return 0.5 * run.cfg.r1_gamma * np.mean(np.sum(g ** 2, axis=1))
+  return 0.5 * getattr(run.cfg, "r1.gamma") * np.mean(np.sum(g ** 2, axis=1))
 
 
 @pytest.fixture(name="lazy_runs", scope="module")
 def fixture_lazy_runs():
-  """6 steps of a WGAN-GP + R1 critic with --penalty_every=3 on 1 and 2
-  devices, and the R1 of step 0 computed independently."""
-  cfg = toy_config(loss="wgan", penalties=["gp", "r1"], gp_weight=10.0,
-                   r1_gamma=2.0, penalty_every=3)
+  """6 steps of a WGAN-GP + R1 critic with --r1.every=3 and --gp.every=2
+  on 1 and 2 devices, and the R1 of step 0 computed independently."""
+  cfg = toy_config(loss="wgan", penalties=["gp", "r1"],
+                   **{"gp.weight": 10.0, "r1.gamma": 2.0, "r1.every": 3,
+                      "gp.every": 2})
   one = Runner(cfg, 1)
   r1 = _r1_at_initial_state(one)
   return one.steps(6), Runner(cfg, 2).steps(6), r1
@@ -136,12 +138,14 @@ def fixture_lazy_runs():
 
 def test_r1_in_the_train_step_is_lazy_every_n_updates_scaled_by_n(lazy_runs):
   # The step's R1 on its real batch equals an independent per-example
-  # computation; with --penalty_every=3 it is applied at D updates 0, 3, ...
-  # (d_steps 1: one per step) multiplied by 3, and is 0 in between.
+  # computation; with --r1.every=3 it is applied at D updates 0, 3, ...
+  # (d_steps 1: one per step) multiplied by 3, and is 0 in between; each
+  # regularizer keeps its own interval (--gp.every=2).
   m, _, want = lazy_runs
-  for name in ("penalty/r1", "penalty/gp"):
-    assert np.all(m[name][[0, 3]] > 0)
-    np.testing.assert_array_equal(m[name][[1, 2, 4, 5]], 0.0)
+  assert np.all(m["penalty/r1"][[0, 3]] > 0)
+  np.testing.assert_array_equal(m["penalty/r1"][[1, 2, 4, 5]], 0.0)
+  assert np.all(m["penalty/gp"][[0, 2, 4]] > 0)
+  np.testing.assert_array_equal(m["penalty/gp"][[1, 3, 5]], 0.0)
   np.testing.assert_allclose(m["penalty/r1"][0], 3 * want, rtol=1e-4)
 
 
@@ -162,6 +166,77 @@ def test_step_metrics_and_gp_do_not_depend_on_the_device_count(lazy_runs):
                              one["d_loss_real"] + one["d_loss_fake"],
                              rtol=1e-5, atol=1e-6)
   assert np.all(one["d_grad_norm"] > 0) and np.all(one["g_grad_norm"] > 0)
+
+
+def test_path_length_is_the_norm_of_j_transpose_y_around_its_running_mean():
+  # G(z) = tanh(z A) on 8x8x1 "images": J^T y computed column by column
+  # with numpy, the running mean a updated before the penalty.
+  rng = np.random.RandomState(1)
+  a_mat = rng.randn(3, 64).astype(np.float32) * 0.3
+  z = rng.randn(5, 3).astype(np.float32)
+  k = keys(5, seed=2)
+  fn = penalties.build(tiny_config(**{"pl.weight": 2.0, "pl.decay": 0.1}),
+                       "pl").fn
+
+  def g_fn(v):
+    return jnp.tanh(v @ a_mat).reshape(-1, 8, 8, 1)
+
+  mesh = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
+  value, new = jax.shard_map(  # it averages over the data axis
+      lambda z_, k_: fn(g_fn=g_fn, z=z_, keys=k_,
+                        state={"mean": jnp.float32(0.5)}),
+      mesh=mesh, in_specs=P(), out_specs=P(), check_vma=False)(
+          jnp.asarray(z), k)
+  lengths = []
+  for i in range(5):
+    y = np.asarray(jax.random.normal(k[i], (8, 8, 1)), np.float64) / 8.0
+    d = 1.0 - np.tanh(z[i].astype(np.float64) @ a_mat) ** 2
+    jac = a_mat.astype(np.float64) * d[None, :]       # (3, 64)
+    lengths.append(np.linalg.norm(jac @ y.reshape(-1)))
+  lengths = np.array(lengths)
+  mean = 0.5 + 0.1 * (lengths.mean() - 0.5)
+  np.testing.assert_allclose(new["mean"], mean, rtol=1e-5)
+  np.testing.assert_allclose(value, 2.0 * np.mean((lengths - mean) ** 2),
+                             rtol=1e-4)
+
+
+@pytest.fixture(name="pl_runs", scope="module")
+def fixture_pl_runs():
+  """6 steps with path-length regularization on G every 2 G updates, on 1
+  and 2 devices: (metrics, the running mean after each step) each."""
+  cfg = toy_config(penalties=["pl"], **{"pl.every": 2, "pl.decay": 0.5})
+  out = []
+  for n in (1, 2):
+    run = Runner(cfg, n)
+    assert float(run.host().extra["penalty_pl"]["mean"]) == 0.0
+    metrics, means = [], []
+    for _ in range(6):
+      metrics.append(run.steps(1))
+      means.append(float(run.host().extra["penalty_pl"]["mean"]))
+    out.append(({k: np.concatenate([m[k] for m in metrics])
+                 for k in metrics[0]}, np.array(means)))
+  return out
+
+
+def test_path_length_runs_on_g_every_n_updates_with_its_running_mean(
+    pl_runs):
+  (m, means), (m2, means2) = pl_runs
+  assert np.all(m["penalty/pl"][[0, 2, 4]] > 0)
+  np.testing.assert_array_equal(m["penalty/pl"][[1, 3, 5]], 0.0)
+  # The running mean moves only on the steps that apply the regularizer.
+  assert means[0] > 0 and means[2] != means[1] and means[4] != means[3]
+  assert means[1] == means[0] and means[3] == means[2] and (
+      means[5] == means[4])
+  # Its per-example noise comes from per-example keys: 2 devices agree.
+  np.testing.assert_allclose(means, means2, rtol=1e-4)
+  np.testing.assert_allclose(m["penalty/pl"], m2["penalty/pl"], rtol=2e-3)
+
+
+def test_a_regularizer_section_without_its_regularizer_is_warned(caplog):
+  from gan_jax import gan as gan_lib
+  gan_lib.build(toy_config(**{"r1.gamma": 3.0}))
+  assert "--r1.gamma=3.0 has no effect here: --penalties does not name r1" \
+      in caplog.text
 
 
 def test_unknown_penalty_is_a_user_error():

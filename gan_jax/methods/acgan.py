@@ -82,9 +82,10 @@ class ACGAN(GAN):
                 "d_class_accuracy_real": jnp.mean(
                     (jnp.argmax(c_real, -1) == y_real).astype(jnp.float32))})
     total = total + self.class_weight * (ce_real + ce_fake)
-    total = self.add_penalties(total, aux, params["D"], d_state, real, None,
-                               fake, k_d, k_pen, ctx["index"])
-    return total, (aux, {"D": new_state}, {})
+    total, extra = self.add_penalties(
+        "d", total, aux, state, k_pen, ctx["index"], real=real, fake=fake,
+        d_fn=self.d_fn(params["D"], d_state, None, k_d))
+    return total, (aux, {"D": new_state}, extra)
 
   def g_objective(self, params, state, batch, d_params=None, d_state=None):
     k_g, k_d = jax.random.split(batch["key"])
@@ -96,8 +97,10 @@ class ACGAN(GAN):
         rng=steps.device_key(k_d), features=True)
     g_loss = self.loss.g(logits)
     ce = cross_entropy(self.classify(params["C"], feats), batch["y"])
-    return g_loss + self.class_weight * ce, (
-        {"g_loss": g_loss, "g_class_ce": ce}, {"G": g_state}, {})
+    metrics = {"g_loss": g_loss, "g_class_ce": ce}
+    total, extra = self.add_g_penalties(g_loss + self.class_weight * ce,
+                                        metrics, params, state, batch, k_g)
+    return total, (metrics, {"G": g_state}, extra)
 
 
 @METHODS.register("acgan")

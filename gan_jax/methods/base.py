@@ -136,6 +136,13 @@ class Method:
     return self.dataset.num_classes if self.cfg.conditional else 0
 
   @property
+  def batch_multiple(self) -> Tuple[int, str]:
+    """What each device's batch must divide by, and why: packing's groups
+    (``--pack``)."""
+    m = self.cfg.pack
+    return m, f"pack {m}"
+
+  @property
   def shape(self) -> Tuple[int, ...]:
     return tuple(self.dataset.shape)
 

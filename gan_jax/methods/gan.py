@@ -3,8 +3,8 @@
 ``--method=gan`` (the default). Its objectives are the registered loss
 (``--loss``: the 2014 minimax / non-saturating loss with label smoothing,
 LSGAN, WGAN, hinge, the relativistic losses) plus the discriminator
-penalties (``--penalties``: WGAN-GP, R1, lazily every ``--penalty_every``
-D updates); WGAN's weight clipping (``--d_clip``); PacGAN's packing
+regularizers (``--penalties``: WGAN-GP and R1 on D's side, path length on
+G's, each lazily every ``--<name>.every`` updates of its side); WGAN's weight clipping (``--d_clip``); PacGAN's packing
 (``--pack``); conditioning on labels (``--conditional``: concatenation or
 projection, as the architecture does it). Minibatch discrimination and
 spectral norm live in the architectures.
@@ -15,7 +15,8 @@ InfoGAN and ACGAN subclass it.
 
 from __future__ import annotations
 
-from typing import Callable, Tuple
+import functools
+from typing import Tuple
 
 import jax
 import jax.numpy as jnp
@@ -74,8 +75,8 @@ class GAN(Method):
         self.component_config(f"--discriminator={cfg.discriminator}"),
         self.shape, self.d_classes)
     self.loss = self.make_loss()
-    self.penalties: Tuple[Tuple[str, Callable], ...] = tuple(
-        (name, penalties_lib.PENALTIES(name, cfg)) for name in cfg.penalties)
+    self.penalties: Tuple[penalties_lib.Regularizer, ...] = tuple(
+        penalties_lib.build(cfg, name) for name in cfg.penalties)
 
   def make_loss(self) -> losses_lib.Loss:
     return losses_lib.LOSSES(self.cfg.loss, self.cfg)
@@ -109,7 +110,10 @@ class GAN(Method):
     y_d = y if self.d_classes else None
     d_params, d_state = split_variables(self.discriminator.init(
         {"params": key_d, "dropout": key_d}, self.pack(x), y_d, train=False))
-    return {"G": g_params, "D": d_params}, {"G": g_state, "D": d_state}, {}
+    extra = {reg.state_key: jax.tree.map(jnp.float32, reg.state)
+             for reg in self.penalties if reg.state is not None}
+    return ({"G": g_params, "D": d_params}, {"G": g_state, "D": d_state},
+            extra)
 
   def with_head(self, name: str, head, params, state, key_d):
     """``(params, state)`` with network ``name``, a head on D's sown
@@ -251,9 +255,10 @@ class GAN(Method):
       value, metrics, extra = term
       total = total + value
       aux.update(metrics)
-    total = self.add_penalties(total, aux, params["D"], d_state, real,
-                               y_real, fake, k_d, k_pen, ctx["index"])
-    return total, (aux, {"D": new_d_state}, extra)
+    total, reg_extra = self.add_penalties(
+        "d", total, aux, state, k_pen, ctx["index"], real=real, fake=fake,
+        d_fn=self.d_fn(params["D"], d_state, y_real, k_d))
+    return total, (aux, {"D": new_d_state}, {**extra, **reg_extra})
 
   def d_term(self, real_logits, fake_logits, state):
     """A term of D's loss that a subclass adds, with its metrics and the
@@ -264,23 +269,54 @@ class GAN(Method):
     del real_logits, fake_logits, state
     return None
 
-  def add_penalties(self, total, aux, d_params, d_state, real, y_real,
-                    fake, k_d, k_pen, index):
-    """``total`` plus the penalties (each also put in ``aux``), applied
-    every ``--penalty_every`` D updates and scaled by it (lazy
-    regularization)."""
-    for i, (name, penalty) in enumerate(self.penalties):
-      def d_fn(v):
-        return self.discriminate(d_params, d_state, v, y_real, train=True,
-                                 rng=steps.device_key(k_d))[0]
-      keys = steps.example_keys(jax.random.fold_in(k_pen, i), real.shape[0])
-      value = steps.lazy(
-          index, self.cfg.penalty_every,
-          lambda d_fn=d_fn, keys=keys, penalty=penalty: penalty(
-              d_fn, real, fake, keys))
-      aux[f"penalty/{name}"] = value
+  def d_fn(self, d_params, d_state, y, k_d):
+    """D at ``d_params`` as a D-side penalty reads it: ``x -> logits``, its
+    updated state discarded."""
+    def fn(x):
+      return self.discriminate(d_params, d_state, x, y, train=True,
+                               rng=steps.device_key(k_d))[0]
+    return fn
+
+  def g_fn(self, g_params, g_state, y, k_g):
+    """G at ``g_params`` as a G-side penalty reads it: ``z -> samples``,
+    its updated state discarded."""
+    def fn(z):
+      return self.generate(g_params, g_state, z, y, train=True,
+                           rng=steps.device_key(k_g))[0]
+    return fn
+
+  def add_penalties(self, side, total, aux, state, key, index, **inputs):
+    """``(total plus side's regularizers, their updated states)``: each
+    regularizer (``--penalties``) of ``side`` called with ``inputs`` and
+    per-example ``keys`` every ``--<name>.every`` updates (``index``: the
+    side's update count), scaled by it; each value is also put in
+    ``aux`` as ``penalty/<name>``."""
+    extra = {}
+    n = inputs["real" if side == "d" else "z"].shape[0]
+    mine = [reg for reg in self.penalties if reg.side == side]
+    for i, reg in enumerate(mine):
+      keys = steps.example_keys(jax.random.fold_in(key, i), n)
+      call = functools.partial(reg.fn, keys=keys, **inputs)
+      if reg.state is None:
+        value = steps.lazy(index, reg.every, call)
+      else:
+        old = state.extra[reg.state_key]
+        value, extra[reg.state_key] = steps.lazy(
+            index, reg.every, functools.partial(call, state=old), state=old)
+      aux[f"penalty/{reg.name}"] = value
       total = total + value
-    return total
+    return total, extra
+
+  def add_g_penalties(self, total, aux, params, state, batch, k_g):
+    """``add_penalties`` of the G side (its update count ``state.step``);
+    G at ``params["G"]`` on ``batch``'s z and labels."""
+    if not any(reg.side == "g" for reg in self.penalties):
+      return total, {}
+    return self.add_penalties(
+        "g", total, aux, state, jax.random.fold_in(batch["key"], 2),
+        state.step, z=batch["z"],
+        g_fn=self.g_fn(params["G"], state.net_state["G"], batch.get("y"),
+                       k_g))
 
   def after_update(self, side, params):
     clip = self.cfg.d_clip
@@ -311,7 +347,10 @@ class GAN(Method):
       g_loss = self.loss.g(logits, real_logits)
     else:
       g_loss = self.loss.g(logits)
-    return g_loss, ({"g_loss": g_loss}, {"G": g_state}, {})
+    metrics = {"g_loss": g_loss}
+    total, extra = self.add_g_penalties(g_loss, metrics, params, state, batch,
+                                        k_g)
+    return total, (metrics, {"G": g_state}, extra)
 
 
 def _features(intermediates, name: str):

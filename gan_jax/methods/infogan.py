@@ -167,9 +167,10 @@ class InfoGAN(GAN):
         params["Q"], state.net_state["Q"], feats, z)
     aux.update({f"d_{k}": v for k, v in info_metrics.items()})
     total = total + self.info_weight * info
-    total = self.add_penalties(total, aux, params["D"], d_state, real, None,
-                               fake, k_d, k_pen, ctx["index"])
-    return total, (aux, {"D": new_state, "Q": q_state}, {})
+    total, extra = self.add_penalties(
+        "d", total, aux, state, k_pen, ctx["index"], real=real, fake=fake,
+        d_fn=self.d_fn(params["D"], d_state, None, k_d))
+    return total, (aux, {"D": new_state, "Q": q_state}, extra)
 
   def g_objective(self, params, state, batch, d_params=None, d_state=None):
     k_g, k_d = jax.random.split(batch["key"])
@@ -184,7 +185,9 @@ class InfoGAN(GAN):
                                            feats, batch["z"])
     metrics = {"g_loss": g_loss, **{f"g_{k}": v
                                     for k, v in info_metrics.items()}}
-    return g_loss + self.info_weight * info, (metrics, {"G": g_state}, {})
+    total, extra = self.add_g_penalties(g_loss + self.info_weight * info,
+                                        metrics, params, state, batch, k_g)
+    return total, (metrics, {"G": g_state}, extra)
 
 
 @METHODS.register("infogan")

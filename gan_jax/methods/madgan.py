@@ -1,5 +1,5 @@
 """MAD-GAN (Ghosh et al. 2018): k generators against one discriminator with
-k+1 outputs. ``--method=madgan --num_generators=k``.
+k+1 outputs. ``--method=madgan --madgan.generators=k``.
 
 The k generators' params are stacked on a leading axis and applied with
 ``jax.vmap``; a batch is split into k consecutive blocks, rows
@@ -13,6 +13,8 @@ D_k(G_i(z)), the non-saturating form of the paper's log(1 - D_k(G_i(z)))
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
@@ -21,8 +23,12 @@ from gan_jax.errors import UserError
 from gan_jax.methods.base import METHODS
 from gan_jax.methods.gan import GAN
 
-# Discriminators that give k+1 logits when --num_generators=k > 1.
-MULTI_OUTPUT = ("mlp", "pacgan_maxout")
+from gan_jax import sections
+
+sections.integer("madgan", "generators", 4, "MAD-GAN's k: generators, each "
+                 "making batch/k of every batch, against a discriminator "
+                 "with k+1 outputs (generator 0..k-1, real = k).",
+                 bounds=">= 2")
 
 
 def generator_labels(n: int, k: int) -> jax.Array:
@@ -38,26 +44,32 @@ def _ce(logits, labels):
 class MADGAN(GAN):
   """k generators, one (k+1)-way discriminator."""
 
-  def __init__(self, cfg, dataset):
-    k = cfg.num_generators
-    if k < 2:
-      raise UserError(f"--method=madgan needs --num_generators >= 2; got "
-                      f"{k}")
+  def __init__(self, cfg, dataset, generators: int):
+    k = generators
     if cfg.conditional or cfg.pack > 1:
       raise UserError("--method=madgan does not support --conditional or "
                       "--pack > 1")
-    if cfg.discriminator not in MULTI_OUTPUT:
-      raise UserError(f"--method=madgan needs a discriminator with k+1 "
-                      f"outputs: {', '.join(MULTI_OUTPUT)}; got "
-                      f"{cfg.discriminator!r}")
-    if cfg.batch_size % k:
-      raise UserError(f"--batch_size={cfg.batch_size} must divide by "
-                      f"--num_generators={k} (each generator makes b/k rows)")
-    super().__init__(cfg, dataset)
+    single_logit = sorted({"gp", "r1"} & set(cfg.penalties))
+    if single_logit:
+      raise UserError(f"--penalties={','.join(single_logit)} penalizes the "
+                      "gradient of D's one logit per example; MAD-GAN's D "
+                      "has k+1 softmax outputs, so those penalties are not "
+                      "defined for it")
     self.k = k
+    super().__init__(cfg, dataset)
+    fields = {f.name for f in dataclasses.fields(self.discriminator)}
+    if "outputs" not in fields:
+      raise UserError(f"--method=madgan needs a discriminator with k+1 "
+                      f"outputs (an 'outputs' field: mlp, pacgan_maxout); "
+                      f"--discriminator={cfg.discriminator} has none")
+    self.discriminator = self.discriminator.clone(outputs=k + 1)
+
+  @property
+  def batch_multiple(self):
+    return self.k, f"{self.k} generators"
 
   def make_loss(self) -> losses_lib.Loss:
-    k = self.cfg.num_generators
+    k = self.k
 
     def d(real, fake):
       lr = _ce(real, jnp.full((real.shape[0],), k))
@@ -79,7 +91,7 @@ class MADGAN(GAN):
     pad = -b % k
     if pad and train:
       raise UserError(f"a device's batch of {b} must divide by "
-                      f"--num_generators={k}")
+                      f"--madgan.generators={k}")
     z = jnp.concatenate([z, jnp.zeros((pad,) + z.shape[1:], z.dtype)])
     zs = z.reshape((k, (b + pad) // k) + z.shape[1:])
     x, state = jax.vmap(lambda p, s, zi: one(p, s, zi, None, train, rng))(
@@ -88,6 +100,6 @@ class MADGAN(GAN):
 
 
 @METHODS.register("madgan")
-def madgan(cfg, dataset) -> MADGAN:
-  """MAD-GAN with --num_generators generators."""
-  return MADGAN(cfg, dataset)
+def madgan(cfg, dataset, generators: int = 4) -> MADGAN:
+  """MAD-GAN with the k generators of the [madgan] section."""
+  return MADGAN(cfg, dataset, generators)

@@ -154,12 +154,11 @@ def mlp_generator(cfg, shape, num_classes):
 
 
 def _d_options(cfg):
-  """Minibatch features (--minibatch_disc) and MAD-GAN's k+1 outputs."""
-  k = cfg.num_generators
+  """Minibatch features (--minibatch_disc). (MAD-GAN sets the ``outputs``
+  field to its k+1.)"""
   return dict(minibatch=cfg.minibatch_disc, mbd_kernels=cfg.mbd_kernels,
               mbd_kernel_dim=cfg.mbd_kernel_dim,
               mbstd_group_size=cfg.mbstd_group_size,
-              outputs=k + 1 if k > 1 else 1,
               norm=mb_layers.resolve_norm(cfg.d_norm, "none"),
               bn_axis_name=mb_layers.bn_axis_name(cfg))
 
