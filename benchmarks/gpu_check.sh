@@ -2,7 +2,7 @@
 # The GPU part of issue 9 in one call (docs/benchmarks.md, "GPU"): the
 # machine and versions, then the train-step benchmark against PyTorch on the
 # same GPU with the default DCGAN layers and with XLA's own convolution
-# gradients (--d_conv=xla, --g_upsample=transpose), float32 and bfloat16.
+# gradients (--d.conv=xla, --g.upsample=transpose), float32 and bfloat16.
 # Runs from the repository root with the JAX, Flax, Optax and PyTorch
 # already installed (nothing is installed; no network needed). Results go to
 # $OUT (default /tmp/gan_jax_gpu_check): machine.txt, default.txt,
@@ -35,6 +35,6 @@ bench() {
 }
 status=0
 bench 2>&1 | tee "$OUT/default.txt" || status=1
-bench --set d_conv=xla --set g_upsample=transpose 2>&1 \
+bench --set d.conv=xla --set g.upsample=transpose 2>&1 \
   | tee "$OUT/xla_layers.txt" || status=1
 exit $status

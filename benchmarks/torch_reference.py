@@ -157,15 +157,19 @@ class MaxoutDiscriminator(nn.Module):
 
 
 def build_models(cfg, shape):
-  """(G, D) for ``cfg``'s architectures (dcgan or the PacGAN toy pair)."""
+  """(G, D) for ``cfg``'s architectures (dcgan or the PacGAN toy pair),
+  sized as gan_jax builds them (the knobs of the g and d sections, or the
+  architectures' defaults)."""
+  from gan_jax import models  # pylint: disable=import-outside-toplevel
+  g, d = (models.build(side, cfg, shape, 0) for side in ("g", "d"))
   if cfg.generator == "dcgan" and cfg.discriminator == "dcgan":
-    return (DCGANGenerator(cfg.z_dim, shape, cfg.g_channels),
-            DCGANDiscriminator(shape, cfg.d_channels))
+    return (DCGANGenerator(cfg.z_dim, shape, g.channels),
+            DCGANDiscriminator(shape, d.channels))
   if cfg.generator == "pacgan_mlp" and cfg.discriminator == "pacgan_maxout":
     out = math.prod(shape)
-    return (MLPGenerator(cfg.z_dim, out, cfg.g_hidden, cfg.g_layers),
-            MaxoutDiscriminator(out * cfg.pack, cfg.d_hidden, cfg.d_layers,
-                                cfg.maxout_pieces))
+    return (MLPGenerator(cfg.z_dim, out, g.hidden, g.layers),
+            MaxoutDiscriminator(out * cfg.pack, d.hidden, d.layers,
+                                d.pieces))
   raise UnsupportedConfig(f"no PyTorch reference for {cfg.generator}/"
                           f"{cfg.discriminator}")
 

@@ -169,6 +169,9 @@ class JaxCase:
           np.zeros((8,) + tuple(image_shape), np.uint8), None, 10, cfg.seed,
           "synthetic")
     self.gan = gan_lib.build(cfg, dataset)
+    # (It never logs, evaluates or saves: no interval to check.)
+    flags_lib.check_config(cfg.replace(eval_every=0, checkpoint_every=0), 1,
+                           *self.gan.batch_multiple)
     with jax.set_mesh(self.mesh):
       self.state = jax.jit(lambda: state_lib.create(self.gan, cfg.seed))()
       self.host = None
@@ -277,9 +280,6 @@ def bench_case(name: str, dtypes: List[str], args, peak: float,
       raise UserError(f"--set num_seeds={cfg.num_seeds}: the benchmark "
                       f"times one replica (--num_seeds=1)")
     flags_lib.check_new_run(cfg)
-    # (It never logs, evaluates or saves: no interval to check.)
-    flags_lib.check_config(cfg.replace(log_every=steps, eval_every=0,
-                                       checkpoint_every=0), 1)
     t0 = time.perf_counter()
     jax_cases[dtype] = JaxCase(cfg, steps, image_shape)
     jax_cases[dtype].run()  # compile and first call
@@ -415,8 +415,8 @@ def main(argv=None):
                       help="the machine's float32 matmul rate; 0 = measure")
   parser.add_argument("--set", action="append", default=[],
                       metavar="FLAG=VALUE", help="override one of the "
-                      "cases' gan_jax flags, e.g. --set d_conv=xla --set "
-                      "g_upsample=transpose (repeatable; the PyTorch "
+                      "cases' gan_jax flags, e.g. --set d.conv=xla --set "
+                      "g.upsample=transpose (repeatable; the PyTorch "
                       "reference is built from the same config, and "
                       "flags that only choose how gan_jax computes a layer "
                       "do not change it)")

@@ -250,26 +250,13 @@ integer("train_examples", 0, "Image datasets: train on the first N images of "
         "10000. 0 = the whole train split.", bounds=">= 0")
 
 # ----------------------------------------------------------------- models
-string("generator", "pacgan_mlp", "Generator architecture (registry name).")
+string("generator", "pacgan_mlp", "Generator architecture (registry name, "
+       "gan_jax.models); its knobs are the --g.<key> flags.")
 string("discriminator", "pacgan_maxout", "Discriminator architecture "
-       "(registry name).")
+       "(registry name); its knobs are the --d.<key> flags.")
 integer("z_dim", 2, "Dimension of the generator's noise.", bounds=">= 1")
 enum("z_dist", "normal", ["normal", "uniform"], "Noise distribution: N(0, I) "
      "or U(-1, 1).")
-integer("g_hidden", 400, "Hidden width of MLP generators.", bounds=">= 1")
-integer("g_layers", 4, "Hidden layers of MLP generators.", bounds=">= 0")
-integer("d_hidden", 200, "Hidden width of MLP discriminators.", bounds=">= 1")
-integer("d_layers", 3, "Hidden layers of MLP discriminators.", bounds=">= 0")
-integer("maxout_pieces", 5, "Pieces per maxout unit.", bounds=">= 1")
-enum("d_global_pool", "sum", ["sum", "mean"], "Global pooling of the "
-     "resnet discriminator before its linear output: sum (SN-GAN's code) or "
-     "mean (WGAN-GP's gan_cifar_resnet.py).")
-enum("mlp_init", "auto", ["auto", "lecun_normal", "normal_0.02", "he_normal"],
-     "Kernel initialization of the MLP networks (pacgan_mlp, pacgan_maxout, "
-     "mlp); biases start at 0. auto = the architecture's reference: "
-     "N(0, 0.02) for the PacGAN pair (the authors' config), Flax's "
-     "lecun_normal for mlp.")
-boolean("g_batchnorm", True, "BatchNorm in MLP generators.")
 boolean("conditional", False, "Condition G and D on the dataset's labels "
         "(conditional GAN, Mirza & Osindero 2014).")
 boolean("cross_replica_bn", False, "BatchNorm statistics over the global "
@@ -382,43 +369,6 @@ integer("interp_pairs", 4, "Image runs: latent interpolation strips written "
         "none.", safe=True, bounds=">= 0")
 integer("interp_points", 10, "Image runs: points per interpolation strip, "
         "endpoints included.", safe=True, bounds=">= 2")
-
-# ------------------------------------------------ image models (issue 3)
-integer("g_channels", 64, "Base width of convolutional generators (DCGAN: "
-        "channels of the last hidden layer; ResNet: every block).",
-        bounds=">= 1")
-integer("d_channels", 64, "Base width of convolutional discriminators "
-        "(DCGAN: channels of the first layer; ResNet: every block).",
-        bounds=">= 1")
-enum("g_upsample", "subpixel", ["subpixel", "transpose"], "DCGAN generator "
-     "upsampling: convolution then depth-to-space, or a transposed "
-     "convolution (whose gradient is very slow in XLA on CPU).")
-enum("d_conv", "auto", ["auto", "conv", "patches", "xla"], "How the DCGAN "
-     "discriminator computes its 4x4 stride-2 convolutions (same parameters "
-     "and function; conv.DownConv): conv = XLA's convolution with "
-     "hand-written gradients, patches = im2col x matrix, xla = XLA's own "
-     "gradients (fast on GPU/TPU, very slow on CPU); auto = patches for at "
-     "most 4 input channels, else conv.", safe=True)
-enum("g_norm", "auto", ["auto", "batch", "none"], "Generator normalization; "
-     "auto = the architecture's paper choice (DCGAN, ResNet: batch; "
-     "Goodfellow MLP: none).")
-enum("d_norm", "auto", ["auto", "none", "batch", "spectral", "layer"],
-     "Discriminator normalization; auto = the architecture's paper choice "
-     "(DCGAN: batch; ResNet, Goodfellow maxout: none).")
-float_("d_dropout", 0.5, "Dropout rate on the hidden layers of maxout "
-       "discriminators (goodfellow_maxout, cgan_maxout).", bounds="[0, 1)")
-float_("d_input_dropout", 0.2, "Dropout rate on the input of maxout "
-       "discriminators (goodfellow_maxout, cgan_maxout).", bounds="[0, 1)")
-enum("minibatch_disc", "none", ["none", "salimans", "stddev"], "Minibatch "
-     "features before the discriminator's output layer: minibatch "
-     "discrimination (Salimans et al. 2016) or minibatch standard deviation "
-     "(Karras et al. 2018).")
-integer("mbd_kernels", 100, "Minibatch discrimination: number of kernels B.",
-        bounds=">= 1")
-integer("mbd_kernel_dim", 5, "Minibatch discrimination: kernel dimension C.",
-        bounds=">= 1")
-integer("mbstd_group_size", 4, "Minibatch stddev: group size (the largest "
-        "divisor of the batch not above it is used).", bounds=">= 1")
 
 # ---------------------------------------------- losses/penalties (issue 4)
 float_("lsgan_a", 0.0, "LSGAN target for fake samples in D's loss (a).")
@@ -604,42 +554,6 @@ class Config:
     return f"Config({inner})"
 
 
-class ReadLog(Config):
-  """A Config that records which of its fields are read (by a builder).
-
-  A builder that takes the whole config (``to_dict``, ``items``) or a
-  modified copy (``replace``) counts as reading every field."""
-
-  __slots__ = ("names", "label")
-
-  def __init__(self, cfg: Config, label: str):
-    super().__init__(dict(cfg.items()))
-    object.__setattr__(self, "names", set())
-    object.__setattr__(self, "label", label)
-
-  def __getattr__(self, name):
-    self.names.add(name)
-    return super().__getattr__(name)
-
-  def _whole(self):
-    self.names.add("*")
-
-  def replace(self, **updates) -> Config:
-    self._whole()
-    return super().replace(**updates)
-
-  def to_dict(self):
-    self._whole()
-    return super().to_dict()
-
-  def items(self):
-    self._whole()
-    return super().items()
-
-  def reads(self, name: str) -> bool:
-    return name in self.names or "*" in self.names
-
-
 def defaults(**overrides) -> Config:
   """The config of the flag defaults, with overrides (for tests and APIs)."""
   values = {name: FLAGS[name].default for name in SAFE}
@@ -690,7 +604,11 @@ def serialize(config: Config) -> List[str]:
 #      --gp_weight, --r1_gamma and the shared --penalty_every became
 #      --gp.weight, --r1.gamma and each one's --<name>.every; MAD-GAN's
 #      --num_generators is --madgan.generators, unrolled GAN's
-#      --unroll_steps --unrolled.steps.
+#      --unroll_steps --unrolled.steps; the architectures' flags became
+#      the g and d sections (--g_channels is --g.channels, --maxout_pieces
+#      --d.pieces, --minibatch_disc --d.minibatch, --d_global_pool
+#      --d.pool, --mlp_init --g.init and --d.init, ...), unset meaning the
+#      architecture's own default.
 SCHEMA_VERSION = 3
 """The config schema: what a saved run's flag values mean. Bump it when a
 change makes saved runs mean something else (a flag removed, renamed, or

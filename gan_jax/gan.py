@@ -15,10 +15,9 @@ from absl import logging
 from gan_jax import losses as losses_lib
 from gan_jax import data as data_lib
 from gan_jax import methods as methods_lib
-from gan_jax import models
 from gan_jax import flags as flags_lib
 from gan_jax import sections
-from gan_jax.flags import Config, ReadLog
+from gan_jax.flags import Config
 
 
 def _reads(losses_):
@@ -30,6 +29,10 @@ def _uses_sgd(c):
   return "sgd" in (c.g_optimizer, c.d_optimizer)
 
 
+def _d_minibatch(c):
+  return getattr(c, "d.minibatch") or "none"
+
+
 def _ramps_momentum(c):
   return c.momentum_ramp_end > 0 and _uses_sgd(c)
 
@@ -37,7 +40,7 @@ def _ramps_momentum(c):
 # flag -> (when it has an effect, what it is for). A flag changed from its
 # default where it has none gets a warning: a knob that silently does
 # nothing can waste a run. (Not an error: a sweep over --loss or
-# --minibatch_disc with the other knobs fixed is a normal experiment.)
+# --d.minibatch with the other knobs fixed is a normal experiment.)
 INERT_UNLESS = {
     "label_smoothing": (_reads(("minimax", "ns")),
                         "it smooths the minimax/ns losses' real target"),
@@ -48,12 +51,12 @@ INERT_UNLESS = {
                   "it needs --ema_decay > 0 and a start before --num_steps"),
     "profile_start": (lambda c: c.profile_steps > 0,
                       "it places --profile_steps"),
-    "mbd_kernels": (lambda c: c.minibatch_disc == "salimans",
-                    "it sizes --minibatch_disc=salimans"),
-    "mbd_kernel_dim": (lambda c: c.minibatch_disc == "salimans",
-                       "it sizes --minibatch_disc=salimans"),
-    "mbstd_group_size": (lambda c: c.minibatch_disc == "stddev",
-                         "it sizes --minibatch_disc=stddev"),
+    "d.mbd_kernels": (lambda c: _d_minibatch(c) == "salimans",
+                      "it sizes --d.minibatch=salimans"),
+    "d.mbd_kernel_dim": (lambda c: _d_minibatch(c) == "salimans",
+                         "it sizes --d.minibatch=salimans"),
+    "d.mbstd_group_size": (lambda c: _d_minibatch(c) == "stddev",
+                           "it sizes --d.minibatch=stddev"),
     "lr_decay_factor": (lambda c: c.lr_schedule == "exponential",
                         "it sets --lr_schedule=exponential"),
     "lr_min": (lambda c: c.lr_schedule == "exponential",
@@ -74,16 +77,6 @@ INERT_UNLESS = {
 }
 
 
-# Flags that only the builders of the architectures (and, for image_size,
-# of the dataset) read. Which of them a run's builders read is recorded while
-# they run (``ReadLog``), so an architecture registered by a user is judged by
-# what its own builder reads.
-COMPONENT_FLAGS = (
-    "g_channels", "d_channels", "g_hidden", "d_hidden", "g_layers",
-    "d_layers", "maxout_pieces", "d_conv", "g_upsample", "g_batchnorm",
-    "g_norm", "d_norm", "d_dropout", "d_input_dropout", "cross_replica_bn",
-    "minibatch_disc", "mbd_kernels", "mbd_kernel_dim", "mbstd_group_size",
-    "mlp_init", "d_global_pool", "image_size")
 # Flags used only for one kind of data ("toy" or image).
 DATA_KIND_FLAGS = {
     "eval_samples": ("toy", "it sizes the toy metrics"),
@@ -92,6 +85,7 @@ DATA_KIND_FLAGS = {
     "eval_real_split": ("image", "toy data gets its mode metrics"),
     "interp_pairs": ("image", "image runs write interpolation strips"),
     "interp_points": ("image", "image runs write interpolation strips"),
+    "image_size": ("image", "toy data is not resized"),
 }
 
 
@@ -110,27 +104,16 @@ def _as_flag(value) -> str:
   return str(value)
 
 
-def inert_flags(cfg: Config, kind: Optional[str] = None,
-                builders: Tuple[ReadLog, ...] = ()) -> Tuple[str, ...]:
+def inert_flags(cfg: Config, kind: Optional[str] = None) -> Tuple[str, ...]:
   """One line for each flag set away from its default where it does
   nothing: by the rules of INERT_UNLESS; for the data ``kind`` ("toy" or
-  "image") if given; and, for COMPONENT_FLAGS, when none of ``builders``
-  (the ReadLogs the generator, discriminator and dataset builders ran on)
-  read it: image_size is judged when the dataset's builder is among them,
-  the others when the architectures' builders are."""
+  "image") if given; a regularizer's section without the regularizer."""
   why = {name: purpose for name, (active, purpose) in INERT_UNLESS.items()
          if _changed(cfg, name) and not active(cfg)}
   if kind is not None:
     why.update({name: purpose
                 for name, (wanted, purpose) in DATA_KIND_FLAGS.items()
                 if _changed(cfg, name) and (kind == "toy") != (wanted == "toy")})
-  data = [b for b in builders if b.label.startswith("--dataset=")]
-  nets = [b for b in builders if not b.label.startswith("--dataset=")]
-  for name in COMPONENT_FLAGS:
-    owners = data if name == "image_size" else nets
-    if (owners and _changed(cfg, name) and name not in why
-        and not any(b.reads(name) for b in builders)):
-      why[name] = f"not read by {' or '.join(b.label for b in owners)}"
   for section in sections.of_owner("penalty"):
     if section not in cfg.penalties:
       why.update({f"{section}.{key}": f"--penalties does not name {section}"
@@ -140,31 +123,16 @@ def inert_flags(cfg: Config, kind: Optional[str] = None,
                for name, purpose in why.items())
 
 
-def architectures(cfg: Config, shape, num_classes: int):
-  """(generator, discriminator, their builders' ReadLogs) of ``cfg`` for
-  data of ``shape``."""
-  logs = (ReadLog(cfg, f"--generator={cfg.generator}"),
-          ReadLog(cfg, f"--discriminator={cfg.discriminator}"))
-  generator = models.GENERATORS(cfg.generator, logs[0], shape, num_classes)
-  discriminator = models.DISCRIMINATORS(cfg.discriminator, logs[1], shape,
-                                        num_classes)
-  return generator, discriminator, logs
-
-
 def build(cfg: Config, dataset=None) -> methods_lib.Method:
   """Resolves every name in the config; unknown names, values out of their
   flags' bounds and keys a method's section does not take raise
   UserError."""
   flags_lib.check_bounds(cfg)
-  builders = []  # what each builder reads, for the inert-flag warnings
   if dataset is None:
-    builders.append(ReadLog(cfg, f"--dataset={cfg.dataset}"))
-    dataset = data_lib.get(builders[-1])
+    dataset = data_lib.get(cfg)
   sections.check_unused(cfg, cfg.method)
   method = methods_lib.METHODS(cfg.method, cfg, dataset,
                                **sections.knobs(cfg, cfg.method))
-  builders += method.builder_logs
-  for line in inert_flags(cfg, getattr(dataset, "kind", None),
-                          tuple(builders)):
+  for line in inert_flags(cfg, getattr(dataset, "kind", None)):
     logging.warning("%s", line)
   return method

@@ -15,13 +15,22 @@ SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 
 
 def tiny_config(**overrides):
-  """A small toy config that compiles and runs in seconds."""
+  """A small toy config that compiles and runs in seconds. Its narrow MLP
+  knobs (--g.hidden, ...) are set for the architectures that take them:
+  not when ``overrides`` names another generator or discriminator."""
   from gan_jax import flags as flags_lib
+  from gan_jax import models
   base = dict(dataset="ring", generator="pacgan_mlp",
-              discriminator="pacgan_maxout", g_hidden=16, g_layers=2,
-              d_hidden=8, d_layers=2, maxout_pieces=2, batch_size=16,
-              num_steps=4, log_every=2, steps_per_loop=1, progress=False,
+              discriminator="pacgan_maxout", batch_size=16, num_steps=4,
+              log_every=2, steps_per_loop=1, progress=False,
               checkpoint_every=0, eval_samples=200)
+  base.update({k: v for k, v in overrides.items() if "." not in k})
+  narrow = {"g": {"hidden": 16, "layers": 2},
+            "d": {"hidden": 8, "layers": 2, "pieces": 2}}
+  for side, flag in (("g", "generator"), ("d", "discriminator")):
+    takes = models.knobs_of(side, base[flag])
+    base.update({f"{side}.{k}": v for k, v in narrow[side].items()
+                 if takes is None or k in takes})
   base.update(overrides)
   return flags_lib.defaults(**base)
 
@@ -70,3 +79,16 @@ def assert_one_line_error(result):
   assert "Traceback" not in result.stderr
   assert lines[0].startswith("error:"), lines[0]
   return lines[0]
+
+
+def generator(name, cfg, shape, num_classes=0):
+  """The generator ``name`` as a run of ``cfg`` builds it (its --g.* knobs)."""
+  from gan_jax import models  # pylint: disable=import-outside-toplevel
+  return models.build("g", cfg.replace(generator=name), shape, num_classes)
+
+
+def discriminator(name, cfg, shape, num_classes=0):
+  """The discriminator ``name`` as a run of ``cfg`` builds it (--d.*)."""
+  from gan_jax import models  # pylint: disable=import-outside-toplevel
+  return models.build("d", cfg.replace(discriminator=name), shape,
+                      num_classes)

@@ -14,8 +14,8 @@ from helpers import tiny_config
 
 def toy_config(**overrides):
   """ReLU MLPs without BatchNorm (deterministic G, per-example D)."""
-  base = dict(generator="mlp", discriminator="mlp", g_batchnorm=False,
-              g_hidden=8, g_layers=1, d_hidden=8, d_layers=2, batch_size=8,
+  base = dict(generator="mlp", discriminator="mlp", **{"g.batchnorm": False,
+              "g.hidden": 8, "g.layers": 1, "d.hidden": 8, "d.layers": 2}, batch_size=8,
               d_steps=1)
   base.update(overrides)
   return tiny_config(**base)

@@ -48,10 +48,11 @@ def test_benchmark_prints_json_lines():
 
 @pytest.mark.parametrize("arg, message", [
     ("--torch_device=tpu", "unknown --torch_device 'tpu'"),
-    ("--set=d_conv=fast", "--set 'd_conv=fast': value should be one of"),
+    ("--set=d.conv=fast", "--set 'd.conv=fast': value should be one of"),
     ("--set=no_such_flag=1", "expected FLAG=VALUE with a gan_jax flag"),
     # Parsed, then rejected by gan_jax when the case is built.
-    ("--set=generator=dcgan", "error: dcgan needs square images"),
+    ("--set=generator=dcgan", "error: --g.hidden=400: --generator=dcgan does "
+     "not take it"),
     ("--matmul_gflops=-5", "--matmul_gflops must be >= 0"),
     ("--matmul_gflops=nan", "--matmul_gflops must be >= 0"),
     # gan_jax.main's config checks (were tracebacks inside the step).

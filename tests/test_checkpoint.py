@@ -23,8 +23,8 @@ from gan_jax import checkpoint as ckpt_lib
 from gan_jax import flags as flags_lib
 from gan_jax import writers
 
-TINY = ["--dataset=ring", "--g_hidden=16", "--d_hidden=8", "--g_layers=2",
-        "--d_layers=2", "--maxout_pieces=2", "--batch_size=16",
+TINY = ["--dataset=ring", "--g.hidden=16", "--d.hidden=8", "--g.layers=2",
+        "--d.layers=2", "--d.pieces=2", "--batch_size=16",
         "--eval_samples=100", "--noprogress"]
 # EMA, BatchNorm statistics (pacgan_mlp), two D updates per step, and
 # 2-step compiled calls: everything that must survive a restart.
@@ -304,11 +304,11 @@ def test_unknown_best_metric_stops_at_the_first_log_and_keeps_it(tmp_path,
 def test_structural_flag_change_is_refused(tmp_path, env, reference):
   work = tmp_path / "run"
   shutil.copytree(reference, work)
-  r = train(env, work, "--num_steps=16", "--g_hidden=32", "--d_lr=0.001")
+  r = train(env, work, "--num_steps=16", "--g.hidden=32", "--d_lr=0.001")
   line = assert_one_line_error(r)
   assert "cannot resume" in line
   assert "--d_lr (was 0.0001, now 0.001)" in line
-  assert "--g_hidden (was 16, now 32)" in line
+  assert "--g.hidden (was 16, now 32)" in line
   assert "num_steps" not in line  # safe with the constant schedule
   assert steps_of(work) == [8, 12]
 
@@ -566,7 +566,7 @@ def test_a_checkpoint_write_failing_ends_the_run_in_one_line_and_keeps_the_older
   steps kept; the half-written step is not taken for a checkpoint, and a
   rerun with room resumes from the last one kept."""
   work = tmp_path / "run"
-  wide = ["--g_hidden=128", "--checkpoint_every=2", "--log_every=2"]
+  wide = ["--g.hidden=128", "--checkpoint_every=2", "--log_every=2"]
   r = train(env, work, *wide, "--num_steps=4")
   assert r.returncode == 0, r.stderr[-3000:]
   assert steps_of(work) == [2, 4]

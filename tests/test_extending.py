@@ -13,8 +13,8 @@ import pytest
 from gan_jax import checkpoint as ckpt_lib
 from helpers import REPO, assert_one_line_error, fault_env, run_module
 
-RUN = ["--flagfile=examples/lecam_ring.flags", "--g_hidden=16",
-       "--d_hidden=8", "--num_steps=12", "--steps_per_loop=2",
+RUN = ["--flagfile=examples/lecam_ring.flags", "--g.hidden=16",
+       "--d.hidden=8", "--num_steps=12", "--steps_per_loop=2",
        "--log_every=2", "--checkpoint_every=4", "--noprogress"]
 
 

@@ -12,6 +12,8 @@ from absl import flags
 
 from gan_jax import flags as flags_lib
 from gan_jax import gan as gan_lib
+from gan_jax import models
+from gan_jax import sections
 from gan_jax.errors import UserError
 from helpers import REPO, tiny_config
 
@@ -46,8 +48,8 @@ def test_defaults_are_in_bounds_and_every_numeric_flag_is_checked():
     default = flags_lib.FLAGS[name].default
     assert default is None or default in bounds, name
   # Learning rates, betas, dropouts, widths and counts all have bounds.
-  for name in ("g_lr", "d_lr", "g_beta1", "d_beta2", "ema_decay", "d_dropout",
-               "z_dim", "g_channels", "batch_size", "log_every",
+  for name in ("g_lr", "d_lr", "g_beta1", "d_beta2", "ema_decay", "d.dropout",
+               "z_dim", "g.channels", "batch_size", "log_every",
                "steps_per_loop", "num_devices", "eval_samples", "pack"):
     assert name in flags_lib.BOUNDS, name
 
@@ -101,8 +103,8 @@ def test_configs_built_in_code_are_checked_too(overrides, message):
 
 def test_check_bounds_takes_mappings():
   flags_lib.check_bounds({"g_lr": 1e-3, "seed": 1, "step": None})
-  with pytest.raises(UserError, match="--d_dropout=1.0 must be in"):
-    flags_lib.check_bounds({"d_dropout": 1.0})
+  with pytest.raises(UserError, match="--d.dropout=1.0 must be in"):
+    flags_lib.check_bounds({"d.dropout": 1.0})
   assert flags_lib.out_of_bounds("g_lr", math.inf) == "must be a finite number"
 
 
@@ -117,17 +119,19 @@ def test_every_experiment_flagfile_parses_in_bounds(monkeypatch, path):
   assert any(fv[n].present for n in fv), f"{path} sets no flag"
   cfg = flags_lib.Config({n: fv[n].value for n in flags_lib.SAFE})
   flags_lib.check_bounds(cfg)
-  # No flag set that does nothing: by the rules, for the data's kind, and
-  # for what the architectures' builders read (on the dataset's shape; the
-  # data itself is not loaded: CIFAR-10 is not available here).
+  # No flag set that does nothing, by the rules and for the data's kind;
+  # the architectures take every key of their sections that is set (built
+  # on the dataset's shape; the data itself is not loaded: CIFAR-10 is not
+  # available here).
   if cfg.dataset in TOY_DATASETS:
     kind, shape = "toy", (2,)
   else:
     kind, shape = "image", IMAGE_SHAPES[cfg.dataset]
     if cfg.image_size:
       shape = (cfg.image_size, cfg.image_size, shape[2])
-  *_, logs = gan_lib.architectures(cfg, shape, 10 if cfg.conditional else 0)
-  assert gan_lib.inert_flags(cfg, kind, logs) == ()
+  for side in ("g", "d"):
+    models.build(side, cfg, shape, 10 if cfg.conditional else 0)
+  assert gan_lib.inert_flags(cfg, kind) == ()
 
 
 TOY_DATASETS = ("ring", "grid", "8gaussians", "25gaussians", "swissroll")
@@ -135,38 +139,43 @@ IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1),
                 "stacked_mnist": (28, 28, 3), "cifar10": (32, 32, 3)}
 
 
-def test_inert_flags_follow_what_the_builders_read():
-  cfg = tiny_config(g_channels=32, d_conv="patches", eval_num_samples=500,
-                    image_size=32)
-  *_, logs = gan_lib.architectures(cfg, (2,), 0)
-  lines = gan_lib.inert_flags(cfg, "toy", logs)
-  assert lines == (
+def test_a_key_the_architecture_does_not_take_is_one_line():
+  for given, line in (
+      ({"g.channels": 32}, "--g.channels=32: --generator=pacgan_mlp does not "
+       "take it; its keys: batchnorm, hidden, init, layers"),
+      ({"d.conv": "patches"}, "--d.conv=patches: --discriminator="
+       "pacgan_maxout does not take it; its keys: hidden, init, layers, "
+       "mbd_kernel_dim, mbd_kernels, mbstd_group_size, minibatch, norm, "
+       "pieces")):
+    with pytest.raises(UserError) as e:
+      gan_lib.build(tiny_config(**given))
+    assert str(e.value) == line
+
+
+def test_a_key_no_architecture_has_is_refused_when_parsed():
+  line = sections.unknown_key_line("--g.widht=3")
+  assert line == ("--g.widht: section 'g' has no key 'widht'; its keys: "
+                  + ", ".join(sorted(sections.SECTIONS["g"])))
+
+
+def test_inert_flags_by_rules_and_data_kind(caplog):
+  cfg = tiny_config(eval_num_samples=500, image_size=32)
+  assert gan_lib.inert_flags(cfg, "toy") == (
       "--eval_num_samples=500 has no effect here: it sizes image evaluations",
-      "--g_channels=32 has no effect here: not read by --generator=pacgan_mlp"
-      " or --discriminator=pacgan_maxout",
-      "--d_conv=patches has no effect here: not read by "
-      "--generator=pacgan_mlp or --discriminator=pacgan_maxout"), lines
-  # image_size is the dataset builder's: judged only with its log.
-  data_log = gan_lib.ReadLog(cfg, "--dataset=ring")
-  assert gan_lib.inert_flags(cfg, "toy", (data_log,)) == (
-      "--eval_num_samples=500 has no effect here: it sizes image evaluations",
-      "--image_size=32 has no effect here: not read by --dataset=ring")
-  # A builder that takes the whole config reads every flag.
-  data_log.to_dict()
-  assert gan_lib.inert_flags(cfg, None, (data_log,)) == ()
+      "--image_size=32 has no effect here: toy data is not resized")
+  assert gan_lib.inert_flags(cfg, "image") == (  # tiny_config's toy size
+      "--eval_samples=200 has no effect here: it sizes the toy metrics",)
   # DCGAN's D at 14 px has one convolution, the (never normalized) input
-  # layer: --d_norm does nothing there, unless spectral (it then acts on the
+  # layer: --d.norm does nothing there, unless spectral (it then acts on the
   # convolution and the output layer).
   for norm, inert in (("layer", True), ("spectral", False)):
-    cfg = tiny_config(generator="dcgan", discriminator="dcgan", d_norm=norm,
-                      g_hidden=64, d_hidden=64, g_layers=3, d_layers=3,
-                      maxout_pieces=5)
+    cfg = tiny_config(generator="dcgan", discriminator="dcgan",
+                      **{"d.norm": norm, "d.channels": 4})
     for size, small in ((14, True), (28, False)):
-      *_, logs = gan_lib.architectures(cfg, (size, size, 1), 0)
-      line = (f"--d_norm={norm} has no effect here: not read by "
-              "--generator=dcgan or --discriminator=dcgan")
-      assert (line in gan_lib.inert_flags(cfg, "image", logs)) == (
-          inert and small), (norm, size)
+      caplog.clear()
+      models.build("d", cfg, (size, size, 1), 0)
+      warned = f"--d.norm={norm} has no effect here" in caplog.text
+      assert warned == (inert and small), (norm, size)
   # List flags: an empty tuple is the default [], a list reads as the flag.
   assert gan_lib.inert_flags(tiny_config(), "toy") == ()
   assert gan_lib.inert_flags(tiny_config(eval_metrics=("fid", "kid")),
@@ -175,25 +184,29 @@ def test_inert_flags_follow_what_the_builders_read():
       "metrics",)
 
 
-def test_read_log_is_a_config_that_records_reads():
-  cfg = tiny_config()
-  log = gan_lib.ReadLog(cfg, "--generator=x")
-  assert isinstance(log, flags_lib.Config) and log == cfg
-  assert hash(log) == hash(cfg)
-  assert log.g_lr == cfg.g_lr and log.reads("g_lr") and not log.reads("d_lr")
-  with pytest.raises(AttributeError):
-    log.g_lr = 1.0
-  log.replace(d_lr=0.5)
-  assert log.reads("d_lr")  # a modified copy may read anything
-
-
-def test_build_warns_about_flags_its_builders_do_not_read(caplog):
-  gan_lib.build(tiny_config(image_size=16, d_channels=8))
-  messages = [r.getMessage() for r in caplog.records]
-  assert "--image_size=16 has no effect here: not read by --dataset=ring" \
-      in messages, messages
-  assert any(m.startswith("--d_channels=8 has no effect here")
-             for m in messages), messages
+def test_an_architecture_from_outside_brings_its_own_knob():
+  """A user generator reuses --g.hidden by taking ``hidden`` and defines
+  --g.test_only_gain; the run's knobs reach its factory, unset ones keep
+  the factory's defaults."""
+  if "test_only_gain" not in sections.SECTIONS["g"]:
+    models.knob("g", "test_only_gain", "float_", "A test's knob.")
+  name = "test_only_scaled_mlp"
+  if name not in models.GENERATORS:
+    @models.GENERATORS.register(name)
+    def _scaled(shape, num_classes, common, *, hidden=7,
+                test_only_gain=1.0):
+      del num_classes
+      return models.mlp.MLPGenerator(out_shape=shape, hidden=hidden,
+                                     layers=1, dtype=common.dtype,
+                                     batchnorm=test_only_gain > 0)
+  cfg = flags_lib.defaults(generator=name)
+  g = models.build("g", cfg, (2,), 0)
+  assert g.hidden == 7 and g.batchnorm
+  g = models.build("g", cfg.replace(**{"g.hidden": 5,
+                                       "g.test_only_gain": -1.0}), (2,), 0)
+  assert g.hidden == 5 and not g.batchnorm
+  with pytest.raises(UserError, match="its keys: hidden, test_only_gain$"):
+    models.build("g", cfg.replace(**{"g.layers": 2}), (2,), 0)
 
 
 def test_directory_flags_refuse_urls():
@@ -215,11 +228,11 @@ def test_saved_runs_record_the_config_schema_and_others_are_refused(
   of another schema (none recorded: schema 0) is refused in one line naming
   the one that wrote it. A flag added since the run was saved (no bump)
   reads its default; flags.txt stays a flagfile that replays the run."""
-  cfg = flags_lib.defaults(g_hidden=32, penalties=("r1",))
+  cfg = flags_lib.defaults(**{"g.hidden": 32}, penalties=("r1",))
   record = flags_lib.config_record(cfg)
   assert record[flags_lib.SCHEMA_KEY] == flags_lib.SCHEMA_VERSION
   assert flags_lib.saved_config(record, "RUN") == cfg
-  del record["d_global_pool"]
+  del record["d.pool"]
   assert flags_lib.saved_config(record, "RUN") == cfg
   version = flags_lib.SCHEMA_VERSION
   with pytest.raises(UserError) as e:
@@ -239,7 +252,7 @@ def test_saved_runs_record_the_config_schema_and_others_are_refused(
   assert flags_lib.flagfile_schema(str(path)) == version
   fv = private_flags()
   fv(["prog", f"--flagfile={path}"])
-  assert fv.g_hidden == 32 and fv.penalties == ["r1"]
+  assert getattr(fv, "g.hidden") == 32 and fv.penalties == ["r1"]
   path.write_text("\n".join(flags_lib.serialize(cfg)) + "\n")  # before
   assert flags_lib.flagfile_schema(str(path)) is None
   assert "unit_pixels" not in flags_lib.SAFE  # schema 1 removed it

@@ -27,7 +27,7 @@ from helpers import REPO, assert_one_line_error, run_module
 MNIST_DIR = images.default_manual_dir("mnist")
 needs_mnist = pytest.mark.skipif(MNIST_DIR is None,
                                  reason="../shared/data/mnist absent")
-TINY = ("--g_channels=8", "--d_channels=8", "--batch_size=16",
+TINY = ("--g.channels=8", "--d.channels=8", "--batch_size=16",
         "--num_steps=4", "--log_every=2", "--steps_per_loop=2",
         "--checkpoint_every=0", "--noprogress")
 

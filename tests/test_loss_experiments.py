@@ -16,8 +16,8 @@ from gan_jax import state as state_lib
 from helpers import REPO
 from step_runner import Runner
 
-TINY_TOY = ("--g_hidden=8", "--d_hidden=8", "--g_layers=2", "--d_layers=2",
-            "--maxout_pieces=2", "--batch_size=16")
+TINY_TOY = ("--g.hidden=8", "--d.hidden=8", "--g.layers=2", "--d.layers=2",
+            "--batch_size=16")
 
 
 def parse(monkeypatch, name, *overrides):
@@ -50,11 +50,13 @@ def test_wgan_gp_toy_flagfiles(monkeypatch, name):
   # Gulrajani et al. 2017, gan_toy.py.
   assert cfg.dataset == name[len("wgan_gp_"):]
   assert (cfg.generator, cfg.discriminator) == ("mlp", "mlp")
-  assert (cfg.g_hidden, cfg.g_layers, cfg.d_hidden, cfg.d_layers) == (
-      512, 3, 512, 3)
-  assert not cfg.g_batchnorm and cfg.z_dim == 2 and cfg.z_dist == "normal"
+  assert tuple(getattr(cfg, k) for k in (
+      "g.hidden", "g.layers", "d.hidden", "d.layers")) == (512, 3, 512, 3)
+  assert not getattr(cfg, "g.batchnorm")
+  assert cfg.z_dim == 2 and cfg.z_dist == "normal"
   assert cfg.loss == "wgan" and cfg.penalties == ("gp",)
-  assert getattr(cfg, "gp.weight") == 0.1 and cfg.d_steps == 5 and cfg.batch_size == 256
+  assert getattr(cfg, "gp.weight") == 0.1
+  assert cfg.d_steps == 5 and cfg.batch_size == 256
   assert (cfg.g_lr, cfg.d_lr, cfg.g_beta1, cfg.g_beta2, cfg.d_beta1,
           cfg.d_beta2) == (1e-4, 1e-4, 0.5, 0.9, 0.5, 0.9)
   assert cfg.num_steps == 100_000 and cfg.d_clip == 0
@@ -104,8 +106,8 @@ def test_lsgan_mnist_flagfile(monkeypatch):
 def test_wgan_gp_cifar10_flagfile(monkeypatch):
   cfg = parse(monkeypatch, "wgan_gp_cifar10")
   assert (cfg.generator, cfg.discriminator) == ("resnet", "resnet")
-  assert cfg.g_channels == cfg.d_channels == 128
-  assert (cfg.g_norm, cfg.d_norm) == ("batch", "none")  # BN in G only
+  assert getattr(cfg, "g.channels") == getattr(cfg, "d.channels") == 128
+  assert (getattr(cfg, "g.norm"), getattr(cfg, "d.norm")) == ("batch", "none")  # BN in G only
   assert cfg.loss == "wgan" and cfg.penalties == ("gp",)
   assert getattr(cfg, "gp.weight") == 10 and cfg.d_steps == 5 and cfg.batch_size == 64
   assert (cfg.g_lr, cfg.g_beta1, cfg.g_beta2) == (2e-4, 0.0, 0.9)
@@ -118,7 +120,7 @@ def test_wgan_gp_cifar10_flagfile(monkeypatch):
                                        ("sngan_dcgan_cifar10", "dcgan")])
 def test_sngan_cifar10_flagfiles(monkeypatch, name, arch):
   cfg = parse(monkeypatch, name)
-  assert cfg.discriminator == arch and cfg.d_norm == "spectral"
+  assert cfg.discriminator == arch and getattr(cfg, "d.norm") == "spectral"
   assert cfg.loss == "hinge" and not cfg.penalties
   assert (cfg.d_lr, cfg.d_beta1, cfg.d_beta2, cfg.d_steps, cfg.batch_size) == (
       2e-4, 0.0, 0.9, 5, 64)

@@ -5,7 +5,7 @@ import pytest
 
 from gan_jax import losses
 from gan_jax.errors import UserError
-from helpers import tiny_config
+from helpers import generator, tiny_config
 
 REAL = np.array([2.0, -1.0, 0.5], np.float32)
 FAKE = np.array([-3.0, 0.0, 1.5], np.float32)
@@ -113,7 +113,7 @@ def _check_wrong_type_errors(name):
                      "factory returned int, not gan_jax.losses.Loss$"):
     losses.LOSSES(name, tiny_config())
   with pytest.raises(UserError, match="returned int, not flax.linen.*Module"):
-    models.GENERATORS(name, tiny_config(), (2,), 0)
+    generator(name, tiny_config(generator=name), (2,), 0)
   with pytest.raises(UserError, match="returned int, not .*Callable"):
     penalties.PENALTIES(name, tiny_config())
   with pytest.raises(ValueError, match="override=True"):
@@ -151,9 +151,9 @@ def test_wgan_parts_and_lsgan_default_targets():
     ({"pl.every": 2}, "--pl.every=2 has no effect here"),
     (dict(ema_start=100), "--ema_start=100 has no effect here: it needs "
                           "--ema_decay > 0"),
-    (dict(mbd_kernels=50), "--mbd_kernels=50 has no effect here"),
-    (dict(minibatch_disc="salimans", mbstd_group_size=2),
-     "--mbstd_group_size=2 has no effect here"),
+    (dict(**{"d.mbd_kernels": 50}), "--d.mbd_kernels=50 has no effect here"),
+    (dict(**{"d.minibatch": "salimans", "d.mbstd_group_size": 2}),
+     "--d.mbstd_group_size=2 has no effect here"),
     (dict(loss="ns", label_smoothing=0.9), None),
     (dict(loss="minimax", label_smoothing=0.8), None),
     (dict(loss="lsgan", lsgan_a=-1.0, lsgan_b=1.0, lsgan_c=0.0), None),
@@ -162,7 +162,7 @@ def test_wgan_parts_and_lsgan_default_targets():
     (dict(ema_decay=0.99, ema_start=10, num_steps=20), None),
     (dict(ema_decay=0.99, ema_start=20, num_steps=20),
      "--ema_start=20 has no effect here"),
-    (dict(minibatch_disc="salimans", mbd_kernels=10, mbd_kernel_dim=3),
+    (dict(**{"d.minibatch": "salimans", "d.mbd_kernels": 10, "d.mbd_kernel_dim": 3}),
      None),
     # A loss registered by a user may read any flag.
     (dict(loss="test_only_constant", label_smoothing=0.9, lsgan_a=3.0),

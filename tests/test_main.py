@@ -73,9 +73,11 @@ def test_evaluate_without_checkpoint_is_one_line(tmp_path):
     # A missing flagfile, without absl's "ERROR::" prefix.
     (("--flagfile=experiments/does_not_exist.flags",),
      ("error: Unable to open flagfile", "does_not_exist")),
-    # A conditional architecture without --conditional: says what to add.
+    # An architecture knob the chosen architecture does not take (the
+    # flagfile's --g.batchnorm is pacgan_mlp's): names the keys it takes.
     (("--generator=cgan_mlp", "--discriminator=cgan_maxout"),
-     ("cgan_mlp is a conditional GAN: add --conditional",)),
+     ("error: --g.batchnorm=True: --generator=cgan_mlp does not take it; "
+      "its keys: hidden, layers, norm",)),
     # A bucket URL as the workdir (it would become a local "gs:" folder).
     (("--workdir=gs://bucket/run",), ("--workdir=gs://bucket/run",
                                       "not a URL")),
@@ -250,7 +252,7 @@ class WrongCall(nn.Module):
 
 
 @models.GENERATORS.register("wrong_call_g")
-def wrong_call_g(cfg, shape, num_classes):
+def wrong_call_g(shape, num_classes, common, **knobs):
   return WrongCall()
 """
 

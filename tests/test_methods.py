@@ -18,7 +18,7 @@ from gan_jax.metrics import labels as labels_lib
 from helpers import assert_one_line_error, run_module, tiny_config
 
 IMAGE = dict(dataset="tiny_digits", generator="dcgan", discriminator="dcgan",
-             g_channels=4, d_channels=4, z_dim=4, batch_size=16,
+             **{"g.channels": 4, "d.channels": 4}, z_dim=4, batch_size=16,
              cross_replica_bn=True)
 
 
@@ -173,7 +173,7 @@ def _main(tmp_path, *flags):
   return run_module(
       "gan_jax.main", "--extra_modules=tiny_image_data",
       "--dataset=tiny_digits", "--generator=dcgan", "--discriminator=dcgan",
-      "--g_channels=4", "--d_channels=4", "--z_dim=4", "--batch_size=8",
+      "--g.channels=4", "--d.channels=4", "--z_dim=4", "--batch_size=8",
       "--num_steps=2", "--log_every=1", "--checkpoint_every=0",
       "--noprogress", f"--workdir={tmp_path / 'run'}", *flags)
 
@@ -205,7 +205,7 @@ def test_infogan_run_writes_traversals_and_records_its_section(tmp_path):
 
 def test_label_metric_without_labels_is_one_line(tmp_path):
   r = run_module("gan_jax.main", "--flagfile=experiments/dcgan_mnist.flags",
-                 "--g_channels=4", "--d_channels=4", "--num_steps=1",
+                 "--g.channels=4", "--d.channels=4", "--num_steps=1",
                  "--eval_every=1", "--eval_metrics=class_accuracy",
                  "--noprogress", f"--workdir={tmp_path / 'run'}",
                  f"--tfds_data_dir={tmp_path / 'tfds'}")

@@ -88,7 +88,7 @@ def test_toy_discriminator_sees_packed_input(m):
 @pytest.mark.parametrize("arch", ["dcgan", "resnet"])
 def test_conv_discriminator_sees_stacked_channels(arch):
   cfg = tiny_config(pack=3, batch_size=6, discriminator=arch, generator=arch,
-                    z_dim=8, g_channels=4, d_channels=4, image_size=0)
+                    z_dim=8, **{"g.channels": 4, "d.channels": 4}, image_size=0)
   dataset = types.SimpleNamespace(shape=(16, 16, 1), num_classes=0,
                                   kind="image")
   gan = gan_lib.build(cfg, dataset=dataset)
@@ -133,9 +133,9 @@ def test_pack_must_divide_the_batch():
 def test_toy_discriminator_minibatch_features_see_diversity(kind):
   # lecun_normal: at the PacGAN pair's N(0, 0.02) a fresh D's logits are
   # ~1e-5, too small for the absolute threshold below.
-  gan = gan_lib.build(tiny_config(minibatch_disc=kind, mbd_kernels=6,
-                                  mbd_kernel_dim=3, mbstd_group_size=4,
-                                  mlp_init="lecun_normal"))
+  gan = gan_lib.build(tiny_config(**{
+      "d.minibatch": kind, "d.mbd_kernels": 6, "d.mbd_kernel_dim": 3,
+      "d.mbstd_group_size": 4, "d.init": "lecun_normal"}))
   st = state_lib.create(gan, 0)
   x0 = jnp.array([[0.3, -0.2]])
   same = jnp.tile(x0, (8, 1))
@@ -164,8 +164,8 @@ def test_toy_discriminator_without_minibatch_features_is_per_sample():
 
 @pytest.mark.parametrize("kind", ["salimans", "stddev"])
 def test_minibatch_training_is_finite(kind):
-  _, metrics = train(tiny_config(minibatch_disc=kind, mbd_kernels=4,
-                                 mbd_kernel_dim=3))
+  _, metrics = train(tiny_config(**{"d.minibatch": kind, "d.mbd_kernels": 4,
+                                 "d.mbd_kernel_dim": 3}))
   assert np.all(np.isfinite(metrics["d_loss"]))
   assert np.all(np.isfinite(metrics["g_loss"]))
 
@@ -390,7 +390,7 @@ def test_replica_seeds_use_all_32_bits(seed):
 @pytest.mark.parametrize("n_devices", [2])  # vmap over shard_map shards
 @pytest.mark.parametrize("batching", ["vmap", "map"])
 def test_replica_i_equals_the_run_with_seed_i(n_devices, batching):
-  cfg = tiny_config(num_seeds=2, seed=5, d_steps=2, minibatch_disc="stddev",
+  cfg = tiny_config(num_seeds=2, seed=5, d_steps=2, **{"d.minibatch": "stddev"},
                     seed_batching=batching)
   many, metrics = train(cfg, n_devices)
   assert metrics["d_loss"].shape == (2, 2)
@@ -410,7 +410,7 @@ def test_num_seeds_on_stacked_mnist_trains_each_replica_on_triples(
   shape traceback in D): the benchmark the many-trial tables need."""
   from gan_jax import train as train_lib  # pylint: disable=g-import-not-at-top
   cfg = tiny_config(dataset="stacked_mnist", generator="dcgan",
-                    discriminator="dcgan", g_channels=4, d_channels=4,
+                    discriminator="dcgan", **{"g.channels": 4, "d.channels": 4},
                     z_dim=8, batch_size=8, num_seeds=2, num_steps=2,
                     log_every=2, steps_per_loop=2, num_devices=1,
                     tfds_data_dir=mnist_data_dir)
@@ -434,8 +434,8 @@ def test_replica_states_checkpoint_and_restore(tmp_path):
 def test_num_seeds_cli_writes_per_replica_metrics_plots_and_resumes(
     tmp_path):
   workdir = str(tmp_path / "run")
-  args = ["--dataset=ring", "--g_hidden=16", "--d_hidden=8", "--g_layers=2",
-          "--d_layers=2", "--maxout_pieces=2", "--batch_size=16",
+  args = ["--dataset=ring", "--g.hidden=16", "--d.hidden=8", "--g.layers=2",
+          "--d.layers=2", "--d.pieces=2", "--batch_size=16",
           "--log_every=2", "--steps_per_loop=2", "--checkpoint_every=2",
           "--eval_samples=200", "--noprogress", "--num_seeds=2", "--seed=3",
           f"--workdir={workdir}"]

@@ -21,8 +21,8 @@ from helpers import (FAST_COMPILE, REPO, TESTS, assert_one_line_error,
 # same device count, so per-device statistics would match too).
 TINY = ["--flagfile=experiments/quickstart.flags", "--num_steps=6",
         "--log_every=3", "--steps_per_loop=3", "--checkpoint_every=3",
-        "--g_hidden=16", "--g_layers=2", "--nog_batchnorm", "--d_hidden=8",
-        "--d_layers=2", "--maxout_pieces=2", "--batch_size=16",
+        "--g.hidden=16", "--g.layers=2", "--nog.batchnorm", "--d.hidden=8",
+        "--d.layers=2", "--d.pieces=2", "--batch_size=16",
         "--eval_samples=200", "--noprogress"]
 
 
@@ -212,8 +212,8 @@ def test_two_processes_with_image_data_match_one_process(tmp_path):
     images.load_arrays("mnist", "train", data_dir=data_dir)
   finally:
     images._load.cache_clear()  # pylint: disable=protected-access
-  args = ["--flagfile=experiments/dcgan_mnist.flags", "--g_channels=4",
-          "--d_channels=4", "--batch_size=16", "--num_steps=2",
+  args = ["--flagfile=experiments/dcgan_mnist.flags", "--g.channels=4",
+          "--d.channels=4", "--batch_size=16", "--num_steps=2",
           "--log_every=2", "--steps_per_loop=2", "--checkpoint_every=0",
           "--noprogress", f"--tfds_data_dir={data_dir}"]
   two, one = tmp_path / "two", tmp_path / "one"

@@ -132,8 +132,8 @@ def test_a_replica_stream_of_a_dataset_subclass_keeps_its_class():
 
 def tiny_mnist_gan(data_dir, **overrides):
   cfg = tiny_config(dataset="mnist", tfds_data_dir=data_dir, generator="goodfellow_mlp",
-                    discriminator="goodfellow_maxout", z_dim=8, g_hidden=16,
-                    g_layers=1, d_hidden=8, d_layers=1, batch_size=8,
+                    discriminator="goodfellow_maxout", z_dim=8, **{"g.hidden": 16,
+                    "g.layers": 1, "d.hidden": 8, "d.layers": 1}, batch_size=8,
                     **overrides)
   return gan_lib.build(cfg), cfg
 
@@ -188,7 +188,7 @@ def test_evaluate_cli_reports_parzen_with_a_given_width(mnist_data_dir,
                  "--flagfile=experiments/goodfellow2014_mnist.flags",
                  f"--workdir={workdir}", f"--tfds_data_dir={mnist_data_dir}", "--num_steps=2", "--log_every=2",
                  "--steps_per_loop=2", "--checkpoint_every=2", "--noprogress",
-                 "--g_hidden=32", "--d_hidden=16")
+                 "--g.hidden=32", "--d.hidden=16")
   assert r.returncode == 0, r.stderr[-3000:]
   r = run_module("gan_jax.evaluate", f"--workdir={workdir}",
                  "--num_samples=50", "--eval_metrics=parzen",

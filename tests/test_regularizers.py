@@ -50,7 +50,7 @@ def test_spectral_norm_advances_once_per_d_update_and_converges(tmp_path):
   # passes through D) and a G step through D: only the 2 D-loss passes may
   # advance u, so after one step u = P^2 u0, not P^3 or more.
   k = 2
-  run = Runner(toy_config(loss="hinge", d_norm="spectral", penalties=["r1"],
+  run = Runner(toy_config(loss="hinge", **{"d.norm": "spectral"}, penalties=["r1"],
                           d_lr=0.0, d_steps=k))
   before = _sn(run.host())
   assert len(before) == 3  # two hidden layers and the output layer
@@ -95,8 +95,8 @@ def test_spectral_norm_advances_once_when_d_sees_real_and_fake_apart():
   # With minibatch features (or BatchNorm) D scores real and fake in two
   # calls per update; the second must reuse the first's u, not iterate again.
   k = 2
-  run = Runner(toy_config(loss="hinge", d_norm="spectral", d_lr=0.0,
-                          d_steps=k, minibatch_disc="stddev"))
+  run = Runner(toy_config(loss="hinge", **{"d.norm": "spectral"}, d_lr=0.0,
+                          d_steps=k, **{"d.minibatch": "stddev"}))
   before = _sn(run.host())
   run.steps(1)
   after = _sn(run.host())

@@ -211,16 +211,16 @@ def test_saved_runs_take_safe_overrides_only(image_run, tmp_path):
     evaluate.run_evaluate(image_run, 10, None, overrides={"is_splits": 11})
   # ... and a structural flag cannot be overridden (the CLIs pass every
   # config flag given on their command line) ...
-  with pytest.raises(UserError, match="^cannot override dataset, g_hidden of "
+  with pytest.raises(UserError, match="^cannot override dataset, g.hidden of "
                      "a saved run \\(--dataset: the run's tiny_digits, given "
-                     "fashion_mnist; --g_hidden: the run's"):
+                     "fashion_mnist; --g.hidden: the run's"):
     sample.run_sample(image_run, str(tmp_path / "a.npz"),
-                      overrides={"g_hidden": 3, "dataset": "fashion_mnist"})
+                      overrides={"g.hidden": 3, "dataset": "fashion_mnist"})
   # ... though it may be restated with the run's own value.
   run_cfg = sample.load(image_run)[0].cfg
   sample.run_sample(image_run, str(tmp_path / "b.npz"),
                     overrides={"dataset": run_cfg.dataset,
-                               "g_hidden": run_cfg.g_hidden})
+                               "g.hidden": getattr(run_cfg, "g.hidden")})
 
 
 def test_evaluate_reports_every_replica_and_their_mean(tmp_path,

@@ -51,7 +51,7 @@ def schedule_config(**overrides):
   values = dict(g_optimizer="sgd", d_optimizer="sgd", g_lr=0.05, d_lr=0.05,
                 g_beta1=0.5, d_beta1=0.5, lr_schedule="exponential",
                 lr_decay_factor=1.01, lr_min=0.03, momentum_ramp_start=1,
-                momentum_ramp_end=3, final_momentum=0.7, g_batchnorm=False)
+                momentum_ramp_end=3, final_momentum=0.7, **{"g.batchnorm": False})
   values.update(overrides)
   return tiny_config(**values)
 

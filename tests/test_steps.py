@@ -116,7 +116,7 @@ def test_dcgan_data_parallel_equals_single_device():
   cotangent summed over devices)."""
   from gan_jax.data import images as images_lib  # pylint: disable=g-import-not-at-top
   cfg = tiny_config(dataset="tiny_digits", generator="dcgan",
-                    discriminator="dcgan", g_channels=4, d_channels=4,
+                    discriminator="dcgan", **{"g.channels": 4, "d.channels": 4},
                     z_dim=8, batch_size=16, cross_replica_bn=True)
   x = np.random.RandomState(0).uniform(-1, 1, (2, 1, 16, 28, 28, 1))
   results = []

@@ -14,9 +14,9 @@ from helpers import assert_one_line_error, run_module
 
 BINARY_FLAGFILE = "/tmp/gan_jax_test_binary.flags"
 TINY_SET = ["num_steps=4", "log_every=2", "steps_per_loop=2",
-            "checkpoint_every=2", "g_hidden=16", "g_layers=2", "d_hidden=8",
-            "d_layers=2", "maxout_pieces=2", "batch_size=16",
-            "eval_samples=200", "g_batchnorm=false"]
+            "checkpoint_every=2", "g.hidden=16", "g.layers=2", "d.hidden=8",
+            "d.layers=2", "d.pieces=2", "batch_size=16",
+            "eval_samples=200", "g.batchnorm=false"]
 
 
 def _env(tmp_path):
@@ -318,7 +318,7 @@ def test_a_finished_run_with_other_settings_is_not_skipped_as_done(tmp_path):
   import io  # pylint: disable=g-import-not-at-top
   from gan_jax import sweep
   sw = sweep.build("experiments/quickstart.flags", str(tmp_path),
-                   grid=["g_lr:1e-4"], overrides=["g_hidden=32", "num_steps=4"])
+                   grid=["g_lr:1e-4"], overrides=["g.hidden=32", "num_steps=4"])
   (run,) = sw.runs
   os.makedirs(run.workdir)
   with open(os.path.join(run.workdir, "metrics.jsonl"), "w") as f:
@@ -332,11 +332,11 @@ def test_a_finished_run_with_other_settings_is_not_skipped_as_done(tmp_path):
   assert sweep.execute(sw.runs, 1, out=out)[run.name] == (
       "skipped", "already finished")
   with open(flags_txt, "w") as f:
-    f.write("\n".join(flags_lib.flagfile_lines(same.replace(g_hidden=16)))
-            + "\n")
+    f.write("\n".join(flags_lib.flagfile_lines(
+        same.replace(**{"g.hidden": 16}))) + "\n")
   status, detail = sweep.execute(sw.runs, 1, out=out)[run.name]
   assert status == "failed"
-  assert "--g_hidden (was 16, now 32)" in detail and run.workdir in detail
+  assert "--g.hidden (was 16, now 32)" in detail and run.workdir in detail
   # A safe flag (logging) differing is no reason.
   with open(flags_txt, "w") as f:
     f.write("\n".join(flags_lib.flagfile_lines(same.replace(log_every=1)))
@@ -353,7 +353,7 @@ def test_a_finished_run_with_other_settings_is_not_skipped_as_done(tmp_path):
       f"{flags_lib.SCHEMA_VERSION}: use another --sweep_dir or remove it")
   # A value the flag no longer accepts: reported, not a traceback.
   with open(flags_txt, "w") as f:
-    f.write(f"{flags_lib.flagfile_lines(same)[0]}\n--d_global_pool=max\n")
+    f.write(f"{flags_lib.flagfile_lines(same)[0]}\n--d.pool=max\n")
   status, detail = sweep.execute(sw.runs, 1, out=out)[run.name]
   assert status == "failed" and "cannot be read as flags" in detail
 

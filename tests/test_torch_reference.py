@@ -16,7 +16,7 @@ import pytest
 from helpers import REPO
 from model_init import host_init
 
-from gan_jax.models import DISCRIMINATORS, GENERATORS
+from helpers import discriminator, generator
 from gan_jax.models import conv as conv_lib
 
 torch = pytest.importorskip("torch")
@@ -89,10 +89,10 @@ def _apply(module, variables, *args):
 
 def test_dcgan_reference_matches_gan_jax():
   cfg = train_step.config_from_flagfile(
-      "experiments/dcgan_mnist.flags", g_channels=8, d_channels=8, z_dim=5)
+      "experiments/dcgan_mnist.flags", **{"g.channels": 8, "d.channels": 8}, z_dim=5)
   shape = (28, 28, 1)
-  g = GENERATORS("dcgan", cfg, shape, 0)
-  d = DISCRIMINATORS("dcgan", cfg, shape, 0)
+  g = generator("dcgan", cfg, shape, 0)
+  d = discriminator("dcgan", cfg, shape, 0)
   rs = np.random.RandomState(0)
   z = rs.uniform(-1, 1, (6, 5)).astype(np.float32)
   x = rs.uniform(-1, 1, (6,) + shape).astype(np.float32)
@@ -130,13 +130,13 @@ def _load_toy(tg, td, pg, pd):
 
 def _toy_config(**kw):
   return train_step.config_from_flagfile("experiments/gan_ring.flags",
-                                         g_hidden=16, d_hidden=8, **kw)
+                                         **{"g.hidden": 16, "d.hidden": 8}, **kw)
 
 
 def test_toy_reference_matches_gan_jax():
   cfg = _toy_config()
-  g = GENERATORS(cfg.generator, cfg, (2,), 0)
-  d = DISCRIMINATORS(cfg.discriminator, cfg, (2,), 0)
+  g = generator(cfg.generator, cfg, (2,), 0)
+  d = discriminator(cfg.discriminator, cfg, (2,), 0)
   rs = np.random.RandomState(0)
   z = rs.normal(size=(10, cfg.z_dim)).astype(np.float32)
   x = rs.normal(size=(10, 2)).astype(np.float32)
@@ -204,7 +204,7 @@ def test_dcgan_reference_performs_gan_jax_update():
   passes apart), with the benchmark's own compiled call of one step."""
   import jax  # pylint: disable=g-import-not-at-top
   cfg = train_step.config_from_flagfile(
-      "experiments/dcgan_mnist.flags", g_channels=8, d_channels=8, z_dim=5,
+      "experiments/dcgan_mnist.flags", **{"g.channels": 8, "d.channels": 8}, z_dim=5,
       batch_size=6, steps_per_loop=1)
   shape = (28, 28, 1)
   case = train_step.JaxCase(cfg, 1, shape)

@@ -37,13 +37,13 @@ def test_memory_hint_names_the_flags_that_make_the_state_big():
   from gan_jax import gan as gan_lib
   from gan_jax import state as state_lib
   from gan_jax import train
-  cfg = tiny_config(z_dim=2_000_000_000, g_hidden=16)
+  cfg = tiny_config(z_dim=2_000_000_000, **{"g.hidden": 16})
   gan = gan_lib.build(cfg)
   abstract = jax.eval_shape(lambda: state_lib.create_replicas(gan, 0, 1))
   hint = train.memory_hint(cfg, abstract)
   assert ("its largest array params/G/Dense_0/kernel of shape "
           "(2000000000, 16) (128.0 GB), sized by --z_dim=2000000000, "
-          "--g_hidden=16") in hint, hint
+          "--g.hidden=16") in hint, hint
   assert "(--batch_size=16 x (--d_steps=1 + 1) x --z_dim=2000000000)" in hint
 
 
@@ -53,7 +53,7 @@ def test_out_of_device_memory_names_z_dim(tmp_path):
                  f"--workdir={tmp_path / 'run'}")
   line = assert_one_line_error(r)
   assert line.startswith("error: out of device memory (") and (
-      "sized by --z_dim=2000000000, --g_hidden=400" in line), line
+      "sized by --z_dim=2000000000, --g.hidden=400" in line), line
 
 
 def test_call_length_lands_on_every_cadence():

@@ -35,7 +35,7 @@ def fixture_user_env(tmp_path):
 
 def _train(tmp_path, user_env, *flags):
   return run_module("gan_jax.main", "--flagfile=experiments/quickstart.flags",
-                    "--g_hidden=16", "--d_hidden=8", "--steps_per_loop=1",
+                    "--g.hidden=16", "--d.hidden=8", "--steps_per_loop=1",
                     "--log_every=2", "--noprogress",
                     f"--workdir={tmp_path / 'run'}",
                     "--extra_modules=my_loss", "--loss=scaled_ns", *flags,

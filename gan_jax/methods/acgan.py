@@ -26,7 +26,8 @@ from gan_jax import steps
 from gan_jax.errors import UserError
 from gan_jax.methods.base import METHODS, cross_entropy
 from gan_jax.methods.gan import GAN
-from gan_jax.models import heads, layers
+from gan_jax import models
+from gan_jax.models import heads
 
 sections.float_("acgan", "class_weight", 1.0, "w: the weight of the "
                 "auxiliary classifier's cross-entropy in D's and G's "
@@ -50,8 +51,7 @@ class ACGAN(GAN):
       raise UserError(f"--method=acgan takes a loss whose G part reads "
                       f"fakes only; --loss={cfg.loss} reads real data too")
     self.classifier = heads.Head(out=dataset.num_classes, hidden=0,
-                                 bn_axis_name=layers.bn_axis_name(cfg),
-                                 dtype=layers.model_dtype(cfg))
+                                 **models.common(cfg)._asdict())
 
   @property
   def num_classes(self) -> int:

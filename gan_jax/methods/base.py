@@ -15,14 +15,13 @@ section (``--name.key=value`` flags, ``gan_jax.sections``).
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from gan_jax import optim
-from gan_jax.flags import ReadLog
 from gan_jax.registry import Registry
 
 Batch = Dict[str, Any]
@@ -60,16 +59,6 @@ class Method:
   def __init__(self, cfg, dataset):
     self.cfg = cfg
     self.dataset = dataset
-    # What each architecture builder read of the config (flags a builder
-    # does not read get a warning: gan_jax.gan.inert_flags).
-    self.builder_logs: List[ReadLog] = []
-
-  def component_config(self, label: str) -> ReadLog:
-    """The config to give a component's builder (``label``: its flag, e.g.
-    ``--generator=dcgan``): records which flags it reads."""
-    log = ReadLog(self.cfg, label)
-    self.builder_logs.append(log)
-    return log
 
   # --- what the engine calls -------------------------------------------------
 

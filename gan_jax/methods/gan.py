@@ -67,13 +67,8 @@ class GAN(Method):
     if cfg.pack > 1 and self.num_classes:
       raise UserError("--pack > 1 with a conditional model is not supported")
     self.d_classes = self.num_classes if d_classes is None else d_classes
-    self.generator = models.GENERATORS(
-        cfg.generator, self.component_config(f"--generator={cfg.generator}"),
-        self.shape, self.num_classes)
-    self.discriminator = models.DISCRIMINATORS(
-        cfg.discriminator,
-        self.component_config(f"--discriminator={cfg.discriminator}"),
-        self.shape, self.d_classes)
+    self.generator = models.build("g", cfg, self.shape, self.num_classes)
+    self.discriminator = models.build("d", cfg, self.shape, self.d_classes)
     self.loss = self.make_loss()
     self.penalties: Tuple[penalties_lib.Regularizer, ...] = tuple(
         penalties_lib.build(cfg, name) for name in cfg.penalties)
@@ -243,8 +238,8 @@ class GAN(Method):
     k_g, k_d, k_pen = jax.random.split(batch["key"], 3)
     fake = self.fake_for_d(params, state, batch, k_g, ctx).astype(real.dtype)
     d_state = state.net_state["D"]
-    together = self.cfg.minibatch_disc == "none" and not _has_batchnorm(
-        d_state)
+    together = getattr(self.discriminator, "minibatch", "none") == "none" \
+        and not _has_batchnorm(d_state)
     logits, new_d_state = self.d_logits(params["D"], d_state, real, y_real,
                                         fake, y_fake, k_d, together)
     n = logits.shape[0] // 2

@@ -31,7 +31,8 @@ from gan_jax import steps
 from gan_jax.errors import UserError
 from gan_jax.methods.base import METHODS, cross_entropy
 from gan_jax.methods.gan import GAN
-from gan_jax.models import heads, layers
+from gan_jax import models
+from gan_jax.models import heads
 
 sections.integer("infogan", "categories", 10, "Values of the categorical "
                  "code (0: none).", bounds="[0, 1000]")
@@ -64,8 +65,7 @@ class InfoGAN(GAN):
       raise UserError(f"--method=infogan takes a loss whose G part reads "
                       f"fakes only; --loss={cfg.loss} reads real data too")
     self.q = heads.Head(out=categories + continuous, hidden=q_hidden,
-                        bn_axis_name=layers.bn_axis_name(cfg),
-                        dtype=layers.model_dtype(cfg))
+                        **models.common(cfg)._asdict())
 
   # --- the latent code ---------------------------------------------------------
 

@@ -5,13 +5,13 @@ G: z -> dense to a 7x7 (28x28 output) or 4x4 map of ``g_channels * 2^(k-1)``
 channels -> BatchNorm, ReLU -> k-1 upsampling blocks halving the channels,
 each with BatchNorm and ReLU -> an upsampling layer to the image channels and
 tanh (no BatchNorm on the output). 28: 7->14->28; 32: 4->8->16->32;
-64: 4->...->64. Upsampling is sub-pixel by default (``--g_upsample``).
+64: 4->...->64. Upsampling is sub-pixel by default (``--g.upsample``).
 
 D: 4x4 stride-2 convolutions doubling ``d_channels`` down to 7x7 or 4x4
 (``conv.DownConv``: XLA's convolution with hand-written gradients, im2col
 for the 1-channel input layer; far faster on CPU than XLA's own convolution
 gradients), each followed by LeakyReLU 0.2, normalized
-(``--d_norm``, BatchNorm by default) except the input layer; optional
+(``--d.norm``, BatchNorm by default) except the input layer; optional
 minibatch features; a linear output.
 
 Weights from N(0, 0.02). Conditioning (``num_classes > 0``): G joins a one-hot
@@ -27,6 +27,9 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from absl import logging
+
+from gan_jax import models
 from gan_jax.models import DISCRIMINATORS, GENERATORS
 from gan_jax.models import conv, heads, layers
 
@@ -111,28 +114,46 @@ class DCGANDiscriminator(nn.Module):
         dtype=self.dtype, kernel_init=layers.dcgan_init)
 
 
+models.knob("g", "upsample", "enum", "DCGAN generator upsampling: "
+            "convolution then depth-to-space, or a transposed convolution "
+            "(whose gradient is very slow in XLA on CPU). Default subpixel.",
+            ["subpixel", "transpose"])
+models.knob("d", "conv", "enum", "How the DCGAN discriminator computes its "
+            "4x4 stride-2 convolutions (same parameters and function; "
+            "conv.DownConv): conv = XLA's convolution with hand-written "
+            "gradients, patches = im2col x matrix, xla = XLA's own gradients "
+            "(fast on GPU/TPU, very slow on CPU); auto (the default) = "
+            "patches for at most 4 input channels, else conv.",
+            ["auto", "conv", "patches", "xla"], safe=True)
+
+
 @GENERATORS.register("dcgan")
-def dcgan_generator(cfg, shape, num_classes: int) -> nn.Module:
+def dcgan_generator(shape, num_classes: int, common: models.Common, *,
+                    channels: int = 64, upsample: str = "subpixel",
+                    norm: str = "batch") -> nn.Module:
   layers.image_levels(shape, "dcgan")  # fail early on unsupported shapes
   return DCGANGenerator(
-      out_shape=tuple(shape), channels=cfg.g_channels,
-      upsample=cfg.g_upsample,
-      norm=layers.resolve_norm(cfg.g_norm, "batch"), num_classes=num_classes,
-      bn_axis_name=layers.bn_axis_name(cfg), dtype=layers.model_dtype(cfg))
+      out_shape=tuple(shape), channels=channels, upsample=upsample,
+      norm=norm, num_classes=num_classes,
+      bn_axis_name=common.bn_axis_name, dtype=common.dtype)
 
 
 @DISCRIMINATORS.register("dcgan")
-def dcgan_discriminator(cfg, shape, num_classes: int) -> nn.Module:
+def dcgan_discriminator(shape, num_classes: int, common: models.Common, *,
+                        channels: int = 64, conv: str = "auto",  # pylint: disable=redefined-outer-name
+                        norm: Optional[str] = None, minibatch: str = "none",
+                        mbd_kernels: int = 100, mbd_kernel_dim: int = 5,
+                        mbstd_group_size: int = 4) -> nn.Module:
   _, downs = layers.image_levels(shape, "dcgan")
-  norm = layers.resolve_norm(cfg.d_norm, "batch")
-  if downs == 1 and norm != "spectral":
+  if norm is not None and downs == 1 and norm != "spectral":
     # One convolution (8 or 14 px): the input layer, never normalized;
     # only spectral norm (of it and the output layer) acts.
-    layers.not_applied(cfg, "d_norm")
+    logging.warning("--d.norm=%s has no effect here: the dcgan "
+                    "discriminator of a %dx%d image has only its input "
+                    "layer, never normalized", norm, shape[0], shape[1])
   return DCGANDiscriminator(
-      in_shape=tuple(shape), channels=cfg.d_channels, conv=cfg.d_conv,
-      norm=norm, num_classes=num_classes,
-      minibatch=cfg.minibatch_disc, mbd_kernels=cfg.mbd_kernels,
-      mbd_kernel_dim=cfg.mbd_kernel_dim,
-      mbstd_group_size=cfg.mbstd_group_size,
-      bn_axis_name=layers.bn_axis_name(cfg), dtype=layers.model_dtype(cfg))
+      in_shape=tuple(shape), channels=channels, conv=conv,
+      norm=norm or "batch", num_classes=num_classes, minibatch=minibatch,
+      mbd_kernels=mbd_kernels, mbd_kernel_dim=mbd_kernel_dim,
+      mbstd_group_size=mbstd_group_size, bn_axis_name=common.bn_axis_name,
+      dtype=common.dtype)

@@ -14,9 +14,9 @@ D returns the logit (the loss applies the sigmoid). Not reproduced: G's
 output biases initialized from the data's pixel means (a run with them
 collapsed by 5,000 updates). The max column norm
 constraint of the original D is not reproduced. Widths and depths come from
-``--g_hidden/--g_layers/--d_hidden/--d_layers/--maxout_pieces`` (the
-flagfile sets the paper's values), dropout from ``--d_dropout`` and
-``--d_input_dropout``.
+``--g.hidden/--g.layers/--d.hidden/--d.layers/--d.pieces`` (the
+flagfile sets the paper's values), dropout from ``--d.dropout`` and
+``--d.input_dropout``.
 
 Registry names: ``goodfellow_mlp`` / ``goodfellow_maxout``, and
 ``cgan_mlp`` / ``cgan_maxout``, the same networks required to be conditional:
@@ -27,12 +27,14 @@ joint layer are folded into the first layer).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from gan_jax import models
 from gan_jax.errors import UserError
 from gan_jax.models import DISCRIMINATORS, GENERATORS
 from gan_jax.models import heads, layers
@@ -126,33 +128,48 @@ class MaxoutDiscriminator(nn.Module):
                                       dtype=self.dtype, kernel_init=init)
 
 
-def _generator(cfg, shape, num_classes: int) -> nn.Module:
+models.knob("d", "pieces", "integer", "Pieces per maxout unit (default "
+            "5).", bounds=">= 1")
+models.knob("d", "dropout", "float_", "Dropout rate on the hidden layers "
+            "of maxout discriminators (goodfellow_maxout, cgan_maxout; "
+            "default 0.5).", bounds="[0, 1)")
+models.knob("d", "input_dropout", "float_", "Dropout rate on the input of "
+            "maxout discriminators (goodfellow_maxout, cgan_maxout; default "
+            "0.2).", bounds="[0, 1)")
+
+
+def _generator(shape, num_classes: int, common: models.Common, *,
+               hidden: int = 400, layers: int = 4,  # pylint: disable=redefined-outer-name
+               norm: str = "none") -> nn.Module:
   return MLPGenerator(
-      out_shape=tuple(shape), hidden=cfg.g_hidden, num_layers=cfg.g_layers,
-      norm=layers.resolve_norm(cfg.g_norm, "none"), num_classes=num_classes,
-      bn_axis_name=layers.bn_axis_name(cfg), dtype=layers.model_dtype(cfg))
+      out_shape=tuple(shape), hidden=hidden, num_layers=layers, norm=norm,
+      num_classes=num_classes, bn_axis_name=common.bn_axis_name,
+      dtype=common.dtype)
 
 
-def _discriminator(cfg, shape, num_classes: int) -> nn.Module:
+def _discriminator(shape, num_classes: int, common: models.Common, *,
+                   hidden: int = 200, layers: int = 3, pieces: int = 5,  # pylint: disable=redefined-outer-name
+                   dropout: float = 0.5, input_dropout: float = 0.2,
+                   norm: str = "none", minibatch: str = "none",
+                   mbd_kernels: int = 100, mbd_kernel_dim: int = 5,
+                   mbstd_group_size: int = 4) -> nn.Module:
   del shape  # the input is flattened
   return MaxoutDiscriminator(
-      hidden=cfg.d_hidden, num_layers=cfg.d_layers, pieces=cfg.maxout_pieces,
-      dropout=cfg.d_dropout, input_dropout=cfg.d_input_dropout,
-      norm=layers.resolve_norm(cfg.d_norm, "none"), num_classes=num_classes,
-      minibatch=cfg.minibatch_disc, mbd_kernels=cfg.mbd_kernels,
-      mbd_kernel_dim=cfg.mbd_kernel_dim,
-      mbstd_group_size=cfg.mbstd_group_size,
-      bn_axis_name=layers.bn_axis_name(cfg), dtype=layers.model_dtype(cfg))
+      hidden=hidden, num_layers=layers, pieces=pieces, dropout=dropout,
+      input_dropout=input_dropout, norm=norm, num_classes=num_classes,
+      minibatch=minibatch, mbd_kernels=mbd_kernels,
+      mbd_kernel_dim=mbd_kernel_dim, mbstd_group_size=mbstd_group_size,
+      bn_axis_name=common.bn_axis_name, dtype=common.dtype)
 
 
 def _conditional(factory, name: str):
-  def make(cfg, shape, num_classes: int) -> nn.Module:
+  @functools.wraps(factory)
+  def make(shape, num_classes: int, common, **knobs) -> nn.Module:
     if num_classes <= 0:
       raise UserError(f"{name} is a conditional GAN: add --conditional (on "
                       "a labelled dataset), or use goodfellow_* for an "
                       "unconditional one")
-    return factory(cfg, shape, num_classes)
-  make.__name__ = name
+    return factory(shape, num_classes, common, **knobs)
   return make
 
 

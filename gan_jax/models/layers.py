@@ -3,7 +3,7 @@
 * Maxout dense layer (Goodfellow et al. 2013).
 * Injected normalization (compare_gan style): architectures call
   ``normalize`` on activations and ``spectral_norm`` on their weight layers,
-  and the flags decide what happens (``--g_norm``, ``--d_norm``).
+  and the flags decide what happens (``--g.norm``, ``--d.norm``).
 * Conditional BatchNorm (class-dependent scale and shift).
 * Minibatch features for discriminators: minibatch discrimination (Salimans et
   al. 2016) and the minibatch standard deviation (Karras et al. 2018).
@@ -26,39 +26,9 @@ import jax.numpy as jnp
 
 from gan_jax.errors import UserError
 
-NORMS = ("none", "batch", "spectral", "layer")
 
 # Radford et al. (2015): every weight drawn from N(0, 0.02).
 dcgan_init = nn.initializers.normal(stddev=0.02)
-
-
-def model_dtype(cfg) -> Any:
-  """Activation dtype of ``--compute_dtype`` (parameters stay float32)."""
-  return jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
-
-
-def bn_axis_name(cfg) -> Optional[str]:
-  """BatchNorm ``axis_name``: 'data' for cross-replica statistics."""
-  return "data" if cfg.cross_replica_bn else None
-
-
-def resolve_norm(kind: str, auto: str) -> str:
-  """``kind`` with 'auto' replaced by the architecture's default ``auto``."""
-  kind = auto if kind == "auto" else kind
-  if kind not in NORMS:
-    raise UserError(f"unknown normalization {kind!r}; valid: "
-                    f"{', '.join(NORMS)}")
-  return kind
-
-
-def not_applied(cfg, name: str) -> None:
-  """For builders: flag ``name`` was read but does nothing with this
-  architecture's settings, so the inert-flag warning names it (the
-  builders' configs record what they read: ``gan.ReadLog``; a plain config
-  is left as it is)."""
-  names = getattr(cfg, "names", None)
-  if isinstance(names, set):
-    names.discard(name)
 
 
 # ------------------------------------------------------------ normalization
@@ -183,7 +153,7 @@ class MinibatchDiscrimination(nn.Module):
   bias per kernel), which differs by the constant 1 per kernel that D's
   next layer can absorb. Returns [f(x_i), o(x_i)], shape (N, A + B).
   Defaults B=100, C=5 as in the authors' code. T is not spectrally
-  normalized under ``--d_norm=spectral`` (it is not a linear layer of D's
+  normalized under ``--d.norm=spectral`` (it is not a linear layer of D's
   path but a projection inside the feature).
   """
   num_kernels: int = 100
@@ -249,14 +219,6 @@ def apply_minibatch_features(x, kind: str, *, num_kernels: int = 100,
     return minibatch_stddev(x, group_size)
   raise UserError(f"unknown minibatch_disc {kind!r}; valid: none, salimans, "
                   "stddev")
-
-
-def minibatch_features_from_config(x, cfg, dtype: Any = jnp.float32):
-  """``apply_minibatch_features`` with the ``--minibatch_disc`` flags."""
-  return apply_minibatch_features(
-      x, cfg.minibatch_disc, num_kernels=cfg.mbd_kernels,
-      kernel_dim=cfg.mbd_kernel_dim, group_size=cfg.mbstd_group_size,
-      dtype=dtype)
 
 
 # ---------------------------------------------------------------- shapes

@@ -8,11 +8,11 @@
 * ``mlp`` (G and D): plain ReLU MLPs, e.g. the WGAN-GP toy script's 3 hidden
   layers of 512 units (Gulrajani et al. 2017), Flax's lecun_normal
   initialization (the authors' script: He for hidden layers, Glorot for the
-  output; ``--mlp_init=he_normal`` is the nearer choice).
-``--mlp_init`` overrides the initialization of either.
+  output; ``--g.init=he_normal --d.init=he_normal`` is the nearer choice).
+``--g.init`` / ``--d.init`` override the initialization of either.
 
-Widths and depths come from ``--g_hidden/--g_layers/--d_hidden/--d_layers``.
-``--d_norm`` (auto = none) normalizes D's hidden layers: ``spectral``
+Widths and depths come from ``--g.hidden/--g.layers/--d.hidden/--d.layers``.
+``--d.norm`` (default none) normalizes D's hidden layers: ``spectral``
 (Miyato et al. 2018; every weight layer, output included, power-iteration
 vectors in ``batch_stats``), ``layer`` or ``batch``.
 Conditioning (``num_classes > 0``) joins a one-hot label to the input, as in
@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gan_jax import models
 from gan_jax.models import DISCRIMINATORS, GENERATORS
 from gan_jax.models import heads
 from gan_jax.models import layers as mb_layers
@@ -127,56 +128,65 @@ _INITS = {"lecun_normal": nn.initializers.lecun_normal(),
           "normal_0.02": nn.initializers.normal(0.02),
           "he_normal": nn.initializers.he_normal()}
 
+for _side, _net in (("g", "generators"), ("d", "discriminators")):
+  models.knob(_side, "init", "enum", f"Kernel initialization of the MLP "
+              f"{_net} (pacgan_*, mlp); biases start at 0. Default: the "
+              f"architecture's reference: N(0, 0.02) for the PacGAN pair "
+              f"(the authors' config), Flax's lecun_normal for mlp.",
+              list(_INITS))
+models.knob("g", "batchnorm", "boolean", "BatchNorm in MLP generators "
+            "(default true).")
 
-def _kernel_init(cfg, reference: str):
-  """--mlp_init, ``reference`` for auto (the architecture's own)."""
-  return _INITS[reference if cfg.mlp_init == "auto" else cfg.mlp_init]
 
-
-def _generator(cfg, shape, num_classes, init):
-  return MLPGenerator(out_shape=tuple(shape), hidden=cfg.g_hidden,
-                      layers=cfg.g_layers, batchnorm=cfg.g_batchnorm,
-                      num_classes=num_classes,
-                      bn_axis_name=mb_layers.bn_axis_name(cfg),
-                      dtype=mb_layers.model_dtype(cfg),
-                      kernel_init=_kernel_init(cfg, init))
+def _generator(shape, num_classes, common, hidden, layers, batchnorm, init):  # pylint: disable=redefined-outer-name
+  return MLPGenerator(out_shape=tuple(shape), hidden=hidden, layers=layers,
+                      batchnorm=batchnorm, num_classes=num_classes,
+                      bn_axis_name=common.bn_axis_name, dtype=common.dtype,
+                      kernel_init=_INITS[init])
 
 
 @GENERATORS.register("pacgan_mlp")
-def pacgan_generator(cfg, shape, num_classes):
+def pacgan_generator(shape, num_classes, common, *, hidden: int = 400,
+                     layers: int = 4, batchnorm: bool = True,  # pylint: disable=redefined-outer-name
+                     init: str = "normal_0.02"):
   # The authors' config: every weight from N(0, 0.02), biases 0.
-  return _generator(cfg, shape, num_classes, "normal_0.02")
+  return _generator(shape, num_classes, common, hidden, layers, batchnorm,
+                    init)
 
 
 @GENERATORS.register("mlp")
-def mlp_generator(cfg, shape, num_classes):
-  return _generator(cfg, shape, num_classes, "lecun_normal")
-
-
-def _d_options(cfg):
-  """Minibatch features (--minibatch_disc). (MAD-GAN sets the ``outputs``
-  field to its k+1.)"""
-  return dict(minibatch=cfg.minibatch_disc, mbd_kernels=cfg.mbd_kernels,
-              mbd_kernel_dim=cfg.mbd_kernel_dim,
-              mbstd_group_size=cfg.mbstd_group_size,
-              norm=mb_layers.resolve_norm(cfg.d_norm, "none"),
-              bn_axis_name=mb_layers.bn_axis_name(cfg))
+def mlp_generator(shape, num_classes, common, *, hidden: int = 400,
+                  layers: int = 4, batchnorm: bool = True,  # pylint: disable=redefined-outer-name
+                  init: str = "lecun_normal"):
+  return _generator(shape, num_classes, common, hidden, layers, batchnorm,
+                    init)
 
 
 @DISCRIMINATORS.register("pacgan_maxout")
-def pacgan_discriminator(cfg, shape, num_classes):
+def pacgan_discriminator(shape, num_classes, common, *, hidden: int = 200,
+                         layers: int = 3, pieces: int = 5,  # pylint: disable=redefined-outer-name
+                         init: str = "normal_0.02", norm: str = "none",
+                         minibatch: str = "none", mbd_kernels: int = 100,
+                         mbd_kernel_dim: int = 5, mbstd_group_size: int = 4):
   del shape
-  return MLPDiscriminator(hidden=cfg.d_hidden, layers=cfg.d_layers,
-                          pieces=cfg.maxout_pieces, num_classes=num_classes,
-                          dtype=mb_layers.model_dtype(cfg),
-                          kernel_init=_kernel_init(cfg, "normal_0.02"),
-                          **_d_options(cfg))
+  return MLPDiscriminator(
+      hidden=hidden, layers=layers, pieces=pieces, num_classes=num_classes,
+      dtype=common.dtype, kernel_init=_INITS[init], minibatch=minibatch,
+      mbd_kernels=mbd_kernels, mbd_kernel_dim=mbd_kernel_dim,
+      mbstd_group_size=mbstd_group_size, norm=norm,
+      bn_axis_name=common.bn_axis_name)
 
 
 @DISCRIMINATORS.register("mlp")
-def mlp_discriminator(cfg, shape, num_classes):
+def mlp_discriminator(shape, num_classes, common, *, hidden: int = 200,
+                      layers: int = 3, init: str = "lecun_normal",  # pylint: disable=redefined-outer-name
+                      norm: str = "none", minibatch: str = "none",
+                      mbd_kernels: int = 100, mbd_kernel_dim: int = 5,
+                      mbstd_group_size: int = 4):
   del shape
-  return MLPDiscriminator(hidden=cfg.d_hidden, layers=cfg.d_layers, pieces=0,
-                          num_classes=num_classes, dtype=mb_layers.model_dtype(cfg),
-                          kernel_init=_kernel_init(cfg, "lecun_normal"),
-                          **_d_options(cfg))
+  return MLPDiscriminator(
+      hidden=hidden, layers=layers, pieces=0, num_classes=num_classes,
+      dtype=common.dtype, kernel_init=_INITS[init], minibatch=minibatch,
+      mbd_kernels=mbd_kernels, mbd_kernel_dim=mbd_kernel_dim,
+      mbstd_group_size=mbstd_group_size, norm=norm,
+      bn_axis_name=common.bn_axis_name)

@@ -7,13 +7,13 @@ upsampling) to the output size -> BN, ReLU, conv3x3, tanh. 32x32: 3 blocks.
 D: an "optimized" first block (conv-ReLU-conv-pool, shortcut pool-conv1x1),
 down blocks (ReLU-conv-ReLU-conv-pool) until the map is at most 8x8, two
 blocks without resampling, ReLU, global sum pooling (SN-GAN's; WGAN-GP's
-authors take the mean: ``--d_global_pool=mean``), linear output.
+authors take the mean: ``--d.pool=mean``), linear output.
 
-Every block has ``--g_channels`` / ``--d_channels`` channels (128 in both
+Every block has ``--g.channels`` / ``--d.channels`` channels (128 in both
 papers' CIFAR models except SNGAN's 256 in G). BatchNorm in G only by default
-(WGAN-GP); ``--d_norm=spectral`` makes it SNGAN's D, spectral norm on every
+(WGAN-GP); ``--d.norm=spectral`` makes it SNGAN's D, spectral norm on every
 layer. Conditioning (``num_classes > 0``): class-conditional BatchNorm in G
-(or a one-hot label joined to z when ``--g_norm=none``) and a projection
+(or a one-hot label joined to z when ``--g.norm=none``) and a projection
 discriminator (Miyato & Koyama 2018, Eq. 3) on the pooled features.
 Convolutions use Glorot-uniform initialization, scaled by sqrt(2) inside the
 residual branches (as in the SNGAN code).
@@ -26,6 +26,7 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from gan_jax import models
 from gan_jax.models import DISCRIMINATORS, GENERATORS
 from gan_jax.models import heads, layers
 
@@ -186,22 +187,31 @@ class ResNetDiscriminator(nn.Module):
         dtype=self.dtype, kernel_init=_init)
 
 
+models.knob("d", "pool", "enum", "Global pooling of the resnet "
+            "discriminator before its linear output: sum (SN-GAN's code, the "
+            "default) or mean (WGAN-GP's gan_cifar_resnet.py).",
+            ["sum", "mean"])
+
+
 @GENERATORS.register("resnet")
-def resnet_generator(cfg, shape, num_classes: int) -> nn.Module:
+def resnet_generator(shape, num_classes: int, common: models.Common, *,
+                     channels: int = 64, norm: str = "batch") -> nn.Module:
   layers.image_levels(shape, "resnet")
   return ResNetGenerator(
-      out_shape=tuple(shape), channels=cfg.g_channels,
-      norm=layers.resolve_norm(cfg.g_norm, "batch"), num_classes=num_classes,
-      bn_axis_name=layers.bn_axis_name(cfg), dtype=layers.model_dtype(cfg))
+      out_shape=tuple(shape), channels=channels, norm=norm,
+      num_classes=num_classes, bn_axis_name=common.bn_axis_name,
+      dtype=common.dtype)
 
 
 @DISCRIMINATORS.register("resnet")
-def resnet_discriminator(cfg, shape, num_classes: int) -> nn.Module:
+def resnet_discriminator(shape, num_classes: int, common: models.Common, *,
+                         channels: int = 64, norm: str = "none",
+                         pool: str = "sum", minibatch: str = "none",
+                         mbd_kernels: int = 100, mbd_kernel_dim: int = 5,
+                         mbstd_group_size: int = 4) -> nn.Module:
   layers.image_levels(shape, "resnet")
   return ResNetDiscriminator(
-      in_shape=tuple(shape), channels=cfg.d_channels,
-      norm=layers.resolve_norm(cfg.d_norm, "none"), num_classes=num_classes,
-      minibatch=cfg.minibatch_disc, mbd_kernels=cfg.mbd_kernels,
-      mbd_kernel_dim=cfg.mbd_kernel_dim,
-      mbstd_group_size=cfg.mbstd_group_size, pool=cfg.d_global_pool,
-      bn_axis_name=layers.bn_axis_name(cfg), dtype=layers.model_dtype(cfg))
+      in_shape=tuple(shape), channels=channels, norm=norm,
+      num_classes=num_classes, minibatch=minibatch, mbd_kernels=mbd_kernels,
+      mbd_kernel_dim=mbd_kernel_dim, mbstd_group_size=mbstd_group_size,
+      pool=pool, bn_axis_name=common.bn_axis_name, dtype=common.dtype)

@@ -44,7 +44,7 @@ CASES = {
     "mbd_ring": ["--flagfile=experiments/pacgan/mbd_ring.flags"],
     "cgan_mnist": ["--flagfile=experiments/cgan_mnist.flags"],
     "sngan_cifar10": ["--flagfile=experiments/sngan_cifar10.flags",
-                      "--g_channels=32", "--d_channels=32"],
+                      "--g.channels=32", "--d.channels=32"],
 }
 
 

@@ -7,23 +7,23 @@ import pytest
 
 from gan_jax import flags
 from gan_jax.errors import UserError
-from gan_jax.models import DISCRIMINATORS, GENERATORS
+from helpers import discriminator, generator
 from model_init import host_init
 
 SHAPES = [(28, 28, 1), (32, 32, 3), (64, 64, 3)]
 
 
 def _cfg(**kw):
-  return flags.defaults(**{"g_hidden": 8, "g_layers": 2, "d_hidden": 6,
-                           "d_layers": 2, "maxout_pieces": 3, "z_dim": 3,
-                           "mbd_kernels": 3, "mbd_kernel_dim": 2, **kw})
+  return flags.defaults(**{"g.hidden": 8, "g.layers": 2, "d.hidden": 6,
+                           "d.layers": 2, "d.pieces": 3, "z_dim": 3,
+                           "d.mbd_kernels": 3, "d.mbd_kernel_dim": 2, **kw})
 
 
 def test_real_init():
   """The real initializers: uniform in +-0.05 (G) and +-0.005 (D)."""
   cfg = _cfg()
-  g = GENERATORS("goodfellow_mlp", cfg, (28, 28, 1), 0)
-  d = DISCRIMINATORS("goodfellow_maxout", cfg, (28, 28, 1), 0)
+  g = generator("goodfellow_mlp", cfg, (28, 28, 1), 0)
+  d = discriminator("goodfellow_maxout", cfg, (28, 28, 1), 0)
   key = jax.random.key(0, impl="rbg")
   vg = jax.jit(lambda k: g.init(k, jnp.ones((2, 3)), train=False))(key)
   vd = jax.jit(lambda k: d.init(k, jnp.ones((2, 28, 28, 1)),
@@ -41,8 +41,8 @@ def test_real_init():
 @pytest.mark.parametrize("shape", SHAPES)
 def test_shapes_and_ranges(shape):
   cfg = _cfg()
-  g = GENERATORS("goodfellow_mlp", cfg, shape, 0)
-  d = DISCRIMINATORS("goodfellow_maxout", cfg, shape, 0)
+  g = generator("goodfellow_mlp", cfg, shape, 0)
+  d = discriminator("goodfellow_maxout", cfg, shape, 0)
   z = jax.random.normal(jax.random.PRNGKey(0), (2, 3))
   vg = host_init(g, z, train=False)
   x = jax.jit(lambda v: g.apply(v, z, train=False))(vg)
@@ -58,7 +58,7 @@ def test_shapes_and_ranges(shape):
 
 
 def test_dropout_only_in_training():
-  d = DISCRIMINATORS("goodfellow_maxout", _cfg(), (28, 28, 1), 0)
+  d = discriminator("goodfellow_maxout", _cfg(), (28, 28, 1), 0)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 28, 28, 1))
   v = host_init(d, x, train=False)
   apply = jax.jit(lambda k, train: d.apply(v, x, train=train,
@@ -70,7 +70,7 @@ def test_dropout_only_in_training():
 
 
 def test_generator_batchnorm_option():
-  g = GENERATORS("goodfellow_mlp", _cfg(g_norm="batch"), (28, 28, 1), 0)
+  g = generator("goodfellow_mlp", _cfg(**{"g.norm": "batch"}), (28, 28, 1), 0)
   v = host_init(g, jnp.ones((2, 3)), train=False)
   assert "batch_stats" in v
 
@@ -80,8 +80,8 @@ def test_generator_batchnorm_option():
                                          ("cgan_mlp", "cgan_maxout")])
 def test_conditional_depends_on_label(gname, dname):
   cfg = _cfg()
-  g = GENERATORS(gname, cfg, (28, 28, 1), 10)
-  d = DISCRIMINATORS(dname, cfg, (28, 28, 1), 10)
+  g = generator(gname, cfg, (28, 28, 1), 10)
+  d = discriminator(dname, cfg, (28, 28, 1), 10)
   z = jnp.repeat(jax.random.normal(jax.random.PRNGKey(0), (1, 3)), 3, axis=0)
   y = jnp.array([0, 1, 2])
   vg = host_init(g, z, y, train=False)
@@ -102,7 +102,7 @@ def test_input_dropout_drops_pixels_not_the_label():
   no hidden dropout, training mode must then equal evaluation mode. When
   the label went through the input dropout too, some rows lost it and the
   rest got it scaled by 1/0.8."""
-  d = DISCRIMINATORS("cgan_maxout", _cfg(d_input_dropout=0.2, d_dropout=0.0),
+  d = discriminator("cgan_maxout", _cfg(**{"d.input_dropout": 0.2, "d.dropout": 0.0}),
                      (28, 28, 1), 10)
   x = -jnp.ones((64, 28, 28, 1))
   y = jnp.arange(64) % 10
@@ -116,14 +116,14 @@ def test_input_dropout_drops_pixels_not_the_label():
 
 def test_cgan_requires_labels():
   with pytest.raises(UserError):
-    GENERATORS("cgan_mlp", _cfg(), (28, 28, 1), 0)
+    generator("cgan_mlp", _cfg(), (28, 28, 1), 0)
   with pytest.raises(UserError):
-    DISCRIMINATORS("cgan_maxout", _cfg(), (28, 28, 1), 0)
+    discriminator("cgan_maxout", _cfg(), (28, 28, 1), 0)
 
 
 @pytest.mark.parametrize("norm", ["spectral", "layer", "batch"])
 def test_discriminator_norms(norm):
-  d = DISCRIMINATORS("goodfellow_maxout", _cfg(d_norm=norm), (28, 28, 1), 0)
+  d = discriminator("goodfellow_maxout", _cfg(**{"d.norm": norm}), (28, 28, 1), 0)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 28, 28, 1))
   v = host_init(d, x, train=False)
   logits, upd = jax.jit(lambda v: d.apply(
@@ -136,7 +136,7 @@ def test_discriminator_norms(norm):
 
 @pytest.mark.parametrize("kind,extra", [("salimans", 3), ("stddev", 1)])
 def test_minibatch_features(kind, extra):
-  d = DISCRIMINATORS("goodfellow_maxout", _cfg(minibatch_disc=kind),
+  d = discriminator("goodfellow_maxout", _cfg(**{"d.minibatch": kind}),
                      (28, 28, 1), 0)
   x = jnp.ones((4, 28, 28, 1))
   v = host_init(d, x, train=False)
@@ -149,14 +149,14 @@ def test_the_networks_are_the_authors_functions_on_pixels_in_0_1():
   """G's output is the authors' sigmoid mapped to [-1, 1], 2 sigmoid(a) - 1
   for its output layer's a, and D's first layer reads (x + 1) / 2."""
   shape, cfg = (28, 28, 1), _cfg()
-  g = GENERATORS("goodfellow_mlp", cfg, shape, 0)
+  g = generator("goodfellow_mlp", cfg, shape, 0)
   z = jax.random.uniform(jax.random.PRNGKey(0), (4, 3), minval=-1)
   vg = host_init(g, z, train=False)
   x, seen = g.apply(vg, z, train=False, capture_intermediates=True)
-  (a,) = seen["intermediates"][f"Dense_{cfg.g_layers}"]["__call__"]
+  (a,) = seen["intermediates"][f"Dense_{getattr(cfg, 'g.layers')}"]["__call__"]
   np.testing.assert_allclose(x, (2 * jax.nn.sigmoid(a) - 1).reshape(x.shape),
                              atol=1e-6)
-  d = DISCRIMINATORS("goodfellow_maxout", cfg, shape, 0)
+  d = discriminator("goodfellow_maxout", cfg, shape, 0)
   vd = host_init(d, x, train=False)
   _, seen = d.apply(vd, x, train=False, capture_intermediates=True)
   (h,) = seen["intermediates"]["MaxoutDense_0"]["Dense_0"]["__call__"]

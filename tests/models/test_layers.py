@@ -8,7 +8,8 @@ import pytest
 
 from gan_jax import flags
 from gan_jax.errors import UserError
-from gan_jax.models import DISCRIMINATORS, GENERATORS, layers
+from gan_jax.models import layers
+from helpers import discriminator, generator
 
 
 def _key(seed):
@@ -204,11 +205,18 @@ def test_apply_minibatch_features_rejects_unknown_kind():
 # ----------------------------------------------------------- normalization
 
 
-def test_resolve_norm():
-  assert layers.resolve_norm("auto", "batch") == "batch"
-  assert layers.resolve_norm("spectral", "batch") == "spectral"
-  with pytest.raises(UserError):
-    layers.resolve_norm("group", "batch")
+def test_default_norm_is_each_architecture_paper_choice():
+  cfg = flags.defaults(**{"g.channels": 4, "d.channels": 4})
+  shape = (28, 28, 1)
+  assert generator("dcgan", cfg, shape).norm == "batch"
+  assert discriminator("dcgan", cfg, shape).norm == "batch"
+  assert generator("resnet", cfg, shape).norm == "batch"
+  assert discriminator("resnet", cfg, shape).norm == "none"
+  plain = flags.defaults()
+  assert generator("goodfellow_mlp", plain, shape).norm == "none"
+  assert discriminator("goodfellow_maxout", plain, shape).norm == "none"
+  spectral = cfg.replace(**{"d.norm": "spectral"})
+  assert discriminator("dcgan", spectral, shape).norm == "spectral"
 
 
 class _Norm(nn.Module):
@@ -260,10 +268,10 @@ def test_image_levels():
 
 
 def test_bfloat16_activations_with_float32_params():
-  cfg = flags.defaults(compute_dtype="bfloat16", g_channels=4, d_channels=4,
+  cfg = flags.defaults(compute_dtype="bfloat16", **{"g.channels": 4, "d.channels": 4},
                        z_dim=3)
-  g = GENERATORS("dcgan", cfg, (28, 28, 1), 0)
-  d = DISCRIMINATORS("dcgan", cfg, (28, 28, 1), 0)
+  g = generator("dcgan", cfg, (28, 28, 1), 0)
+  d = discriminator("dcgan", cfg, (28, 28, 1), 0)
   z = jnp.ones((2, 3))
   vg = jax.jit(lambda k: g.init(k, z, train=False))(_key(0))
   assert all(p.dtype == jnp.float32
@@ -282,8 +290,8 @@ def test_bfloat16_activations_with_float32_params():
 
 
 def test_cross_replica_batch_norm_uses_data_axis():
-  cfg = flags.defaults(cross_replica_bn=True, g_channels=4, z_dim=3)
-  g = GENERATORS("dcgan", cfg, (28, 28, 1), 0)
+  cfg = flags.defaults(cross_replica_bn=True, **{"g.channels": 4}, z_dim=3)
+  g = generator("dcgan", cfg, (28, 28, 1), 0)
   n = min(len(jax.devices()), 4)
   z = jax.random.normal(_key(0), (2 * n, 3))
   v = jax.jit(lambda k: g.init(k, z, train=False))(_key(1))
@@ -303,7 +311,7 @@ def test_cross_replica_batch_norm_uses_data_axis():
     zs = jax.device_put(z, P("data"))
     got, stats = jax.jit(jax.shard_map(step, in_specs=P("data"),
                                        out_specs=(P("data"), P())))(zs)
-  plain = GENERATORS("dcgan", cfg.replace(cross_replica_bn=False),
+  plain = generator("dcgan", cfg.replace(cross_replica_bn=False),
                      (28, 28, 1), 0)
   want, upd = jax.jit(lambda v, z: plain.apply(
       v, z, train=True, mutable=["batch_stats"]))(v, z)

@@ -1,4 +1,4 @@
-"""The 2-D toy MLPs: initialization per architecture (--mlp_init)."""
+"""The 2-D toy MLPs: initialization per architecture (--g.init, --d.init)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,22 +6,24 @@ import numpy as np
 import pytest
 
 from gan_jax import flags
-from gan_jax.models import DISCRIMINATORS, GENERATORS
+from helpers import discriminator, generator
 
 
 @pytest.mark.parametrize("init, g_name, d_name, expected", [
     # The PacGAN authors' config: weights_init_std 0.02 for G and D.
-    ("auto", "pacgan_mlp", "pacgan_maxout", "normal_0.02"),
-    ("auto", "mlp", "mlp", "lecun_normal"),
+    (None, "pacgan_mlp", "pacgan_maxout", "normal_0.02"),
+    (None, "mlp", "mlp", "lecun_normal"),
     ("lecun_normal", "pacgan_mlp", "pacgan_maxout", "lecun_normal"),
     ("he_normal", "mlp", "mlp", "he_normal"),
 ])
 def test_kernel_initialization(init, g_name, d_name, expected):
-  cfg = flags.defaults(mlp_init=init, g_hidden=64, d_hidden=32, g_layers=2,
-                       d_layers=2, maxout_pieces=3)
+  cfg = flags.defaults(**{"g.init": init, "d.init": init, "g.hidden": 64,
+                          "d.hidden": 32, "g.layers": 2, "d.layers": 2})
+  if d_name == "pacgan_maxout":
+    cfg = cfg.replace(**{"d.pieces": 3})
   x = jnp.ones((4, 2))
-  for module in (GENERATORS(g_name, cfg, (2,), 0),
-                 DISCRIMINATORS(d_name, cfg, (2,), 0)):
+  for module in (generator(g_name, cfg, (2,), 0),
+                 discriminator(d_name, cfg, (2,), 0)):
     variables = module.init(jax.random.PRNGKey(0), x, train=False)
     kernels = [leaf for leaf in jax.tree.leaves(variables["params"])
                if leaf.ndim == 2]

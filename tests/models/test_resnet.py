@@ -7,15 +7,15 @@ import pytest
 
 from gan_jax import flags
 from gan_jax.errors import UserError
-from gan_jax.models import DISCRIMINATORS, GENERATORS
+from helpers import discriminator, generator
 from model_init import host_init
 
 SHAPES = [(28, 28, 1), (32, 32, 3), (64, 64, 3)]
 
 
 def _cfg(**kw):
-  return flags.defaults(**{"g_channels": 4, "d_channels": 4, "z_dim": 3,
-                           "mbd_kernels": 3, "mbd_kernel_dim": 2, **kw})
+  return flags.defaults(**{"g.channels": 4, "d.channels": 4, "z_dim": 3,
+                           "d.mbd_kernels": 3, "d.mbd_kernel_dim": 2, **kw})
 
 
 def _blocks(params, prefix):
@@ -26,8 +26,8 @@ def _blocks(params, prefix):
     ((28, 28, 1), 2, 4), ((32, 32, 3), 3, 4), ((64, 64, 3), 4, 5)])
 def test_shapes_ranges_and_layout(shape, g_blocks, d_blocks):
   cfg = _cfg()
-  g = GENERATORS("resnet", cfg, shape, 0)
-  d = DISCRIMINATORS("resnet", cfg, shape, 0)
+  g = generator("resnet", cfg, shape, 0)
+  d = discriminator("resnet", cfg, shape, 0)
   z = jax.random.normal(jax.random.PRNGKey(0), (2, 3))
   vg = host_init(g, z, train=False)
   assert len(_blocks(vg["params"], "GBlock_")) == g_blocks
@@ -46,8 +46,8 @@ def test_shapes_ranges_and_layout(shape, g_blocks, d_blocks):
 
 def test_real_init():
   cfg = _cfg()
-  g = GENERATORS("resnet", cfg, (32, 32, 3), 0)
-  d = DISCRIMINATORS("resnet", cfg, (32, 32, 3), 0)
+  g = generator("resnet", cfg, (32, 32, 3), 0)
+  d = discriminator("resnet", cfg, (32, 32, 3), 0)
   key = jax.random.key(0, impl="rbg")
   vg = jax.jit(lambda k: g.init(k, jnp.ones((2, 3)), train=False))(key)
   vd = jax.jit(lambda k: d.init(k, jnp.ones((2, 32, 32, 3)),
@@ -60,7 +60,7 @@ def test_real_init():
 
 
 def test_spectral_norm_discriminator():
-  d = DISCRIMINATORS("resnet", _cfg(d_norm="spectral"), (32, 32, 3), 10)
+  d = discriminator("resnet", _cfg(**{"d.norm": "spectral"}), (32, 32, 3), 10)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
   y = jnp.array([1, 2])
   v = host_init(d, x, y, train=False)
@@ -85,8 +85,8 @@ def test_spectral_norm_discriminator():
 
 def test_conditional_generator_and_projection():
   cfg = _cfg()
-  g = GENERATORS("resnet", cfg, (32, 32, 3), 10)
-  d = DISCRIMINATORS("resnet", cfg, (32, 32, 3), 10)
+  g = generator("resnet", cfg, (32, 32, 3), 10)
+  d = discriminator("resnet", cfg, (32, 32, 3), 10)
   z = jnp.repeat(jax.random.normal(jax.random.PRNGKey(0), (1, 3)), 3, axis=0)
   y = jnp.array([0, 1, 2])
   vg = host_init(g, z, y, train=False)
@@ -105,14 +105,14 @@ def test_conditional_generator_and_projection():
 
 
 def test_conditional_generator_without_batchnorm_joins_label_to_z():
-  g = GENERATORS("resnet", _cfg(g_norm="none"), (32, 32, 3), 10)
+  g = generator("resnet", _cfg(**{"g.norm": "none"}), (32, 32, 3), 10)
   v = host_init(g, jnp.ones((2, 3)), jnp.array([0, 1]), train=False)
   assert v["params"]["Dense_0"]["kernel"].shape == (3 + 10, 4 * 4 * 4)
 
 
 @pytest.mark.parametrize("norm", ["batch", "layer"])
 def test_discriminator_norms(norm):
-  d = DISCRIMINATORS("resnet", _cfg(d_norm=norm), (32, 32, 3), 0)
+  d = discriminator("resnet", _cfg(**{"d.norm": norm}), (32, 32, 3), 0)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
   v = host_init(d, x, train=False)
   logits, _ = jax.jit(lambda v: d.apply(v, x, train=True,
@@ -122,7 +122,7 @@ def test_discriminator_norms(norm):
 
 @pytest.mark.parametrize("kind,extra", [("salimans", 3), ("stddev", 1)])
 def test_minibatch_features(kind, extra):
-  d = DISCRIMINATORS("resnet", _cfg(minibatch_disc=kind), (32, 32, 3), 0)
+  d = discriminator("resnet", _cfg(**{"d.minibatch": kind}), (32, 32, 3), 0)
   x = jnp.ones((4, 32, 32, 3))
   v = host_init(d, x, train=False)
   width = 8 * 8 * 4 + extra if kind == "salimans" else 4 + extra
@@ -131,15 +131,15 @@ def test_minibatch_features(kind, extra):
 
 def test_unsupported_resolution_is_a_user_error():
   with pytest.raises(UserError):
-    GENERATORS("resnet", _cfg(), (48, 48, 3), 0)
+    generator("resnet", _cfg(), (48, 48, 3), 0)
 
 
 def test_global_pooling_sum_or_mean():
-  """--d_global_pool: SN-GAN's sum or WGAN-GP's mean over the final 8x8
+  """--d.pool: SN-GAN's sum or WGAN-GP's mean over the final 8x8
   features, the same parameters otherwise."""
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
-  d_sum = DISCRIMINATORS("resnet", _cfg(), (32, 32, 3), 0)
-  d_mean = DISCRIMINATORS("resnet", _cfg(d_global_pool="mean"), (32, 32, 3),
+  d_sum = discriminator("resnet", _cfg(), (32, 32, 3), 0)
+  d_mean = discriminator("resnet", _cfg(**{"d.pool": "mean"}), (32, 32, 3),
                           0)
   v = host_init(d_sum, x, train=False)
   bias = v["params"]["Dense_0"]["bias"][0]
