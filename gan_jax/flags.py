@@ -269,11 +269,9 @@ string("method", "gan", "GAN method (registry name, gan_jax.methods): gan "
        "knobs are the --<method>.<key> flags of its section.")
 
 # ------------------------------------------------------- losses / penalties
-string("loss", "ns", "GAN loss (registry name): minimax, ns (non-saturating)"
-       ", ...")
-float_("label_smoothing", 1.0, "Target for real samples in the "
-       "discriminator's cross-entropy (one-sided label smoothing, e.g. 0.9). "
-       "1.0 = none.", bounds="(0, 1]")
+string("loss", "ns", "GAN loss (registry name, gan_jax.losses): minimax, ns "
+       "(non-saturating), lsgan, wgan, hinge, rasgan, ralsgan, rahinge; its "
+       "knobs are the --loss.<key> flags.")
 
 # ------------------------------------------------------------- optimizers
 enum("g_optimizer", "adam", ["adam", "rmsprop", "sgd"], "Generator optimizer.")
@@ -371,9 +369,6 @@ integer("interp_points", 10, "Image runs: points per interpolation strip, "
         "endpoints included.", safe=True, bounds=">= 2")
 
 # ---------------------------------------------- losses/penalties (issue 4)
-float_("lsgan_a", 0.0, "LSGAN target for fake samples in D's loss (a).")
-float_("lsgan_b", 1.0, "LSGAN target for real samples in D's loss (b).")
-float_("lsgan_c", 1.0, "LSGAN target G wants D to give fakes (c).")
 strings("penalties", [], "Regularizers (registry names, gan_jax.penalties), "
         "e.g. gp or r1 on D's side, pl on G's; composable: gp,r1. Each has "
         "its section: its weight (--gp.weight, --r1.gamma, --pl.weight) and "
@@ -608,7 +603,8 @@ def serialize(config: Config) -> List[str]:
 #      the g and d sections (--g_channels is --g.channels, --maxout_pieces
 #      --d.pieces, --minibatch_disc --d.minibatch, --d_global_pool
 #      --d.pool, --mlp_init --g.init and --d.init, ...), unset meaning the
-#      architecture's own default.
+#      architecture's own default; the losses' flags the loss section
+#      (--label_smoothing is --loss.smoothing, --lsgan_a/b/c --loss.a/b/c).
 SCHEMA_VERSION = 3
 """The config schema: what a saved run's flag values mean. Bump it when a
 change makes saved runs mean something else (a flag removed, renamed, or

@@ -5,9 +5,13 @@ A loss is a pair of functions on discriminator logits:
 ``d_loss = d_loss_real + d_loss_fake``, and ``g(fake_logits) -> g_loss``, or
 ``g(fake_logits, real_logits)`` for a loss with ``g_reads_real`` (the
 relativistic ones: G's step then also runs D on a real batch).
-Factories take the config (for label smoothing, LSGAN targets). Register your
-own with ``@LOSSES.register("name")`` from a module passed to
-``--extra_modules``.
+A loss's knobs are keys of the ``loss`` section, given to its factory as
+keyword arguments when set: ``--loss.smoothing`` (one-sided label
+smoothing of minimax and ns), ``--loss.a/b/c`` (LSGAN's targets); a key
+the chosen loss does not take is a one-line error. Register your own with
+``@LOSSES.register("name")`` from a module passed to ``--extra_modules``;
+a knob of its own is a key defined with ``sections.float_("loss", key,
+None, ...)`` and taken as a keyword parameter.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Callable, Tuple
 import jax
 import jax.numpy as jnp
 
+from gan_jax import sections
 from gan_jax.registry import Registry
 
 Array = jax.Array
@@ -31,6 +36,21 @@ class Loss:
 
 
 LOSSES = Registry("loss", returns=Loss)
+
+sections.float_("loss", "smoothing", None, "Target for real samples in the "
+                "discriminator's cross-entropy of minimax and ns (one-sided "
+                "label smoothing, e.g. 0.9); default 1.0, none.",
+                owner="loss", bounds="(0, 1]")
+for _key, _what, _default in (("a", "for fake samples in D's loss", 0),
+                              ("b", "for real samples in D's loss", 1),
+                              ("c", "G wants D to give fakes", 1)):
+  sections.float_("loss", _key, None, f"LSGAN's target {_what} ({_key}; "
+                  f"default {_default}).", owner="loss")
+
+
+def build(cfg) -> Loss:
+  """The loss ``--loss`` with the keys of the loss section set in ``cfg``."""
+  return sections.build(LOSSES, cfg, "loss", "loss")
 
 
 def _bce(logits, target):
@@ -49,23 +69,23 @@ def _cross_entropy_d(real_target):
 
 
 @LOSSES.register("minimax")
-def minimax(cfg) -> Loss:
+def minimax(smoothing: float = 1.0) -> Loss:
   """G minimizes log(1 - D(G(z))) (Goodfellow et al. 2014, eq. 1)."""
-  return Loss(d=_cross_entropy_d(cfg.label_smoothing),
+  return Loss(d=_cross_entropy_d(smoothing),
               g=lambda fake: -jnp.mean(jax.nn.softplus(fake)))
 
 
 @LOSSES.register("ns")
-def non_saturating(cfg) -> Loss:
+def non_saturating(smoothing: float = 1.0) -> Loss:
   """G minimizes -log D(G(z)) (Goodfellow et al. 2014, section 3)."""
-  return Loss(d=_cross_entropy_d(cfg.label_smoothing),
+  return Loss(d=_cross_entropy_d(smoothing),
               g=lambda fake: jnp.mean(jax.nn.softplus(-fake)))
 
 
 @LOSSES.register("lsgan")
-def least_squares(cfg) -> Loss:
-  """Mao et al. 2017, eq. 2: targets a (fake), b (real) for D; c for G."""
-  a, b, c = cfg.lsgan_a, cfg.lsgan_b, cfg.lsgan_c
+def least_squares(a: float = 0.0, b: float = 1.0, c: float = 1.0) -> Loss:
+  """Mao et al. 2017, eq. 2: targets a (fake), b (real) for D; c for G
+  (the defaults are the 0-1 coding of their eq. 9; -1, 1, 0 is eq. 8)."""
 
   def d(real, fake):
     lr = 0.5 * jnp.mean((real - b) ** 2)
@@ -76,9 +96,8 @@ def least_squares(cfg) -> Loss:
 
 
 @LOSSES.register("wgan")
-def wasserstein(cfg) -> Loss:
+def wasserstein() -> Loss:
   """Arjovsky et al. 2017: the critic maximizes E[D(x)] - E[D(G(z))]."""
-  del cfg
 
   def d(real, fake):
     lr, lf = -jnp.mean(real), jnp.mean(fake)
@@ -88,9 +107,8 @@ def wasserstein(cfg) -> Loss:
 
 
 @LOSSES.register("hinge")
-def hinge(cfg) -> Loss:
+def hinge() -> Loss:
   """Lim & Ye 2017; Miyato et al. 2018, eq. 16-17."""
-  del cfg
 
   def d(real, fake):
     lr = jnp.mean(jax.nn.relu(1.0 - real))
@@ -133,31 +151,23 @@ def _relativistic(f_real, f_fake) -> Loss:
 
 
 @LOSSES.register("rasgan")
-def relativistic_standard(cfg) -> Loss:
+def relativistic_standard() -> Loss:
   """RaSGAN: the cross-entropy of sigmoid(relative logit) (the authors'
   loss_D 6)."""
-  del cfg
   return _relativistic(lambda v: jax.nn.softplus(-v),  # -log sigmoid(v)
                        jax.nn.softplus)  # -log(1 - sigmoid(v))
 
 
 @LOSSES.register("ralsgan")
-def relativistic_least_squares(cfg) -> Loss:
+def relativistic_least_squares() -> Loss:
   """RaLSGAN: (v - 1)^2 for real, (v + 1)^2 for fake (the paper's
   Appendix A; the authors' loss_D 7)."""
-  del cfg
   return _relativistic(lambda v: (v - 1.0) ** 2, lambda v: (v + 1.0) ** 2)
 
 
 @LOSSES.register("rahinge")
-def relativistic_hinge(cfg) -> Loss:
+def relativistic_hinge() -> Loss:
   """RaHingeGAN: max(0, 1 - v) for real, max(0, 1 + v) for fake (the
   authors' loss_D 8)."""
-  del cfg
   return _relativistic(lambda v: jax.nn.relu(1.0 - v),
                        lambda v: jax.nn.relu(1.0 + v))
-
-
-# The losses this module registers (flags that only some of them read are
-# checked against these; a loss registered by a user may read any flag).
-BUILTIN = frozenset(LOSSES.names())

@@ -19,8 +19,9 @@ one too (``check_unused``).
 
 from __future__ import annotations
 
+import inspect
 import re
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from gan_jax import flags as flags_lib
 from gan_jax.errors import UserError
@@ -116,3 +117,35 @@ def unknown_key_line(flag: str) -> Optional[str]:
             f"--extra_modules)")
   return (f"--{section}.{key}: section {section!r} has no key {key!r}; "
           f"its keys: {', '.join(sorted(SECTIONS[section]))}")
+
+
+# --- shared sections: the keys of the component chosen by a flag -------------
+
+
+def takes(factory, positional: int = 0) -> Optional[List[str]]:
+  """The keyword parameters of ``factory`` after its first ``positional``
+  ones (None: any, it has ``**kwargs``)."""
+  params = list(inspect.signature(factory).parameters.values())[positional:]
+  if any(p.kind is p.VAR_KEYWORD for p in params):
+    return None
+  return [p.name for p in params
+          if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def build(registry, cfg, flag: str, section: str, *args):
+  """``registry(name, *args, **keys)``: the component named by ``--flag``
+  called with the keys of ``section`` set in ``cfg`` (not None). A section
+  shared by the components of a kind (``--loss.*`` for every loss) has
+  keys unset by default, so each component's own defaults apply; a key set
+  that the chosen one does not take is a one-line error listing those it
+  takes."""
+  name = getattr(cfg, flag)
+  given = {k: v for k, v in knobs(cfg, section).items() if v is not None}
+  accepted = takes(registry.get(name), len(args))
+  if accepted is not None:
+    for key, value in given.items():
+      if key not in accepted:
+        raise UserError(
+            f"--{section}.{key}={value}: --{flag}={name} does not take it; "
+            f"its keys: {', '.join(sorted(accepted)) or 'none'}")
+  return registry(name, *args, **given)

@@ -57,7 +57,7 @@ def test_defaults_are_in_bounds_and_every_numeric_flag_is_checked():
 @pytest.mark.parametrize("arg,message", [
     ("--g_lr=-1", "flag --g_lr=-1.0: must be >= 0"),
     ("--d_lr=nan", "flag --d_lr=nan: must be a finite number"),
-    ("--label_smoothing=inf", "must be a finite number"),
+    ("--loss.smoothing=inf", "must be a finite number"),
     ("--g_beta1=1", "flag --g_beta1=1.0: must be in [0, 1)"),
     ("--ema_decay=1.5", "must be in [0, 1)"),
     ("--z_dim=0", "flag --z_dim=0: must be >= 1"),
@@ -74,7 +74,7 @@ def test_out_of_bounds_values_fail_at_parse_time(arg, message):
 def test_in_bounds_values_parse():
   fv = private_flags()
   fv(["prog", "--g_lr=3e-4", "--g_beta1=0", "--ema_decay=0.999",
-      "--label_smoothing=0.9", "--seed=-3", "--step=5"])
+      "--loss.smoothing=0.9", "--seed=-3", "--step=5"])
   fv(["prog", "--seed=4294967295"])
   assert fv.g_lr == 3e-4 and fv.ema_decay == 0.999 and fv.step == 5
 

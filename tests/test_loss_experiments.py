@@ -68,11 +68,11 @@ def test_wgan_gp_toy_flagfiles(monkeypatch, name):
 def test_lsgan_ring_flagfile(monkeypatch):
   cfg = parse(monkeypatch, "lsgan_ring")
   base = parse(monkeypatch, "gan_ring")
-  assert (cfg.loss, cfg.lsgan_a, cfg.lsgan_b, cfg.lsgan_c) == (
+  assert (cfg.loss,) + tuple(getattr(cfg, f"loss.{k}") for k in "abc") == (
       "lsgan", 0.0, 1.0, 1.0)
   # Everything else is the PacGAN ring protocol of gan_ring.flags.
   diff = {k for k, v in cfg.items() if getattr(base, k) != v}
-  assert diff <= {"loss", "lsgan_a", "lsgan_b", "lsgan_c"}
+  assert diff <= {"loss", "loss.a", "loss.b", "loss.c"}
   m = Runner(parse(monkeypatch, "lsgan_ring", *TINY_TOY)).steps(1)
   assert np.all(np.isfinite(m["d_loss"])) and np.all(np.isfinite(m["g_loss"]))
 
@@ -97,7 +97,7 @@ def test_wgan_mnist_flagfile_is_algorithm_1(monkeypatch):
 
 def test_lsgan_mnist_flagfile(monkeypatch):
   cfg = parse(monkeypatch, "lsgan_mnist")
-  assert (cfg.loss, cfg.lsgan_a, cfg.lsgan_b, cfg.lsgan_c) == (
+  assert (cfg.loss,) + tuple(getattr(cfg, f"loss.{k}") for k in "abc") == (
       "lsgan", 0.0, 1.0, 1.0)
   assert (cfg.d_lr, cfg.d_beta1, cfg.g_beta1) == (2e-4, 0.5, 0.5)
   _abstract_state(cfg, (28, 28, 1))

@@ -21,7 +21,7 @@ def bce(logits, target):
 
 
 def get(name, **kw):
-  return losses.LOSSES(name, tiny_config(**kw))
+  return losses.build(tiny_config(loss=name, **kw))
 
 
 @pytest.mark.parametrize("name", ["minimax", "ns"])
@@ -44,21 +44,22 @@ def test_non_saturating_generator_is_minus_log_d():
 
 def test_label_smoothing_changes_only_the_real_target():
   plain = get("ns").d(REAL, FAKE)
-  smooth = get("ns", label_smoothing=0.9).d(REAL, FAKE)
+  smooth = get("ns", **{"loss.smoothing": 0.9}).d(REAL, FAKE)
   np.testing.assert_allclose(smooth[1], bce(REAL, 0.9), rtol=1e-6)
   assert not np.isclose(smooth[1], plain[1])
   np.testing.assert_allclose(smooth[2], plain[2], rtol=1e-7)  # fake part
-  np.testing.assert_allclose(get("ns", label_smoothing=0.9).g(FAKE),
+  np.testing.assert_allclose(get("ns", **{"loss.smoothing": 0.9}).g(FAKE),
                              get("ns").g(FAKE), rtol=1e-7)
 
 
 def test_lsgan_targets():
-  d, dr, df = get("lsgan", lsgan_a=-1.0, lsgan_b=1.0, lsgan_c=0.0).d(REAL,
-                                                                     FAKE)
+  eq8 = get("lsgan", **{"loss.a": -1.0, "loss.b": 1.0, "loss.c": 0.0})
+  d, dr, df = eq8.d(REAL, FAKE)
   np.testing.assert_allclose(dr, 0.5 * np.mean((REAL - 1) ** 2), rtol=1e-6)
   np.testing.assert_allclose(df, 0.5 * np.mean((FAKE + 1) ** 2), rtol=1e-6)
   np.testing.assert_allclose(
-      get("lsgan", lsgan_c=0.0).g(FAKE), 0.5 * np.mean(FAKE ** 2), rtol=1e-6)
+      get("lsgan", **{"loss.c": 0.0}).g(FAKE), 0.5 * np.mean(FAKE ** 2),
+      rtol=1e-6)
 
 
 def test_wgan_and_hinge():
@@ -84,8 +85,7 @@ def test_registry_is_extensible_from_outside():
   name = "test_only_constant"
   if name not in losses.LOSSES:
     @losses.LOSSES.register(name)
-    def _constant(cfg):
-      del cfg
+    def _constant():
       return losses.Loss(d=lambda r, f: (r.mean() * 0, r.mean() * 0,
                                          f.mean() * 0),
                          g=lambda f: f.mean() * 0)
@@ -107,17 +107,16 @@ def test_a_factory_returning_the_wrong_type_is_one_line():
 
 
 def _check_wrong_type_errors(name):
-  from gan_jax import models
   from gan_jax import penalties
   with pytest.raises(UserError, match="^loss 'test_only_wrong_type': its "
                      "factory returned int, not gan_jax.losses.Loss$"):
-    losses.LOSSES(name, tiny_config())
+    losses.build(tiny_config(loss=name))
   with pytest.raises(UserError, match="returned int, not flax.linen.*Module"):
     generator(name, tiny_config(generator=name), (2,), 0)
   with pytest.raises(UserError, match="returned int, not .*Callable"):
     penalties.PENALTIES(name, tiny_config())
   with pytest.raises(ValueError, match="override=True"):
-    losses.LOSSES.register("ns", lambda cfg: None)
+    losses.LOSSES.register("ns", lambda: None)
 
 
 @pytest.mark.parametrize("name", ["minimax", "ns", "lsgan", "wgan", "hinge",
@@ -140,10 +139,6 @@ def test_wgan_parts_and_lsgan_default_targets():
 
 
 @pytest.mark.parametrize("flags, refused", [
-    (dict(loss="lsgan", label_smoothing=0.9),
-     "--label_smoothing=0.9 has no effect here: it smooths"),
-    (dict(loss="hinge", lsgan_b=2.0), "--lsgan_b=2.0 has no effect here"),
-    (dict(loss="ns", lsgan_a=-1.0), "--lsgan_a=-1.0 has no effect here"),
     ({"gp.weight": 5.0}, "--gp.weight=5.0 has no effect here: --penalties "
                          "does not name gp"),
     ({"penalties": ("gp",), "r1.gamma": 1.0},
@@ -154,19 +149,13 @@ def test_wgan_parts_and_lsgan_default_targets():
     (dict(**{"d.mbd_kernels": 50}), "--d.mbd_kernels=50 has no effect here"),
     (dict(**{"d.minibatch": "salimans", "d.mbstd_group_size": 2}),
      "--d.mbstd_group_size=2 has no effect here"),
-    (dict(loss="ns", label_smoothing=0.9), None),
-    (dict(loss="minimax", label_smoothing=0.8), None),
-    (dict(loss="lsgan", lsgan_a=-1.0, lsgan_b=1.0, lsgan_c=0.0), None),
     ({"penalties": ("gp", "r1"), "gp.weight": 1.0, "r1.gamma": 0.1,
       "r1.every": 4}, None),
     (dict(ema_decay=0.99, ema_start=10, num_steps=20), None),
     (dict(ema_decay=0.99, ema_start=20, num_steps=20),
      "--ema_start=20 has no effect here"),
-    (dict(**{"d.minibatch": "salimans", "d.mbd_kernels": 10, "d.mbd_kernel_dim": 3}),
-     None),
-    # A loss registered by a user may read any flag.
-    (dict(loss="test_only_constant", label_smoothing=0.9, lsgan_a=3.0),
-     None),
+    ({"d.minibatch": "salimans", "d.mbd_kernels": 10,
+      "d.mbd_kernel_dim": 3}, None),
 ])
 def test_flags_without_effect_are_reported(flags, refused):
   from gan_jax import gan as gan_lib
@@ -180,9 +169,44 @@ def test_flags_without_effect_are_reported(flags, refused):
 
 def test_build_warns_about_flags_without_effect(caplog):
   from gan_jax import gan as gan_lib
-  gan_lib.build(tiny_config(loss="wgan", label_smoothing=0.9))
-  assert any("--label_smoothing=0.9 has no effect here" in r.getMessage()
+  gan_lib.build(tiny_config(ema_start=100))
+  assert any("--ema_start=100 has no effect here" in r.getMessage()
              for r in caplog.records)
+
+
+@pytest.mark.parametrize("loss, key, takes", [
+    ("wgan", "loss.smoothing", "none"),
+    ("hinge", "loss.b", "none"),
+    ("ns", "loss.a", "smoothing"),
+    ("lsgan", "loss.smoothing", "a, b, c"),
+])
+def test_a_key_the_loss_does_not_take_is_one_line(loss, key, takes):
+  from gan_jax import gan as gan_lib
+  with pytest.raises(UserError) as e:
+    gan_lib.build(tiny_config(loss=loss, **{key: 0.9}))
+  assert str(e.value) == (f"--{key}=0.9: --loss={loss} does not take it; "
+                          f"its keys: {takes}")
+
+
+def test_a_user_loss_takes_the_keys_it_names():
+  """A loss registered from outside takes the keys it names (its own,
+  defined with gan_jax.sections, or the built-ins'), and only those."""
+  from gan_jax import sections
+  if "test_only_scale" not in sections.SECTIONS["loss"]:
+    sections.float_("loss", "test_only_scale", None, "A test's knob.",
+                    owner="loss")
+  name = "test_only_scaled_ns"
+  if name not in losses.LOSSES:
+    @losses.LOSSES.register(name)
+    def _scaled(test_only_scale=1.0, smoothing=1.0):
+      base = losses.LOSSES("ns", smoothing=smoothing)
+      return losses.Loss(d=base.d, g=lambda f: test_only_scale * base.g(f))
+  base = get("ns").g(FAKE)
+  np.testing.assert_allclose(get(name).g(FAKE), base, rtol=1e-7)
+  np.testing.assert_allclose(get(name, **{"loss.test_only_scale": 3.0}).g(
+      FAKE), 3 * base, rtol=1e-6)
+  with pytest.raises(UserError, match="its keys: smoothing, test_only_scale$"):
+    get(name, **{"loss.c": 1.0})
 
 
 def test_a_penalty_named_twice_is_refused_for_new_runs(tmp_path):

@@ -123,7 +123,7 @@ def test_positional_arguments_are_one_line(module):
 @pytest.mark.parametrize("source, parts", [
     # A name the package has taken: the user's file and line, and the fix.
     ("from gan_jax import losses\n\n"
-     "@losses.LOSSES.register('ns')\ndef mine(cfg):\n  return None\n",
+     "@losses.LOSSES.register('ns')\ndef mine():\n  return None\n",
      ("importing 'user_mod' raised ValueError: loss 'ns' is already "
       "registered (register(..., override=True) replaces it)",
       "user_mod.py:3)")),
@@ -235,12 +235,12 @@ from gan_jax import losses, models
 
 
 @losses.LOSSES.register("raising_loss")
-def raising_loss(cfg):
+def raising_loss():
   raise ValueError("my loss is broken")
 
 
-@losses.LOSSES.register("no_arguments_loss")
-def no_arguments_loss():
+@losses.LOSSES.register("positional_loss")
+def positional_loss(cfg):
   return None
 
 
@@ -261,9 +261,9 @@ def wrong_call_g(shape, num_classes, common, **knobs):
     ("--loss=raising_loss",
      ("error: ValueError in your code at ", "user_code.py:9: my loss is "
       "broken (--traceback prints the whole traceback)")),
-    ("--loss=no_arguments_loss",
-     ("error: loss 'no_arguments_loss' (", "user_code.py:12) cannot be "
-      "called as gan_jax calls it", "too many positional arguments")),
+    ("--loss=positional_loss",
+     ("error: loss 'positional_loss' (", "user_code.py:12) cannot be "
+      "called as gan_jax calls it", "missing a required argument: 'cfg'")),
     ("--generator=wrong_call_g",
      ("error: TypeError in your code at ", "user_code.py:21: ")),
 ])
@@ -277,7 +277,7 @@ def test_user_factories_that_fail_are_one_line(tmp_path, flag, parts):
           f"--workdir={tmp_path / 'run'}", "--extra_modules=user_code", flag]
   line = assert_one_line_error(run_module("gan_jax.main", *args, env=env))
   assert all(part in line for part in parts), line
-  if "no_arguments" not in flag:
+  if "positional" not in flag:  # a signature error has no traceback
     r = run_module("gan_jax.main", *args, "--traceback", env=env)
     assert r.returncode != 0 and "Traceback" in r.stderr, r.stderr
 

@@ -1,23 +1,23 @@
-"""A user module given to --extra_modules defines its own flags (knobs of
-its loss) with gan_jax.flags' helpers: parsed, recorded, compared on
-resume and read back by the tools, without editing the package."""
+"""A user module given to --extra_modules defines its own knobs (a key of
+the loss section for its loss) with gan_jax.sections: parsed, recorded,
+compared on resume and read back by the tools, without editing the
+package."""
 
 import pytest
 
 from helpers import assert_one_line_error, run_module
 
 USER_LOSS = '''
-from gan_jax import flags as flags_lib
-from gan_jax import losses
+from gan_jax import losses, sections
 
-flags_lib.float_("g_loss_scale", 1.0, "Scale of G's non-saturating loss.",
-                 bounds="> 0")
+sections.float_("loss", "g_scale", None, "Scale of G's non-saturating "
+                "loss (default 1).", owner="loss", bounds="> 0")
 
 
 @losses.LOSSES.register("scaled_ns")
-def scaled_ns(cfg):
-  base = losses.LOSSES("ns", cfg)
-  return losses.Loss(d=base.d, g=lambda fake: cfg.g_loss_scale * base.g(fake))
+def scaled_ns(g_scale=1.0, smoothing=1.0):
+  base = losses.LOSSES("ns", smoothing=smoothing)
+  return losses.Loss(d=base.d, g=lambda fake: g_scale * base.g(fake))
 '''
 
 CLASH = '''
@@ -44,21 +44,23 @@ def _train(tmp_path, user_env, *flags):
 
 def test_a_user_flag_is_parsed_recorded_and_compared_on_resume(tmp_path,
                                                                user_env):
-  r = _train(tmp_path, user_env, "--g_loss_scale=2", "--num_steps=2")
+  r = _train(tmp_path, user_env, "--loss.g_scale=2", "--num_steps=2")
   assert r.returncode == 0, r.stderr
-  assert "--g_loss_scale=2.0\n" in (tmp_path / "run" / "flags.txt").read_text()
+  assert "--loss.g_scale=2.0\n" in (
+      tmp_path / "run" / "flags.txt").read_text()
   # Its bounds are checked like gan_jax's own.
   line = assert_one_line_error(_train(tmp_path, user_env,
-                                      "--g_loss_scale=-1", "--num_steps=4"))
-  assert "--g_loss_scale=-1" in line and "> 0" in line, line
+                                      "--loss.g_scale=-1", "--num_steps=4"))
+  assert "--loss.g_scale=-1" in line and "> 0" in line, line
   # A misspelled knob is refused in one line, naming the right one.
   line = assert_one_line_error(_train(tmp_path, user_env,
-                                      "--g_loss_scal=2", "--num_steps=4"))
-  assert "g_loss_scal" in line and "g_loss_scale" in line, line
+                                      "--loss.g_scal=2", "--num_steps=4"))
+  assert line == ("error: --loss.g_scal: section 'loss' has no key "
+                  "'g_scal'; its keys: a, b, c, g_scale, smoothing"), line
   # It shapes the update: a resume with another value is refused.
   line = assert_one_line_error(_train(tmp_path, user_env,
-                                      "--g_loss_scale=3", "--num_steps=4"))
-  assert "--g_loss_scale (was 2.0, now 3.0)" in line, line
+                                      "--loss.g_scale=3", "--num_steps=4"))
+  assert "--loss.g_scale (was 2.0, now 3.0)" in line, line
   # The tools read the run back with its module and its flag.
   r = run_module("gan_jax.sample", f"--workdir={tmp_path / 'run'}",
                  f"--out={tmp_path / 's.npz'}", "--num=4", env=user_env)
@@ -68,7 +70,7 @@ def test_a_user_flag_is_parsed_recorded_and_compared_on_resume(tmp_path,
                  f"--flagfile={tmp_path / 'run' / 'flags.txt'}",
                  f"--workdir={tmp_path / 'replay'}", env=user_env)
   assert r.returncode == 0, r.stderr
-  assert "--g_loss_scale=2.0\n" in (
+  assert "--loss.g_scale=2.0\n" in (
       tmp_path / "replay" / "flags.txt").read_text()
 
 

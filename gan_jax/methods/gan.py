@@ -74,7 +74,7 @@ class GAN(Method):
         penalties_lib.build(cfg, name) for name in cfg.penalties)
 
   def make_loss(self) -> losses_lib.Loss:
-    return losses_lib.LOSSES(self.cfg.loss, self.cfg)
+    return losses_lib.build(self.cfg)
 
   # --- networks ----------------------------------------------------------------
 

@@ -28,14 +28,12 @@ the ones it adds).
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, NamedTuple, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from gan_jax import sections
-from gan_jax.errors import UserError
 from gan_jax.registry import Registry
 
 GENERATORS = Registry("generator", returns=nn.Module)
@@ -69,37 +67,19 @@ def knob(side: str, key: str, kind: str, help_: str, *args, **kw) -> None:
                             **kw)
 
 
-def _takes(factory):
-  """The knob names ``factory`` takes (None: any, it has ``**kw``)."""
-  params = list(inspect.signature(factory).parameters.values())[3:]
-  if any(p.kind is p.VAR_KEYWORD for p in params):
-    return None
-  return [p.name for p in params
-          if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-
-
 def knobs_of(side: str, name: str):
   """The keys of section ``side`` the architecture ``name`` takes (None:
   any); an unknown name has none."""
   registry = _SIDES[side][1]
-  return _takes(registry.get(name)) if name in registry else []
+  return sections.takes(registry.get(name), 3) if name in registry else []
 
 
 def build(side: str, cfg, shape, num_classes: int) -> nn.Module:
   """The network of ``side`` ("g": ``--generator``, "d":
-  ``--discriminator``) with the knobs of its section set in ``cfg``."""
+  ``--discriminator``) with the keys of its section set in ``cfg``."""
   flag, registry = _SIDES[side]
-  name = getattr(cfg, flag)
-  knobs = {k: v for k, v in sections.knobs(cfg, side).items()
-           if v is not None}
-  takes = _takes(registry.get(name))
-  if takes is not None:
-    for key, value in knobs.items():
-      if key not in takes:
-        raise UserError(
-            f"--{side}.{key}={value}: --{flag}={name} does not take it; "
-            f"its keys: {', '.join(sorted(takes)) or 'none'}")
-  return registry(name, tuple(shape), num_classes, common(cfg), **knobs)
+  return sections.build(registry, cfg, flag, side, tuple(shape), num_classes,
+                        common(cfg))
 
 
 # The keys the built-in architectures share.
