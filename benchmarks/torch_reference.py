@@ -210,10 +210,15 @@ class TrainStep:
     self.g.train()
     self.d.train()
     # Default Adam (single-tensor loop); eps 1e-8 as optax.adam.
-    self.g_opt = torch.optim.Adam(self.g.parameters(), lr=cfg.g_lr,
-                                  betas=(cfg.g_beta1, cfg.g_beta2), eps=1e-8)
-    self.d_opt = torch.optim.Adam(self.d.parameters(), lr=cfg.d_lr,
-                                  betas=(cfg.d_beta1, cfg.d_beta2), eps=1e-8)
+    from gan_jax import optim  # pylint: disable=import-outside-toplevel
+    adam = {side: {k: optim.setting(cfg, side, k) for k in ("lr", "b1", "b2")}
+            for side in "gd"}
+    self.g_opt = torch.optim.Adam(self.g.parameters(), lr=adam["g"]["lr"],
+                                  betas=(adam["g"]["b1"], adam["g"]["b2"]),
+                                  eps=1e-8)
+    self.d_opt = torch.optim.Adam(self.d.parameters(), lr=adam["d"]["lr"],
+                                  betas=(adam["d"]["b1"], adam["d"]["b2"]),
+                                  eps=1e-8)
     self.real_batches = real_batches
     self.d_batchnorm = any(
         isinstance(m, nn.modules.batchnorm._BatchNorm)  # pylint: disable=protected-access

@@ -274,39 +274,17 @@ string("loss", "ns", "GAN loss (registry name, gan_jax.losses): minimax, ns "
        "knobs are the --loss.<key> flags.")
 
 # ------------------------------------------------------------- optimizers
-enum("g_optimizer", "adam", ["adam", "rmsprop", "sgd"], "Generator optimizer.")
-enum("d_optimizer", "adam", ["adam", "rmsprop", "sgd"],
-     "Discriminator optimizer.")
-float_("g_lr", 1e-4, "Generator learning rate (0 freezes G).",
-       bounds=">= 0")
-float_("d_lr", 1e-4, "Discriminator learning rate (0 freezes D).",
-       bounds=">= 0")
-float_("g_beta1", 0.8, "Generator Adam beta1 (SGD: its momentum; 0 = "
-       "none).", bounds="[0, 1)")
-float_("g_beta2", 0.999, "Generator Adam beta2.", bounds="[0, 1)")
-float_("d_beta1", 0.8, "Discriminator Adam beta1 (SGD: its momentum; 0 "
-       "= none).", bounds="[0, 1)")
-float_("d_beta2", 0.999, "Discriminator Adam beta2.", bounds="[0, 1)")
-enum("lr_schedule", "constant", ["constant", "linear", "cosine",
-                                   "exponential"],
-     "Learning-rate schedule (optax): linear and cosine decay to 0 over "
-     "--num_steps; exponential divides the rate by --lr_decay_factor after "
-     "every update, down to --lr_min (pylearn2's ExponentialDecay, "
-     "Goodfellow et al. 2014's code).")
-float_("lr_decay_factor", 1.000004, "--lr_schedule=exponential: the "
-       "learning rate is divided by this after every update (Goodfellow et "
-       "al. 2014's code: 1.000004).", bounds=">= 1")
-float_("lr_min", 1e-6, "--lr_schedule=exponential: the lowest learning rate "
-       "(Goodfellow et al. 2014's code: 1e-6).", bounds=">= 0")
-integer("momentum_ramp_end", 0, "SGD: the momentum goes linearly from "
-        "--g_beta1/--d_beta1 at update --momentum_ramp_start to "
-        "--final_momentum at this update, and stays there (pylearn2's "
-        "MomentumAdjustor; Goodfellow et al. 2014's MNIST code: 0.5 -> 0.7 "
-        "from epoch 1 to 250). 0 = constant momentum.", bounds=">= 0")
-integer("momentum_ramp_start", 0, "SGD: the update at which the momentum "
-        "ramp (--momentum_ramp_end) starts.", bounds=">= 0")
-float_("final_momentum", 0.7, "SGD: the momentum at the end of the ramp "
-       "(--momentum_ramp_end).", bounds="[0, 1)")
+string("g_optimizer", "adam", "Generator optimizer (registry name, "
+       "gan_jax.optim: adam, rmsprop, sgd); its knobs are the "
+       "--g_optimizer.<key> flags (lr, b1, b2, ...).")
+string("d_optimizer", "adam", "Discriminator optimizer (registry name); "
+       "its knobs are the --d_optimizer.<key> flags.")
+string("lr_schedule", "constant", "Learning-rate schedule of both "
+       "optimizers (registry name, gan_jax.optim): constant, linear and "
+       "cosine (decay to 0 over --num_steps), exponential (divides the rate "
+       "by --lr_schedule.decay_factor after every update, down to "
+       "--lr_schedule.lr_min: pylearn2's ExponentialDecay, Goodfellow et "
+       "al. 2014's code).")
 float_("ema_decay", 0.0, "Decay of the exponential moving average of the "
        "generator's weights; 0 disables it.", bounds="[0, 1)")
 integer("ema_start", 0, "Step at which the EMA starts (copying G before).",
@@ -604,7 +582,13 @@ def serialize(config: Config) -> List[str]:
 #      --d.pieces, --minibatch_disc --d.minibatch, --d_global_pool
 #      --d.pool, --mlp_init --g.init and --d.init, ...), unset meaning the
 #      architecture's own default; the losses' flags the loss section
-#      (--label_smoothing is --loss.smoothing, --lsgan_a/b/c --loss.a/b/c).
+#      (--label_smoothing is --loss.smoothing, --lsgan_a/b/c --loss.a/b/c);
+#      the optimizers' the g_optimizer and d_optimizer sections (--g_lr is
+#      --g_optimizer.lr, --g_beta1/2 --g_optimizer.b1/b2, SGD's momentum,
+#      once --g_beta1, --g_optimizer.momentum, the momentum ramp
+#      --g_optimizer.ramp_start/ramp_end/final_momentum), the schedule's
+#      the lr_schedule section (--lr_decay_factor is
+#      --lr_schedule.decay_factor, --lr_min --lr_schedule.lr_min).
 SCHEMA_VERSION = 3
 """The config schema: what a saved run's flag values mean. Bump it when a
 change makes saved runs mean something else (a flag removed, renamed, or
@@ -671,11 +655,12 @@ def saved_config(saved: Dict[str, Any], run: str) -> Config:
 def describe_differences(old: Config, new: Config,
                          names: Iterable[str]) -> str:
   """``--name (was OLD, now NEW), ...`` for flags that differ (an empty
-  list flag shows as none)."""
+  list flag shows as none; an unset section key, whose component's own
+  default applies, as default)."""
   def show(value):
     if isinstance(value, (list, tuple)):
       return ",".join(map(str, value)) or "none"
-    return value
+    return "default" if value is None else value
   return ", ".join(f"--{n} (was {show(getattr(old, n))}, now "
                    f"{show(getattr(new, n))})" for n in names)
 
@@ -727,10 +712,6 @@ def check_config(cfg, n_devices: int, multiple: int = 1,
   from gan_jax.metrics import METRICS  # pylint: disable=g-import-not-at-top
   for name in cfg.eval_metrics:
     METRICS.get(name)
-  if cfg.momentum_ramp_end and (cfg.momentum_ramp_start
-                                >= cfg.momentum_ramp_end):
-    raise UserError(f"--momentum_ramp_start={cfg.momentum_ramp_start} must "
-                    f"be below --momentum_ramp_end={cfg.momentum_ramp_end}")
 
 
 # Flags read by some command-line tools only (gan_jax.<tool>): the others

@@ -19,24 +19,16 @@ from gan_jax import sections
 from gan_jax.flags import Config
 
 
-def _uses_sgd(c):
-  return "sgd" in (c.g_optimizer, c.d_optimizer)
-
-
 def _d_minibatch(c):
   return getattr(c, "d.minibatch") or "none"
 
 
-def _ramps_momentum(c):
-  return c.momentum_ramp_end > 0 and _uses_sgd(c)
-
-
 # flag -> (when it has an effect, what it is for). A flag changed from its
 # default where it has none gets a warning: a knob that silently does
-# nothing can waste a run. (Not an error: a sweep over --d.minibatch or
-# --lr_schedule with the other knobs fixed is a normal experiment. The
-# keys of a loss's or an architecture's section are checked against its
-# factory instead: sections.build.)
+# nothing can waste a run. (Not an error: a sweep over --d.minibatch with
+# the other knobs fixed is a normal experiment. The keys of a loss's, an
+# optimizer's or an architecture's section are checked against its factory
+# instead: sections.build.)
 INERT_UNLESS = {
     "ema_start": (lambda c: c.ema_decay > 0 and c.ema_start < c.num_steps,
                   "it needs --ema_decay > 0 and a start before --num_steps"),
@@ -48,17 +40,6 @@ INERT_UNLESS = {
                          "it sizes --d.minibatch=salimans"),
     "d.mbstd_group_size": (lambda c: _d_minibatch(c) == "stddev",
                            "it sizes --d.minibatch=stddev"),
-    "lr_decay_factor": (lambda c: c.lr_schedule == "exponential",
-                        "it sets --lr_schedule=exponential"),
-    "lr_min": (lambda c: c.lr_schedule == "exponential",
-               "it floors --lr_schedule=exponential"),
-    "momentum_ramp_end": (_uses_sgd, "it ramps SGD's momentum"),
-    "momentum_ramp_start": (
-        _ramps_momentum,
-        "it starts the SGD momentum ramp of --momentum_ramp_end"),
-    "final_momentum": (
-        _ramps_momentum,
-        "it ends the SGD momentum ramp of --momentum_ramp_end"),
     "parzen_sigma": (lambda c: "parzen" in c.eval_metrics,
                      "it sets the width of --eval_metrics=parzen"),
     "parzen_valid_examples": (
@@ -124,6 +105,7 @@ def build(cfg: Config, dataset=None) -> methods_lib.Method:
   sections.check_unused(cfg, cfg.method)
   method = methods_lib.METHODS(cfg.method, cfg, dataset,
                                **sections.knobs(cfg, cfg.method))
+  method.optimizers  # pylint: disable=pointless-statement  (their keys)
   for line in inert_flags(cfg, getattr(dataset, "kind", None)):
     logging.warning("%s", line)
   return method

@@ -6,7 +6,7 @@ A sweep is flags only (no code): a base experiment flagfile
 (``--sweep_dir``). Its runs are the product of the grid axes, the random
 points and the seeds; each is one ``python -m gan_jax.main`` command with its
 own workdir ``SWEEP_DIR/<name>``, the name spelling its settings
-(``g_lr=0.001,seed=1``), so a rerun finds every run where it left it:
+(``g_optimizer.lr=0.001,seed=1``), so a rerun finds every run where it left it:
 finished runs (metrics logged at --num_steps) are skipped and interrupted
 ones resume from their checkpoints (gan_jax.main does that by itself).
 
@@ -243,7 +243,7 @@ def expand_flags(args: Sequence[str], check: bool = True) -> Dict[str, str]:
 
 
 def run_name(settings: Sequence[Tuple[str, str]]) -> str:
-  """``g_lr=0.001,seed=1``: readable, filesystem-safe and stable."""
+  """``g_optimizer.lr=0.001,seed=1``: readable, filesystem-safe and stable."""
   name = ",".join(f"{k}={v}" for k, v in settings) or "run"
   name = re.sub(r"[^A-Za-z0-9._=,+-]", "_", name)
   if len(name) > 120:  # keep it a legal file name, still unique

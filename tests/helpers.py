@@ -14,6 +14,14 @@ REPO = os.path.dirname(TESTS)
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 
 
+def compile_cache_env(tmp_path_factory):
+  """Environment for subprocesses that share a persistent XLA compilation
+  cache (a module's runs compile the same programs)."""
+  cache = tmp_path_factory.mktemp("xla_cache")
+  return {"JAX_COMPILATION_CACHE_DIR": str(cache),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
 def tiny_config(**overrides):
   """A small toy config that compiles and runs in seconds. Its narrow MLP
   knobs (--g.hidden, ...) are set for the architectures that take them:

@@ -19,7 +19,7 @@ def test_benchmark_prints_json_lines():
   result = subprocess.run(
       [sys.executable, os.path.join(REPO, "benchmarks", "train_step.py"),
        "--cases=toy", "--steps=2", "--repeats=1", "--no-torch",
-       "--matmul_gflops=100", "--set=d_lr=1e-4"],
+       "--matmul_gflops=100", "--set=d_optimizer.lr=1e-4"],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr
   rows = [json.loads(line) for line in result.stdout.splitlines()
@@ -42,7 +42,7 @@ def test_benchmark_prints_json_lines():
   # Without PyTorch's counter the FLOPs are XLA's cost analysis.
   assert row["flops_source"] == "xla_cost_analysis"
   assert row["xla_flops_per_step"] == row["flops_per_step"]
-  assert row["overrides"] == {"d_lr": "0.0001"}
+  assert row["overrides"] == {"d_optimizer.lr": "0.0001"}
   assert "| toy |" in result.stdout  # the table
 
 

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import (FAST_COMPILE, REPO, assert_one_line_error, fault_env,
-                     run_module, tiny_config)
+from helpers import (FAST_COMPILE, REPO, assert_one_line_error,
+                     compile_cache_env, fault_env, run_module, tiny_config)
 
 from gan_jax import checkpoint as ckpt_lib
 from gan_jax import flags as flags_lib
@@ -36,9 +36,7 @@ WALL_CLOCK = ("steps_per_sec",)
 
 @pytest.fixture(scope="module", name="env")
 def fixture_env(tmp_path_factory):
-  cache = tmp_path_factory.mktemp("xla_cache")
-  return {"JAX_COMPILATION_CACHE_DIR": str(cache),
-          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+  return compile_cache_env(tmp_path_factory)
 
 
 def train(env, workdir, *flags, **faults):
@@ -304,10 +302,10 @@ def test_unknown_best_metric_stops_at_the_first_log_and_keeps_it(tmp_path,
 def test_structural_flag_change_is_refused(tmp_path, env, reference):
   work = tmp_path / "run"
   shutil.copytree(reference, work)
-  r = train(env, work, "--num_steps=16", "--g.hidden=32", "--d_lr=0.001")
+  r = train(env, work, "--num_steps=16", "--g.hidden=32", "--d_optimizer.lr=0.001")
   line = assert_one_line_error(r)
   assert "cannot resume" in line
-  assert "--d_lr (was 0.0001, now 0.001)" in line
+  assert "--d_optimizer.lr (was default, now 0.001)" in line
   assert "--g.hidden (was 16, now 32)" in line
   assert "num_steps" not in line  # safe with the constant schedule
   assert steps_of(work) == [8, 12]

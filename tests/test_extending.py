@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from gan_jax import checkpoint as ckpt_lib
-from helpers import REPO, assert_one_line_error, fault_env, run_module
+from helpers import (REPO, assert_one_line_error, compile_cache_env,
+                     fault_env, run_module)
 
 RUN = ["--flagfile=examples/lecam_ring.flags", "--g.hidden=16",
        "--d.hidden=8", "--num_steps=12", "--steps_per_loop=2",
@@ -31,9 +32,7 @@ def test_the_docs_show_the_examples_code():
 
 @pytest.fixture(scope="module", name="env")
 def fixture_env(tmp_path_factory):
-  cache = tmp_path_factory.mktemp("xla_cache")
-  return {"JAX_COMPILATION_CACHE_DIR": str(cache),
-          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+  return compile_cache_env(tmp_path_factory)
 
 
 def _train(env, workdir, *flags, **faults):

@@ -48,17 +48,18 @@ def test_defaults_are_in_bounds_and_every_numeric_flag_is_checked():
     default = flags_lib.FLAGS[name].default
     assert default is None or default in bounds, name
   # Learning rates, betas, dropouts, widths and counts all have bounds.
-  for name in ("g_lr", "d_lr", "g_beta1", "d_beta2", "ema_decay", "d.dropout",
+  for name in ("g_optimizer.lr", "d_optimizer.lr", "g_optimizer.b1",
+               "d_optimizer.b2", "ema_decay", "d.dropout",
                "z_dim", "g.channels", "batch_size", "log_every",
                "steps_per_loop", "num_devices", "eval_samples", "pack"):
     assert name in flags_lib.BOUNDS, name
 
 
 @pytest.mark.parametrize("arg,message", [
-    ("--g_lr=-1", "flag --g_lr=-1.0: must be >= 0"),
-    ("--d_lr=nan", "flag --d_lr=nan: must be a finite number"),
+    ("--g_optimizer.lr=-1", "flag --g_optimizer.lr=-1.0: must be >= 0"),
+    ("--d_optimizer.lr=nan", "flag --d_optimizer.lr=nan: must be a finite number"),
     ("--loss.smoothing=inf", "must be a finite number"),
-    ("--g_beta1=1", "flag --g_beta1=1.0: must be in [0, 1)"),
+    ("--g_optimizer.b1=1", "flag --g_optimizer.b1=1.0: must be in [0, 1)"),
     ("--ema_decay=1.5", "must be in [0, 1)"),
     ("--z_dim=0", "flag --z_dim=0: must be >= 1"),
     ("--num_devices=-1", "must be >= 0"),
@@ -73,15 +74,16 @@ def test_out_of_bounds_values_fail_at_parse_time(arg, message):
 
 def test_in_bounds_values_parse():
   fv = private_flags()
-  fv(["prog", "--g_lr=3e-4", "--g_beta1=0", "--ema_decay=0.999",
+  fv(["prog", "--g_optimizer.lr=3e-4", "--g_optimizer.b1=0", "--ema_decay=0.999",
       "--loss.smoothing=0.9", "--seed=-3", "--step=5"])
   fv(["prog", "--seed=4294967295"])
-  assert fv.g_lr == 3e-4 and fv.ema_decay == 0.999 and fv.step == 5
+  assert getattr(fv, "g_optimizer.lr") == 3e-4 and fv.ema_decay == 0.999 and fv.step == 5
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (dict(g_lr=-1e-4), "--g_lr=-0.0001 must be >= 0"),
-    (dict(d_beta2=float("nan")), "--d_beta2=nan must be a finite number"),
+    (dict(**{"g_optimizer.lr": -1e-4}), "--g_optimizer.lr=-0.0001 must be >= 0"),
+    ({"d_optimizer.b2": float("nan")},
+     "--d_optimizer.b2=nan must be a finite number"),
     (dict(d_steps=0), "--d_steps=0 must be in [1, 100]"),
     (dict(pack=0), "--pack=0 must be >= 1"),
     (dict(num_seeds=0), "--num_seeds=0 must be >= 1"),
@@ -102,10 +104,11 @@ def test_configs_built_in_code_are_checked_too(overrides, message):
 
 
 def test_check_bounds_takes_mappings():
-  flags_lib.check_bounds({"g_lr": 1e-3, "seed": 1, "step": None})
+  flags_lib.check_bounds({"g_optimizer.lr": 1e-3, "seed": 1, "step": None})
   with pytest.raises(UserError, match="--d.dropout=1.0 must be in"):
     flags_lib.check_bounds({"d.dropout": 1.0})
-  assert flags_lib.out_of_bounds("g_lr", math.inf) == "must be a finite number"
+  assert flags_lib.out_of_bounds("g_optimizer.lr", math.inf) == (
+      "must be a finite number")
 
 
 @pytest.mark.parametrize("path", sorted(

@@ -75,13 +75,13 @@ def test_flagfile_parses_and_builds(monkeypatch, name):
   assert cfg.dataset == dataset
   if name.startswith("dcgan") or name == "cdcgan_mnist":
     # Radford et al. 2015, Sec. 4: Adam, lr 2e-4, beta1 0.5.
-    assert (cfg.g_optimizer, cfg.g_lr, cfg.g_beta1) == ("adam", 2e-4, 0.5)
-    assert (cfg.d_optimizer, cfg.d_lr, cfg.d_beta1) == ("adam", 2e-4, 0.5)
+    assert (cfg.g_optimizer, getattr(cfg, "g_optimizer.lr"), getattr(cfg, "g_optimizer.b1")) == ("adam", 2e-4, 0.5)
+    assert (cfg.d_optimizer, getattr(cfg, "d_optimizer.lr"), getattr(cfg, "d_optimizer.b1")) == ("adam", 2e-4, 0.5)
   gan = gan_lib.build(cfg, None if dataset == "ring" else FakeImages(shape))
   if name == "infogan_mnist":
     # The authors' settings (openai/InfoGAN, run_mnist_exp.py).
     assert (gan.z_dim, gan.categories, gan.continuous) == (74, 10, 2)
-    assert (cfg.g_lr, cfg.d_lr, cfg.batch_size) == (1e-3, 2e-4, 128)
+    assert (getattr(cfg, "g_optimizer.lr"), getattr(cfg, "d_optimizer.lr"), cfg.batch_size) == (1e-3, 2e-4, 128)
     assert set(jax.eval_shape(lambda: state_lib.create(gan, 0)).params) == {
         "G", "D", "Q"}
   state = jax.eval_shape(lambda: state_lib.create(gan, 0))

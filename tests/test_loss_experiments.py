@@ -57,8 +57,8 @@ def test_wgan_gp_toy_flagfiles(monkeypatch, name):
   assert cfg.loss == "wgan" and cfg.penalties == ("gp",)
   assert getattr(cfg, "gp.weight") == 0.1
   assert cfg.d_steps == 5 and cfg.batch_size == 256
-  assert (cfg.g_lr, cfg.d_lr, cfg.g_beta1, cfg.g_beta2, cfg.d_beta1,
-          cfg.d_beta2) == (1e-4, 1e-4, 0.5, 0.9, 0.5, 0.9)
+  assert (getattr(cfg, "g_optimizer.lr"), getattr(cfg, "d_optimizer.lr"), getattr(cfg, "g_optimizer.b1"), getattr(cfg, "g_optimizer.b2"), getattr(cfg, "d_optimizer.b1"),
+          getattr(cfg, "d_optimizer.b2")) == (1e-4, 1e-4, 0.5, 0.9, 0.5, 0.9)
   assert cfg.num_steps == 100_000 and cfg.d_clip == 0
   m = Runner(parse(monkeypatch, name, *TINY_TOY)).steps(1)
   for key in ("d_loss", "g_loss", "penalty/gp", "d_grad_norm"):
@@ -90,7 +90,7 @@ def test_wgan_mnist_flagfile_is_algorithm_1(monkeypatch):
   assert cfg.dataset == "mnist" and cfg.loss == "wgan" and not cfg.penalties
   assert cfg.d_clip == 0.01 and cfg.d_steps == 5 and cfg.batch_size == 64
   assert (cfg.g_optimizer, cfg.d_optimizer) == ("rmsprop", "rmsprop")
-  assert cfg.g_lr == cfg.d_lr == 5e-5
+  assert getattr(cfg, "g_optimizer.lr") == getattr(cfg, "d_optimizer.lr") == 5e-5
   st = _abstract_state(cfg, (28, 28, 1))
   assert "batch_stats" in st.d_state  # DCGAN critic with BatchNorm
 
@@ -99,7 +99,7 @@ def test_lsgan_mnist_flagfile(monkeypatch):
   cfg = parse(monkeypatch, "lsgan_mnist")
   assert (cfg.loss,) + tuple(getattr(cfg, f"loss.{k}") for k in "abc") == (
       "lsgan", 0.0, 1.0, 1.0)
-  assert (cfg.d_lr, cfg.d_beta1, cfg.g_beta1) == (2e-4, 0.5, 0.5)
+  assert (getattr(cfg, "d_optimizer.lr"), getattr(cfg, "d_optimizer.b1"), getattr(cfg, "g_optimizer.b1")) == (2e-4, 0.5, 0.5)
   _abstract_state(cfg, (28, 28, 1))
 
 
@@ -110,7 +110,7 @@ def test_wgan_gp_cifar10_flagfile(monkeypatch):
   assert (getattr(cfg, "g.norm"), getattr(cfg, "d.norm")) == ("batch", "none")  # BN in G only
   assert cfg.loss == "wgan" and cfg.penalties == ("gp",)
   assert getattr(cfg, "gp.weight") == 10 and cfg.d_steps == 5 and cfg.batch_size == 64
-  assert (cfg.g_lr, cfg.g_beta1, cfg.g_beta2) == (2e-4, 0.0, 0.9)
+  assert (getattr(cfg, "g_optimizer.lr"), getattr(cfg, "g_optimizer.b1"), getattr(cfg, "g_optimizer.b2")) == (2e-4, 0.0, 0.9)
   assert cfg.lr_schedule == "linear" and cfg.num_steps == 100_000
   st = _abstract_state(cfg, (32, 32, 3))
   assert not st.d_state  # no normalization state in the critic
@@ -122,7 +122,7 @@ def test_sngan_cifar10_flagfiles(monkeypatch, name, arch):
   cfg = parse(monkeypatch, name)
   assert cfg.discriminator == arch and getattr(cfg, "d.norm") == "spectral"
   assert cfg.loss == "hinge" and not cfg.penalties
-  assert (cfg.d_lr, cfg.d_beta1, cfg.d_beta2, cfg.d_steps, cfg.batch_size) == (
+  assert (getattr(cfg, "d_optimizer.lr"), getattr(cfg, "d_optimizer.b1"), getattr(cfg, "d_optimizer.b2"), cfg.d_steps, cfg.batch_size) == (
       2e-4, 0.0, 0.9, 5, 64)
   st = _abstract_state(cfg, (32, 32, 3))
   paths = [jax.tree_util.keystr(p) for p, _ in

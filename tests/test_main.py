@@ -64,12 +64,13 @@ def test_evaluate_without_checkpoint_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("args, parts", [
-    # An enum flag's unknown value.
-    (("--g_optimizer=adamw2",), ("g_optimizer",)),
+    # An unknown optimizer lists the valid ones.
+    (("--g_optimizer=adamw2",), ("unknown optimizer 'adamw2'; valid: adam, "
+                                 "rmsprop, sgd",)),
     # An unknown registry name lists the valid ones.
     (("--loss=nope",), ("nope", "minimax")),
     # A numeric flag out of its bounds.
-    (("--g_lr=nan",), ("--g_lr=nan", "finite")),
+    (("--g_optimizer.lr=nan",), ("--g_optimizer.lr=nan", "finite")),
     # A missing flagfile, without absl's "ERROR::" prefix.
     (("--flagfile=experiments/does_not_exist.flags",),
      ("error: Unable to open flagfile", "does_not_exist")),

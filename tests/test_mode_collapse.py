@@ -206,7 +206,7 @@ def _g_grad(cfg, loss_name, compiler_options=None):
 
 def test_unrolled_gradient_differs():
   plain = _g_grad(tiny_config(), "plain")
-  unrolled = _g_grad(tiny_config(d_lr=1e-2, **{"unrolled.steps": 3}),
+  unrolled = _g_grad(tiny_config(**{"d_optimizer.lr": 1e-2, "unrolled.steps": 3}),
                      "unrolled")
   diffs = [np.abs(a - b).max() for a, b in zip(leaves(plain),
                                                leaves(unrolled))]
@@ -220,7 +220,7 @@ def test_unrolled_gradient_is_finite_without_xla_optimizations():
   divides by the count of pieces equal to the max, and unoptimized kernels
   recomputed the max with different rounding: count 0, 0/0). layers.maxout's
   own JVP picks one winner by argmax."""
-  unrolled = _g_grad(tiny_config(d_lr=1e-2, **{"unrolled.steps": 3}),
+  unrolled = _g_grad(tiny_config(**{"d_optimizer.lr": 1e-2, "unrolled.steps": 3}),
                      "unrolled",
                      {"xla_backend_optimization_level": 0})
   assert all(np.all(np.isfinite(x)) for x in leaves(unrolled))
@@ -242,9 +242,8 @@ def test_differentiable_rmsprop_matches_the_plain_one():
   derivative at a zero gradient and the plain one's values elsewhere."""
   import optax  # pylint: disable=g-import-not-at-top
   from gan_jax import optim  # pylint: disable=g-import-not-at-top
-  plain = optim.make("rmsprop", 1e-3, 0.0, 0.0, "constant", 10)
-  diff = optim.make("rmsprop", 1e-3, 0.0, 0.0, "constant", 10,
-                    eps_root=1e-16)
+  plain = optim.rmsprop(optax.constant_schedule, False, lr=1e-3)
+  diff = optim.rmsprop(optax.constant_schedule, True, lr=1e-3)
   params = jnp.zeros(4)
   def update(tx, g):
     return tx.update(g, tx.init(params), params)[0]
@@ -255,13 +254,12 @@ def test_differentiable_rmsprop_matches_the_plain_one():
   assert np.all(np.isfinite(grad))
   assert jax.tree.structure(diff.init(params)) == jax.tree.structure(
       plain.init(params))
-  del optax
 
 
 def test_unrolled_updates_with_zero_learning_rate_change_nothing():
   # D updates of size 0 leave D where it is, so the unrolled gradient is the
   # plain one (a check that the unrolled D is d_update's, lr included).
-  cfg = tiny_config(**{"unrolled.steps": 2}, d_lr=0.0)
+  cfg = tiny_config(**{"unrolled.steps": 2, "d_optimizer.lr": 0.0})
   for a, b in zip(leaves(_g_grad(cfg, "plain")),
                   leaves(_g_grad(cfg, "unrolled"))):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

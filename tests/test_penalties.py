@@ -244,3 +244,27 @@ def test_unknown_penalty_is_a_user_error():
   from gan_jax.errors import UserError
   with pytest.raises(UserError, match="gp"):
     gan_lib.build(toy_config(penalties=["nope"]))
+
+
+def test_a_regularizer_from_outside_brings_its_section_interval_and_state():
+  """A D-side regularizer registered with penalties.register from outside
+  the package: its own knob, its --<name>.every (default 2 here) and a
+  state that moves only on the updates that apply it."""
+  from gan_jax import sections
+  name = "test_only_logit_l2"
+  if name not in penalties.PENALTIES:
+    sections.float_(name, "weight", 1.0, "A test's weight.", owner="penalty")
+
+    @penalties.register(name, side="d", every=2, state={"calls": 0.0})
+    def _logit_l2(weight=1.0):
+      def penalty(d_fn, real, fake, keys, state):
+        del fake, keys
+        return (weight * jnp.mean(d_fn(real) ** 2),
+                {"calls": state["calls"] + 1.0})
+      return penalty
+
+  run = Runner(toy_config(penalties=[name], **{f"{name}.weight": 0.5}))
+  m = run.steps(4)
+  assert np.all(m[f"penalty/{name}"][[0, 2]] > 0)
+  np.testing.assert_array_equal(m[f"penalty/{name}"][[1, 3]], 0.0)
+  assert float(run.host().extra[f"penalty_{name}"]["calls"]) == 2.0

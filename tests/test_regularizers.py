@@ -51,7 +51,7 @@ def test_spectral_norm_advances_once_per_d_update_and_converges(tmp_path):
   # advance u, so after one step u = P^2 u0, not P^3 or more.
   k = 2
   run = Runner(toy_config(loss="hinge", **{"d.norm": "spectral"}, penalties=["r1"],
-                          d_lr=0.0, d_steps=k))
+                          **{"d_optimizer.lr": 0.0}, d_steps=k))
   before = _sn(run.host())
   assert len(before) == 3  # two hidden layers and the output layer
   run.steps(1)
@@ -95,7 +95,7 @@ def test_spectral_norm_advances_once_when_d_sees_real_and_fake_apart():
   # With minibatch features (or BatchNorm) D scores real and fake in two
   # calls per update; the second must reuse the first's u, not iterate again.
   k = 2
-  run = Runner(toy_config(loss="hinge", **{"d.norm": "spectral"}, d_lr=0.0,
+  run = Runner(toy_config(loss="hinge", **{"d.norm": "spectral", "d_optimizer.lr": 0.0},
                           d_steps=k, **{"d.minibatch": "stddev"}))
   before = _sn(run.host())
   run.steps(1)
@@ -113,7 +113,7 @@ def test_ema_copies_g_before_its_start_then_follows_the_closed_form():
   # g_lr = 0 keeps G's weights p constant. Before ema_start the EMA is G;
   # from it, starting at e0 = 0, e_n = d^n e0 + (1 - d^n) p.
   d = 0.8
-  run = Runner(toy_config(ema_decay=d, ema_start=2, g_lr=0.0))
+  run = Runner(toy_config(ema_decay=d, ema_start=2, **{"g_optimizer.lr": 0.0}))
   p = run.host().g_params
   zeros = jax.tree.map(np.zeros_like, p)
   run.set(ema={"G": zeros})
@@ -152,7 +152,7 @@ def test_grad_norms_and_weight_clipping_in_the_wgan_step():
   # norms of the first step can be recomputed here independently.
   c = 0.01
   run = Runner(toy_config(loss="wgan", d_clip=c, d_optimizer="rmsprop",
-                          d_lr=0.05))
+                          **{"d_optimizer.lr": 0.05}))
   st0 = run.host()
   assert max(np.abs(x).max() for x in leaves(st0.d_params)) > c
   inputs = run.inputs(0)
@@ -195,7 +195,7 @@ def test_grad_norms_and_weight_clipping_in_the_wgan_step():
 
 def test_rmsprop_matches_the_pytorch_update_of_wgan():
   # PyTorch RMSprop: s = 0.99 s + 0.01 g^2; p -= lr g / (sqrt(s) + 1e-8).
-  tx = optim.make("rmsprop", 5e-5, 0.0, 0.0, "constant", 10)
+  tx = optim.rmsprop(optax.constant_schedule, False, lr=5e-5)
   g = {"w": jnp.array([1e-9, 1e-3, -2.0])}
   p = {"w": jnp.zeros(3)}
   s = tx.init(p)
@@ -208,8 +208,8 @@ def test_rmsprop_matches_the_pytorch_update_of_wgan():
 
 
 def test_ttur_learning_rates_and_linear_schedule_per_network():
-  cfg = toy_config(g_lr=1e-4, d_lr=4e-4, g_beta1=0.0, d_beta1=0.0,
-                   g_beta2=0.9, d_beta2=0.9, lr_schedule="linear",
+  cfg = toy_config(**{"g_optimizer.lr": 1e-4, "d_optimizer.lr": 4e-4, "g_optimizer.b1": 0.0, "d_optimizer.b1": 0.0,
+                   "g_optimizer.b2": 0.9, "d_optimizer.b2": 0.9}, lr_schedule="linear",
                    num_steps=10, d_steps=5)
   p = {"w": jnp.zeros(2)}
   g = {"w": jnp.array([0.5, -3.0])}

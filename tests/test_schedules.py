@@ -17,18 +17,17 @@ from helpers import tiny_config
 
 
 def test_exponential_divides_the_rate_after_every_update_down_to_a_floor():
-  s = optim.schedule("exponential", 0.1, 0, decay_factor=1.000004,
-                     lr_min=1e-6)
+  s = optim.exponential(0.1, 0, decay_factor=1.000004, lr_min=1e-6)
   for t in (0, 1, 1000, 500_000):
     assert float(s(t)) == pytest.approx(0.1 / 1.000004 ** t, rel=1e-6)
   assert float(s(10**8)) == pytest.approx(1e-6)
-  assert float(optim.schedule("exponential", 0.1, 0, 1.0, 0.0)(10**6)) \
+  assert float(optim.exponential(0.1, 0, 1.0, 0.0)(10**6)) \
       == pytest.approx(0.1)
 
 
 def test_sgd_momentum_ramps_linearly_between_two_updates():
-  tx = optim.make("sgd", 0.1, 0.5, 0.999, "constant", 100,
-                  momentum_ramp=(1, 3, 0.7))
+  tx = optim.sgd(optax.constant_schedule, False, lr=0.1, momentum=0.5,
+                 ramp_start=1, ramp_end=3, final_momentum=0.7)
   params = jnp.zeros(2)
   state = tx.init(params)
   grads = [jnp.array([1.0, -2.0]), jnp.array([0.5, 0.0]),
@@ -48,10 +47,14 @@ def test_sgd_momentum_ramps_linearly_between_two_updates():
 
 
 def schedule_config(**overrides):
-  values = dict(g_optimizer="sgd", d_optimizer="sgd", g_lr=0.05, d_lr=0.05,
-                g_beta1=0.5, d_beta1=0.5, lr_schedule="exponential",
-                lr_decay_factor=1.01, lr_min=0.03, momentum_ramp_start=1,
-                momentum_ramp_end=3, final_momentum=0.7, **{"g.batchnorm": False})
+  ramp = {"momentum": 0.5, "ramp_start": 1, "ramp_end": 3,
+          "final_momentum": 0.7, "lr": 0.05}
+  values = dict(g_optimizer="sgd", d_optimizer="sgd",
+                lr_schedule="exponential",
+                **{f"{side}_optimizer.{k}": v for k, v in ramp.items()
+                   for side in "gd"},
+                **{"lr_schedule.decay_factor": 1.01,
+                   "lr_schedule.lr_min": 0.03, "g.batchnorm": False})
   values.update(overrides)
   return tiny_config(**values)
 
@@ -93,12 +96,15 @@ def test_schedules_resume_exactly(tmp_path):
       schedule_config(lr_schedule="linear")) == ["num_steps"]
 
 
-def test_bad_ramps_and_inert_schedule_flags():
-  with pytest.raises(UserError, match="momentum_ramp_start=3 must be below"):
-    flags_lib.check_config(schedule_config(momentum_ramp_start=3), 1)
-  lines = gan_lib.inert_flags(tiny_config(momentum_ramp_end=5,
-                                          lr_decay_factor=1.1))
-  assert any(l.startswith("--momentum_ramp_end=5 has no effect") for l in lines)
-  assert any(l.startswith("--lr_decay_factor=1.1 has no effect")
-             for l in lines)
+def test_bad_ramps_and_keys_the_optimizer_does_not_take():
+  with pytest.raises(UserError, match="ramp_start=3 must be below"):
+    gan_lib.build(schedule_config(**{"g_optimizer.ramp_start": 3}))
+  with pytest.raises(UserError) as e:
+    gan_lib.build(tiny_config(**{"g_optimizer.ramp_end": 5}))
+  assert str(e.value) == ("--g_optimizer.ramp_end=5: --g_optimizer=adam does "
+                          "not take it; its keys: b1, b2, lr")
+  with pytest.raises(UserError) as e:
+    gan_lib.build(tiny_config(**{"lr_schedule.decay_factor": 1.1}))
+  assert str(e.value) == ("--lr_schedule.decay_factor=1.1: --lr_schedule="
+                          "constant does not take it; its keys: none")
   assert not gan_lib.inert_flags(schedule_config())

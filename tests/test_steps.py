@@ -60,7 +60,7 @@ def test_relativistic_losses_data_parallel_equal_single_device(loss):
   (SGD: Adam's first steps turn gradient entries that are zero up to
   rounding into +-lr, whatever the device count.)"""
   cfg = tiny_config(batch_size=32, cross_replica_bn=True, loss=loss,
-                    g_optimizer="sgd", d_optimizer="sgd", g_lr=0.1, d_lr=0.1)
+                    g_optimizer="sgd", d_optimizer="sgd", **{"g_optimizer.lr": 0.1, "d_optimizer.lr": 0.1})
   one, m1 = run(cfg, 1)
   eight, m8 = run(cfg, 8)
   for a, b in zip(leaves((one.g_params, one.d_params)),

@@ -37,7 +37,7 @@ def _flagfile(path, sweep_dir, *lines):
   return f"--flagfile={path}"
 
 
-GRID = ["--sweep_grid=g_lr:1e-4,1e-3", "--sweep_grid=d_lr:1e-4,1e-3",
+GRID = ["--sweep_grid=g_optimizer.lr:1e-4,1e-3", "--sweep_grid=d_optimizer.lr:1e-4,1e-3",
         "--sweep_seeds=0,1"]
 
 
@@ -52,29 +52,29 @@ def test_sweep_runs_aggregates_skips_and_resumes(tmp_path):
   assert len(commands) == 8
   assert all(c.startswith("python -m gan_jax.main --flagfile=experiments/"
                           "quickstart.flags") for c in commands)
-  assert any("--g_lr=1e-3" in c and "--d_lr=1e-4" in c and "--seed=1" in c
-             and "g_lr=1e-3,d_lr=1e-4,seed=1" in c for c in commands)
+  assert any("--g_optimizer.lr=1e-3" in c and "--d_optimizer.lr=1e-4" in c and "--seed=1" in c
+             and "g_optimizer.lr=1e-3,d_optimizer.lr=1e-4,seed=1" in c for c in commands)
   assert not sweep_dir.exists()
 
   r = run_module("gan_jax.sweep", flagfile, env=_env(tmp_path))
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
   runs = sorted(p.name for p in sweep_dir.iterdir()
                 if not p.name.startswith(".") and p.is_dir())
-  assert len(runs) == 8 and "g_lr=1e-4,d_lr=1e-3,seed=0" in runs
+  assert len(runs) == 8 and "g_optimizer.lr=1e-4,d_optimizer.lr=1e-3,seed=0" in runs
 
   with open(sweep_dir / "results.csv") as f:
     rows = list(csv.DictReader(f))
   assert len(rows) == 8
   assert all(row["status"] == "finished" and row["step"] == "4"
              for row in rows)
-  assert {"g_lr", "d_lr", "seed", "reverse_kl", "modes", "d_loss"} <= set(
+  assert {"g_optimizer.lr", "d_optimizer.lr", "seed", "reverse_kl", "modes", "d_loss"} <= set(
       rows[0])
   # The table: 4 groups of 2 seeds, mean ± s.e. computed independently.
   md = (sweep_dir / "results.md").read_text()
   table = [l for l in md.splitlines() if l.startswith("| 1e-")]
   assert len(table) == 4
   group = [float(row["d_loss"]) for row in rows
-           if row["g_lr"] == "1e-3" and row["d_lr"] == "1e-4"]
+           if row["g_optimizer.lr"] == "1e-3" and row["d_optimizer.lr"] == "1e-4"]
   mean = np.mean(group)
   se = np.std(group, ddof=1) / math.sqrt(2)
   line = next(l for l in table if l.startswith("| 1e-3 | 1e-4 | 2/2 |"))
@@ -83,7 +83,7 @@ def test_sweep_runs_aggregates_skips_and_resumes(tmp_path):
     assert cell == f"{mean:.4g} ± {se:.2g}", (cell, group)
   else:
     assert cell.startswith(f"{mean:.4g}"), (cell, group)
-  assert (sweep_dir / "d_loss_vs_g_lr.png").stat().st_size > 1000
+  assert (sweep_dir / "d_loss_vs_g_optimizer.lr.png").stat().st_size > 1000
 
   # Rerun: everything is finished, nothing is launched.
   logs = {n: os.path.getmtime(sweep_dir / n / "train.log") for n in runs}
@@ -96,13 +96,13 @@ def test_sweep_runs_aggregates_skips_and_resumes(tmp_path):
                   for n in runs}
 
   # An interrupted run (killed after its step-2 checkpoint) resumes.
-  victim = sweep_dir / "g_lr=1e-3,d_lr=1e-3,seed=1"
+  victim = sweep_dir / "g_optimizer.lr=1e-3,d_optimizer.lr=1e-3,seed=1"
   before = json.loads((victim / "metrics.jsonl").read_text().splitlines()[-1])
   _rewind(victim, to_step=2)
   r = run_module("gan_jax.sweep", flagfile, env=_env(tmp_path))
   assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
   assert "7 of 8 runs already finished" in r.stdout
-  assert "g_lr=1e-3,d_lr=1e-3,seed=1: finished" in r.stdout
+  assert "g_optimizer.lr=1e-3,d_optimizer.lr=1e-3,seed=1: finished" in r.stdout
   assert "resumed from step 2" in (victim / "train.log").read_text()
   after = json.loads((victim / "metrics.jsonl").read_text().splitlines()[-1])
   assert after["step"] == 4
@@ -140,9 +140,9 @@ def test_failed_run_is_reported_and_others_finish(tmp_path):
 
 
 @pytest.mark.parametrize("axis, expected", [
-    ("--sweep_grid=g_lrr:1e-4,1e-3", "--g_lrr"),
+    ("--sweep_grid=g_optimizer.lrr:1e-4,1e-3", "--g_optimizer.lrr"),
     ("--sweep_random=nope:uniform:0:1", "--nope"),
-    ("--sweep_grid=g_lr:fast", "--g_lr=fast"),
+    ("--sweep_grid=g_optimizer.lr:fast", "--g_optimizer.lr=fast"),
     ("--sweep_set=workdir=/tmp/x", "--workdir"),
 ])
 def test_bad_axis_fails_before_anything_runs(tmp_path, axis, expected):
@@ -155,15 +155,15 @@ def test_bad_axis_fails_before_anything_runs(tmp_path, axis, expected):
 
 
 def test_empty_axis_value_is_refused_not_dropped(tmp_path):
-  """``g_lr:1e-4,,1e-3`` ran 2 settings, the empty one silently dropped
+  """``g_optimizer.lr:1e-4,,1e-3`` ran 2 settings, the empty one silently dropped
   (issue 23): a typo is one line, before anything runs."""
   sweep_dir = tmp_path / "sweep"
   r = run_module("gan_jax.sweep", "--sweep_base=experiments/quickstart.flags",
-                 f"--sweep_dir={sweep_dir}", "--sweep_grid=g_lr:1e-4,,1e-3",
+                 f"--sweep_dir={sweep_dir}", "--sweep_grid=g_optimizer.lr:1e-4,,1e-3",
                  "--sweep_print_only")
   line = assert_one_line_error(r)
-  assert line == ("error: --sweep_grid=g_lr:1e-4,,1e-3: empty value in axis "
-                  "g_lr"), line
+  assert line == ("error: --sweep_grid=g_optimizer.lr:1e-4,,1e-3: empty value in axis "
+                  "g_optimizer.lr"), line
   assert not sweep_dir.exists()
 
 
@@ -182,12 +182,12 @@ def test_vectorized_seeds_launch_one_run(tmp_path):
 def test_spec_parsing():
   from gan_jax import sweep
   assert sweep.parse_seeds(["0", "3-5"]) == ["0", "3", "4", "5"]
-  assert sweep.parse_grid("g_lr:1e-4, 1e-3") == ("g_lr", ["1e-4", "1e-3"])
-  names, a = sweep.parse_random(["d_lr:loguniform:1e-5:1e-3",
+  assert sweep.parse_grid("g_optimizer.lr:1e-4, 1e-3") == ("g_optimizer.lr", ["1e-4", "1e-3"])
+  names, a = sweep.parse_random(["d_optimizer.lr:loguniform:1e-5:1e-3",
                                  "pack:int:1:4"], 5, seed=3)
-  _, b = sweep.parse_random(["d_lr:loguniform:1e-5:1e-3",
+  _, b = sweep.parse_random(["d_optimizer.lr:loguniform:1e-5:1e-3",
                              "pack:int:1:4"], 5, seed=3)
-  assert names == ["d_lr", "pack"] and a == b and len(a) == 5
+  assert names == ["d_optimizer.lr", "pack"] and a == b and len(a) == 5
   assert all(1e-5 <= float(lr) <= 1e-3 and 1 <= int(p) <= 4 for lr, p in a)
   assert sweep.run_name([("dataset", "a/b c"), ("seed", "1")]) == (
       "dataset=a_b_c,seed=1")
@@ -197,12 +197,12 @@ def test_spec_parsing():
 
 
 @pytest.mark.parametrize("call, expected", [
-    (lambda s: s.parse_grid("g_lr:1e-4,-1e-3"), "--g_lr=-1e-3: must be >= 0"),
+    (lambda s: s.parse_grid("g_optimizer.lr:1e-4,-1e-3"), "--g_optimizer.lr=-1e-3: must be >= 0"),
     (lambda s: s.parse_grid("pack:1,0"), "--pack=0: must be >= 1"),
     # Both ends of a random range are checked, not only the low one.
-    (lambda s: s.parse_random(["g_beta1:uniform:0.5:1.5"], 3, seed=0),
-     "--g_beta1=1.5: must be in [0, 1)"),
-    (lambda s: s.parse_random(["d_lr:loguniform:1e-5:inf"], 3, seed=0),
+    (lambda s: s.parse_random(["g_optimizer.b1:uniform:0.5:1.5"], 3, seed=0),
+     "--g_optimizer.b1=1.5: must be in [0, 1)"),
+    (lambda s: s.parse_random(["d_optimizer.lr:loguniform:1e-5:inf"], 3, seed=0),
      "must be a finite number"),
     (lambda s: s.parse_seeds(["0", "3-1"]), "the range '3-1' is empty"),
     # A huge range was listed until memory ran out (OOM kill, no line).
@@ -213,15 +213,15 @@ def test_spec_parsing():
      "Unable to open flagfile"),
     # An override of an axis' flag would be dead: the axis wins.
     (lambda s: s.build("experiments/quickstart.flags", "/tmp/x",
-                      grid=["g_lr:1e-4,3e-4"], overrides=["g_lr=1e-3"]),
-     "--g_lr is both a sweep axis and a --sweep_set override"),
+                      grid=["g_optimizer.lr:1e-4,3e-4"], overrides=["g_optimizer.lr=1e-3"]),
+     "--g_optimizer.lr is both a sweep axis and a --sweep_set override"),
     (lambda s: s.build("experiments/quickstart.flags", "/tmp/x",
                       seeds=["0-1"], overrides=["seed=3"]),
      "--seed is both a sweep axis and a --sweep_set override"),
     (lambda s: s.build("experiments/quickstart.flags", "/tmp/x",
-                      grid=["g_lr:1e-4,3e-4"],
-                      overrides=["d_lr=1e-3", "d_lr=1e-4"]),
-     "--sweep_set sets --d_lr twice"),
+                      grid=["g_optimizer.lr:1e-4,3e-4"],
+                      overrides=["d_optimizer.lr=1e-3", "d_optimizer.lr=1e-4"]),
+     "--sweep_set sets --d_optimizer.lr twice"),
     # Flags the sweep sets itself for every run.
     (lambda s: s.build("experiments/quickstart.flags", "/tmp/x",
                       seeds=["0-3"], vectorize_seeds=True,
@@ -243,17 +243,17 @@ def test_spec_parsing():
     # A flagfile that is not text (absl raises UnicodeDecodeError).
     (lambda s: s.expand_flags(["--flagfile=" + BINARY_FLAGFILE]),
      "is not a text (UTF-8) flagfile"),    # Empty items of every axis kind (an empty grid value was dropped).
-    (lambda s: s.parse_grid("g_lr:1e-4,1e-3,"),
-     "--sweep_grid=g_lr:1e-4,1e-3,: empty value in axis g_lr"),
-    (lambda s: s.parse_grid("g_lr:1e-4, ,1e-3"),
-     "--sweep_grid=g_lr:1e-4, ,1e-3: empty value in axis g_lr"),
-    (lambda s: s.parse_grid("g_lr: "), "empty value in axis g_lr"),
-    (lambda s: s.parse_random(["g_lr:choice:1e-4::1e-3"], 3, seed=0),
-     "--sweep_random=g_lr:choice:1e-4::1e-3: empty value in axis g_lr"),
-    (lambda s: s.parse_random(["g_lr:choice:1e-4:"], 3, seed=0),
-     "empty value in axis g_lr"),
-    (lambda s: s.parse_random(["g_lr:uniform:1e-4:"], 3, seed=0),
-     "empty value in axis g_lr"),
+    (lambda s: s.parse_grid("g_optimizer.lr:1e-4,1e-3,"),
+     "--sweep_grid=g_optimizer.lr:1e-4,1e-3,: empty value in axis g_optimizer.lr"),
+    (lambda s: s.parse_grid("g_optimizer.lr:1e-4, ,1e-3"),
+     "--sweep_grid=g_optimizer.lr:1e-4, ,1e-3: empty value in axis g_optimizer.lr"),
+    (lambda s: s.parse_grid("g_optimizer.lr: "), "empty value in axis g_optimizer.lr"),
+    (lambda s: s.parse_random(["g_optimizer.lr:choice:1e-4::1e-3"], 3, seed=0),
+     "--sweep_random=g_optimizer.lr:choice:1e-4::1e-3: empty value in axis g_optimizer.lr"),
+    (lambda s: s.parse_random(["g_optimizer.lr:choice:1e-4:"], 3, seed=0),
+     "empty value in axis g_optimizer.lr"),
+    (lambda s: s.parse_random(["g_optimizer.lr:uniform:1e-4:"], 3, seed=0),
+     "empty value in axis g_optimizer.lr"),
     # absl's list flag keeps the "" of --sweep_seeds=0,,1.
     (lambda s: s.parse_seeds(["0", "", "1"]),
      "--sweep_seeds=0,,1: empty value"),
@@ -300,7 +300,7 @@ def test_a_run_whose_workdir_is_a_file_fails_alone(tmp_path):
   while the other runs keep training."""
   from gan_jax import sweep
   sw = sweep.build("experiments/quickstart.flags", str(tmp_path),
-                   grid=["g_lr:1e-4"])
+                   grid=["g_optimizer.lr:1e-4"])
   (run,) = sw.runs
   os.makedirs(os.path.dirname(run.workdir), exist_ok=True)
   with open(run.workdir, "w") as f:
@@ -318,7 +318,7 @@ def test_a_finished_run_with_other_settings_is_not_skipped_as_done(tmp_path):
   import io  # pylint: disable=g-import-not-at-top
   from gan_jax import sweep
   sw = sweep.build("experiments/quickstart.flags", str(tmp_path),
-                   grid=["g_lr:1e-4"], overrides=["g.hidden=32", "num_steps=4"])
+                   grid=["g_optimizer.lr:1e-4"], overrides=["g.hidden=32", "num_steps=4"])
   (run,) = sw.runs
   os.makedirs(run.workdir)
   with open(os.path.join(run.workdir, "metrics.jsonl"), "w") as f:
