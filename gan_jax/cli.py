@@ -35,8 +35,10 @@ def parse_flags(argv):
   parsed, checked, recorded in flags.txt and the checkpoint, and compared
   on resume like gan_jax's own."""
   try:
-    # The built-in methods define their sections' flags on import.
-    importlib.import_module("gan_jax.methods")
+    # The built-in components (methods, architectures, losses,
+    # regularizers, optimizers, datasets) define their sections' flags on
+    # import; gan_jax.gan imports them all.
+    importlib.import_module("gan_jax.gan")
     import_extra_modules(_extra_modules_of(argv))
     return flags.FLAGS(argv)
   except UserError as e:

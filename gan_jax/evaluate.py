@@ -71,7 +71,7 @@ class Evaluator:
         logging.warning(
             "evaluating %dx%d images with the 28x28 %s classifier: they "
             "are resized to 28x28 for it, so compare these numbers only "
-            "with runs at the same --image_size", *size,
+            "with runs at the same --data.image_size", *size,
             self.protocol.extractor)
 
   def _check_settings(self):

@@ -243,11 +243,6 @@ enum("compute_dtype", "float32", ["float32", "bfloat16"], "Dtype of "
 # ------------------------------------------------------------------- data
 string("dataset", "ring", "Dataset name: toy sets (ring, grid, ...) sampled "
        "on device, or image datasets read through tensorflow-datasets.")
-integer("train_examples", 0, "Image datasets: train on the first N images of "
-        "the train split only; the rest are held out as its 'valid' split "
-        "(what the Parzen window metric chooses its width on). Goodfellow et "
-        "al. 2014 trained on MNIST's first 50000 and validated on the last "
-        "10000. 0 = the whole train split.", bounds=">= 0")
 
 # ----------------------------------------------------------------- models
 string("generator", "pacgan_mlp", "Generator architecture (registry name, "
@@ -336,9 +331,6 @@ string("tfds_manual_dir", None, "Folder with the original files to prepare "
        "a dataset from offline (MNIST family: the four official "
        "*-idx?-ubyte.gz files). Default for mnist/fashion_mnist: "
        "<repo>/../shared/data/<dataset> when it exists.", safe=True)
-integer("image_size", 0, "Resize images to this height and width at load "
-        "time (bilinear), e.g. 32 or 64 to run DCGAN variants on 28x28 "
-        "MNIST; 0 keeps the native resolution.", bounds="[0, 1024]")
 integer("interp_pairs", 4, "Image runs: latent interpolation strips written "
         "at every log interval (samples/interp_step_N.png, TensorBoard), one "
         "linear and one spherical row for each of N fixed noise pairs; 0 = "
@@ -388,7 +380,7 @@ integer("is_splits", 10, "Inception Score: number of splits.", safe=True,
 float_("parzen_sigma", 0.0, "Parzen window metric (parzen in "
        "--eval_metrics): the Gaussian kernel's width on pixels in [0, 1]; "
        "0 = chosen on held-out training images (--parzen_valid_examples of "
-       "the 'valid' split, which needs --train_examples) among 10 widths "
+       "the 'valid' split, which needs --data.train_examples) among 10 widths "
        "log-spaced from 0.1 to 1, as Goodfellow et al. 2014's script does.",
        safe=True, bounds=">= 0")
 integer("parzen_valid_examples", 1000, "Parzen window metric: held-out "
@@ -588,7 +580,9 @@ def serialize(config: Config) -> List[str]:
 #      once --g_beta1, --g_optimizer.momentum, the momentum ramp
 #      --g_optimizer.ramp_start/ramp_end/final_momentum), the schedule's
 #      the lr_schedule section (--lr_decay_factor is
-#      --lr_schedule.decay_factor, --lr_min --lr_schedule.lr_min).
+#      --lr_schedule.decay_factor, --lr_min --lr_schedule.lr_min); the
+#      dataset's the data section (--data.image_size is --data.image_size,
+#      --data.train_examples --data.train_examples; unset, not 0, is none).
 SCHEMA_VERSION = 3
 """The config schema: what a saved run's flag values mean. Bump it when a
 change makes saved runs mean something else (a flag removed, renamed, or

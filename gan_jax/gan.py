@@ -57,7 +57,6 @@ DATA_KIND_FLAGS = {
     "eval_real_split": ("image", "toy data gets its mode metrics"),
     "interp_pairs": ("image", "image runs write interpolation strips"),
     "interp_points": ("image", "image runs write interpolation strips"),
-    "image_size": ("image", "toy data is not resized"),
 }
 
 

@@ -132,15 +132,16 @@ def takes(factory, positional: int = 0) -> Optional[List[str]]:
           if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
-def build(registry, cfg, flag: str, section: str, *args):
+def build(registry, cfg, flag: str, section: str, *args, exclude=()):
   """``registry(name, *args, **keys)``: the component named by ``--flag``
   called with the keys of ``section`` set in ``cfg`` (not None). A section
   shared by the components of a kind (``--loss.*`` for every loss) has
   keys unset by default, so each component's own defaults apply; a key set
   that the chosen one does not take is a one-line error listing those it
-  takes."""
+  takes. ``exclude``: keys of the section the caller applies itself."""
   name = getattr(cfg, flag)
-  given = {k: v for k, v in knobs(cfg, section).items() if v is not None}
+  given = {k: v for k, v in knobs(cfg, section).items()
+           if v is not None and k not in exclude}
   accepted = takes(registry.get(name), len(args))
   if accepted is not None:
     for key, value in given.items():

@@ -130,8 +130,9 @@ def test_every_experiment_flagfile_parses_in_bounds(monkeypatch, path):
     kind, shape = "toy", (2,)
   else:
     kind, shape = "image", IMAGE_SHAPES[cfg.dataset]
-    if cfg.image_size:
-      shape = (cfg.image_size, cfg.image_size, shape[2])
+    size = getattr(cfg, "data.image_size")
+    if size:
+      shape = (size, size, shape[2])
   for side in ("g", "d"):
     models.build(side, cfg, shape, 10 if cfg.conditional else 0)
   assert gan_lib.inert_flags(cfg, kind) == ()
@@ -155,6 +156,13 @@ def test_a_key_the_architecture_does_not_take_is_one_line():
     assert str(e.value) == line
 
 
+def test_a_data_key_the_dataset_does_not_take_is_one_line():
+  with pytest.raises(UserError) as e:
+    gan_lib.build(tiny_config(**{"data.image_size": 32}))
+  assert str(e.value) == ("--data.image_size=32: --dataset=ring does not "
+                          "take it; its keys: none")
+
+
 def test_a_key_no_architecture_has_is_refused_when_parsed():
   line = sections.unknown_key_line("--g.widht=3")
   assert line == ("--g.widht: section 'g' has no key 'widht'; its keys: "
@@ -162,10 +170,9 @@ def test_a_key_no_architecture_has_is_refused_when_parsed():
 
 
 def test_inert_flags_by_rules_and_data_kind(caplog):
-  cfg = tiny_config(eval_num_samples=500, image_size=32)
+  cfg = tiny_config(eval_num_samples=500)
   assert gan_lib.inert_flags(cfg, "toy") == (
-      "--eval_num_samples=500 has no effect here: it sizes image evaluations",
-      "--image_size=32 has no effect here: toy data is not resized")
+      "--eval_num_samples=500 has no effect here: it sizes image evaluations",)
   assert gan_lib.inert_flags(cfg, "image") == (  # tiny_config's toy size
       "--eval_samples=200 has no effect here: it sizes the toy metrics",)
   # DCGAN's D at 14 px has one convolution, the (never normalized) input

@@ -88,7 +88,7 @@ def test_toy_discriminator_sees_packed_input(m):
 @pytest.mark.parametrize("arch", ["dcgan", "resnet"])
 def test_conv_discriminator_sees_stacked_channels(arch):
   cfg = tiny_config(pack=3, batch_size=6, discriminator=arch, generator=arch,
-                    z_dim=8, **{"g.channels": 4, "d.channels": 4}, image_size=0)
+                    z_dim=8, **{"g.channels": 4, "d.channels": 4})
   dataset = types.SimpleNamespace(shape=(16, 16, 1), num_classes=0,
                                   kind="image")
   gan = gan_lib.build(cfg, dataset=dataset)

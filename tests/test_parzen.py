@@ -1,5 +1,5 @@
 """The Parzen window log-likelihood (Goodfellow et al. 2014, Table 1), held-out
-training images (--train_examples), and replica streams of dataset
+training images (--data.train_examples), and replica streams of dataset
 subclasses."""
 
 import json
@@ -89,7 +89,7 @@ def test_the_authors_grid():
 
 def test_train_examples_holds_out_the_rest_of_the_train_split():
   import tiny_image_data  # pylint: disable=import-outside-toplevel
-  cfg = tiny_config(dataset="tiny_digits", train_examples=48)
+  cfg = tiny_config(dataset="tiny_digits", **{"data.train_examples": 48})
   whole = tiny_image_data.make(cfg)
   ds = data_lib.get(cfg)
   assert ds.num_examples == 48
@@ -108,9 +108,9 @@ def test_train_examples_holds_out_the_rest_of_the_train_split():
   with pytest.raises(UserError, match="holds out no training images"):
     whole.eval_arrays("valid")
   with pytest.raises(UserError, match="has 64 images"):
-    data_lib.get(cfg.replace(train_examples=65))
+    data_lib.get(cfg.replace(**{"data.train_examples": 65}))
   with pytest.raises(UserError, match="not an image set"):
-    data_lib.get(tiny_config(train_examples=10))
+    data_lib.get(tiny_config(**{"data.train_examples": 10}))
 
 
 def test_a_replica_stream_of_a_dataset_subclass_keeps_its_class():
@@ -141,7 +141,8 @@ def tiny_mnist_gan(data_dir, **overrides):
 @needs_mnist
 def test_evaluator_parzen_on_mnist_pixels_with_the_width_chosen_held_out(
     mnist_data_dir):
-  gan, cfg = tiny_mnist_gan(mnist_data_dir, train_examples=50000, eval_metrics=("parzen",),
+  gan, cfg = tiny_mnist_gan(mnist_data_dir, eval_metrics=("parzen",),
+                            **{"data.train_examples": 50000},
                             parzen_valid_examples=40)
   assert gan.dataset.num_examples == 50000
   state = state_lib.create(gan, cfg.seed)
@@ -173,10 +174,10 @@ def test_parzen_without_held_out_images_fails_before_training(
                  f"--workdir={tmp_path / 'run'}",
                  f"--tfds_data_dir={mnist_data_dir}", "--num_steps=2",
                  "--log_every=2", "--steps_per_loop=2", "--eval_every=2",
-                 "--eval_metrics=parzen", "--train_examples=0",
+                 "--eval_metrics=parzen", "--data.train_examples=0",
                  "--noprogress")
   line = assert_one_line_error(r)
-  assert "held-out training images" in line and "--train_examples" in line
+  assert "held-out training images" in line and "--data.train_examples" in line
   assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 

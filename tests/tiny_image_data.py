@@ -10,11 +10,11 @@ from gan_jax.data import DATASETS
 from gan_jax.data import images
 
 
-def make(cfg):
+def make(context):
   rng = np.random.default_rng(0)
   x = rng.integers(0, 256, (64, 8, 8, 1), dtype=np.uint8)
   y = np.arange(64) % 10
-  return images.ImageDataset(x, y, 10, cfg.seed, "tiny_digits")
+  return images.ImageDataset(x, y, 10, context.seed, "tiny_digits")
 
 
 if "tiny_digits" not in DATASETS:

@@ -175,7 +175,7 @@ def _load_stock(name, split, data_dir, manual_dir, image_size,
   shape = tuple(features["image"].shape)
   if None in shape[:2] and not image_size:
     raise UserError(f"{name} has images of varying size {shape}; pass "
-                    f"--image_size")
+                    f"--data.image_size")
   n = len(source)
   images, labels = None, np.zeros((n,), np.int32)
   for i in range(n):
@@ -314,10 +314,10 @@ class ImageDataset:
 
   def held_out(self, n: int) -> "ImageDataset":
     """This set trained on its first ``n`` images only, the others held out
-    as its ``valid`` split (``--train_examples``)."""
+    as its ``valid`` split (``--data.train_examples``)."""
     total = len(self.images)
     if not 0 < n <= total:
-      raise UserError(f"--train_examples={n}: the train split of "
+      raise UserError(f"--data.train_examples={n}: the train split of "
                       f"{self.name or 'this dataset'} has {total} images")
     out = self._copy()
     out.images, out.labels = self.images[:n], self.labels[:n]
@@ -415,7 +415,7 @@ class ImageDataset:
       if self._valid is None or not len(self._valid[0]):
         raise UserError(
             f"dataset {self.name!r} holds out no training images: "
-            "--train_examples=N trains on the first N images of the train "
+            "--data.train_examples=N trains on the first N images of the train "
             "split and holds out the rest as its 'valid' split")
       return self._valid
     if self._eval_loader is None:
@@ -470,18 +470,15 @@ class Prefetcher(Iterator[Dict[str, np.ndarray]]):
     self.close()
 
 
-def make(cfg) -> ImageDataset:
-  """The training dataset of ``cfg.dataset`` (``factory(cfg)`` contract)."""
-  name = cfg.dataset
-  if name == "stacked_mnist":
-    from gan_jax.data import stacked_mnist  # pylint: disable=g-import-not-at-top
-    return stacked_mnist.make(cfg)
+def make(context, image_size: Optional[int] = None) -> ImageDataset:
+  """The training dataset ``context.name`` (a ``data.DataContext``),
+  resized to ``image_size`` if given."""
+  name = context.name
   load = functools.partial(
-      _load, name, data_dir=getattr(cfg, "tfds_data_dir", None),
-      manual_dir=getattr(cfg, "tfds_manual_dir", None),
-      image_size=getattr(cfg, "image_size", 0) or 0)
+      _load, name, data_dir=context.data_dir,
+      manual_dir=context.manual_dir, image_size=image_size or 0)
   images, labels, num_classes = load("train")
-  return ImageDataset(images, labels, num_classes, cfg.seed, name,
+  return ImageDataset(images, labels, num_classes, context.seed, name,
                       eval_loader=lambda split: load(split)[:2])
 
 

@@ -64,15 +64,16 @@ def load_arrays(split: str, *, data_dir: Optional[str] = None,
   return data.examples(np.arange(len(digits)))
 
 
-def make(cfg) -> StackedMnist:
-  """The Stacked MNIST training stream of ``cfg`` (``factory(cfg)``)."""
-  kwargs = dict(data_dir=getattr(cfg, "tfds_data_dir", None),
-                manual_dir=getattr(cfg, "tfds_manual_dir", None) or
+def make(context, image_size: Optional[int] = None) -> StackedMnist:
+  """The Stacked MNIST training stream (``context``: a
+  ``data.DataContext``), its digits resized to ``image_size`` if given."""
+  kwargs = dict(data_dir=context.data_dir,
+                manual_dir=context.manual_dir or
                 images_lib.default_manual_dir("mnist"),
-                image_size=getattr(cfg, "image_size", 0) or 0)
+                image_size=image_size or 0)
   digits, labels = images_lib.load_arrays("mnist", "train", **kwargs)
   return StackedMnist(
-      digits, labels, cfg.seed,
+      digits, labels, context.seed,
       eval_loader=lambda split: load_arrays(split, **kwargs))
 
 

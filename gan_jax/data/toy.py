@@ -69,17 +69,17 @@ def grid_means(values):
 
 
 @DATASETS.register("ring")
-def ring(cfg=None):
+def ring(context=None):
   return mixture("ring", ring_means(8, 1.0), 0.01)
 
 
 @DATASETS.register("grid")
-def grid(cfg=None):
+def grid(context=None):
   return mixture("grid", grid_means([-4, -2, 0, 2, 4]), 0.05)
 
 
 @DATASETS.register("8gaussians")
-def eight_gaussians(cfg=None):
+def eight_gaussians(context=None):
   s = math.sqrt(0.5)
   compass = [(1, 0), (-1, 0), (0, 1), (0, -1), (s, s), (s, -s), (-s, s),
              (-s, -s)]
@@ -87,7 +87,7 @@ def eight_gaussians(cfg=None):
 
 
 @DATASETS.register("25gaussians")
-def twentyfive_gaussians(cfg=None):
+def twentyfive_gaussians(context=None):
   means = grid_means([-4, -2, 0, 2, 4])
   # A fixed finite training set, like the authors' script (seeded, not drawn
   # from the run's seed, so every run sees the same 100,000 points).
@@ -104,7 +104,7 @@ def twentyfive_gaussians(cfg=None):
 
 
 @DATASETS.register("swissroll")
-def swissroll(cfg=None):
+def swissroll(context=None):
   def sampler(key, n):
     kt, kn = jax.random.split(key)
     t = 1.5 * jnp.pi * (1 + 2 * jax.random.uniform(kt, (n,)))

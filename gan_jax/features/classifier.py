@@ -116,7 +116,7 @@ def load(name: str) -> Callable[[jnp.ndarray], Tuple[jnp.ndarray, jnp.ndarray]]:
     if x.ndim == 3:
       x = x[..., None]
     if x.shape[1:3] != INPUT_SIZE:
-      # Another --image_size: to the classifier's 28x28 (bilinear, with
+      # Another --data.image_size: to the classifier's 28x28 (bilinear, with
       # antialiasing when shrinking), as Inception resizes to 299.
       x = jax.image.resize(x, (x.shape[0], *INPUT_SIZE, x.shape[3]),
                            "linear")

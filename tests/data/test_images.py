@@ -114,7 +114,8 @@ def test_iterator_reraises_errors(mock_ds):
 
 def test_image_size_resizes_at_load():
   images._load.cache_clear()
-  cfg = flags_lib.defaults(dataset="tfds:mnist", seed=0, image_size=32)
+  cfg = flags_lib.defaults(dataset="tfds:mnist", seed=0,
+                           **{"data.image_size": 32})
   with tfds.testing.mock_data(num_examples=4):
     ds = data_lib.get(cfg)
   images._load.cache_clear()
