@@ -31,7 +31,7 @@ def test_compute_shapes():
   x3 = np.random.default_rng(1).uniform(-1, 1, (5, 28, 28, 3))
   digits = features.compute("mnist_channels", x3)["digits"]
   assert digits.shape == (5, 3) and digits.min() >= 0 and digits.max() <= 9
-  # Other --image_size values are resized to the classifiers' 28x28.
+  # Other --data.image_size values are resized to the classifiers' 28x28.
   small = np.asarray(jax.image.resize(x, (5, 14, 14, 1), "linear"))
   out14 = features.compute("fashion_mnist", small, batch_size=4)
   assert out14["features"].shape == (5, 128)
