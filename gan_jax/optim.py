@@ -21,12 +21,14 @@ the same for ``d_optimizer``).
 from __future__ import annotations
 
 import collections.abc
+import inspect
 import math
 
 import jax.numpy as jnp
 import optax
 
 from gan_jax import sections
+from gan_jax.errors import UserError
 from gan_jax.registry import Registry
 
 OPTIMIZERS = Registry("optimizer", returns=optax.GradientTransformation)
@@ -142,7 +144,6 @@ def sgd(make_schedule, differentiable: bool, *, lr: float = 1e-4,
   rate = make_schedule(lr)
   if ramp_end:
     if ramp_start >= ramp_end:
-      from gan_jax.errors import UserError  # pylint: disable=import-outside-toplevel
       raise UserError(f"ramp_start={ramp_start} must be below "
                       f"ramp_end={ramp_end} (the SGD momentum ramp)")
     schedule = optax.linear_schedule(momentum, final_momentum,
@@ -172,7 +173,6 @@ def setting(cfg, side: str, key: str):
   value = getattr(cfg, f"{side}_optimizer.{key}")
   if value is not None:
     return value
-  import inspect  # pylint: disable=import-outside-toplevel
   factory = OPTIMIZERS.get(getattr(cfg, f"{side}_optimizer"))
   return inspect.signature(factory).parameters[key].default
 

@@ -49,8 +49,11 @@ SIDES = ("d", "g")
 
 
 def varying(tree):
-  """Marks replicated values as per-device so grad gives per-device grads."""
-  return jax.tree.map(lambda x: lax.pcast(x, AXIS, to="varying"), tree)
+  """Marks replicated values as per-device so grad gives per-device grads
+  (values already per-device pass through)."""
+  return jax.tree.map(
+      lambda x: x if AXIS in jax.typeof(x).manual_axis_type.varying
+      else lax.pcast(x, AXIS, to="varying"), tree)
 
 
 def pmean(tree):
@@ -97,17 +100,11 @@ def lazy(index, every: int, fn, state=None):
   if state is None:
     return lax.cond((index % every) == 0, lambda: every * fn(), zero)
 
-  def as_varying(tree):  # lax.cond's branches must agree
-    return jax.tree.map(
-        lambda x: x if AXIS in jax.typeof(x).manual_axis_type.varying
-        else lax.pcast(x, AXIS, to="varying"), tree)
-
-  def on():
+  def on():  # lax.cond's branches must agree: the state per-device
     value, new = fn()
-    return every * value, as_varying(new)
+    return every * value, varying(new)
 
-  return lax.cond((index % every) == 0, on,
-                  lambda: (zero(), as_varying(state)))
+  return lax.cond((index % every) == 0, on, lambda: (zero(), varying(state)))
 
 
 def update(method, side: str, state: TrainState, batch: Batch, ctx: Batch,
