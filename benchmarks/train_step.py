@@ -170,7 +170,7 @@ class JaxCase:
           "synthetic")
     self.gan = gan_lib.build(cfg, dataset)
     # (It never logs, evaluates or saves: no interval to check.)
-    flags_lib.check_config(cfg.replace(eval_every=0, checkpoint_every=0), 1,
+    flags_lib.check_config(cfg.replace(**{"eval.every": 0}, checkpoint_every=0), 1,
                            *self.gan.batch_multiple)
     with jax.set_mesh(self.mesh):
       self.state = jax.jit(lambda: state_lib.create(self.gan, cfg.seed))()

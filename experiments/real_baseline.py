@@ -45,7 +45,7 @@ def baseline(dataset: str, num: int):
   real = features_lib.compute(protocol.extractor, to_unit(test[:num]))
   result = {"dataset": dataset, "num": num, "features": protocol.extractor}
   for name in ("fid", "kid", "inception_score", "precision_recall"):
-    result.update(metrics_lib.METRICS.get(name)(real, fake, None))
+    result.update(metrics_lib.METRICS.get(name)(real, fake))
   held_out = 50_000
   centers = np.random.default_rng(0).choice(held_out, num, replace=False)
   result.update(metrics_lib.parzen_lib.parzen(

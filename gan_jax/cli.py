@@ -36,8 +36,9 @@ def parse_flags(argv):
   on resume like gan_jax's own."""
   try:
     # The built-in components (methods, architectures, losses,
-    # regularizers, optimizers, datasets) define their sections' flags on
-    # import; gan_jax.gan imports them all.
+    # regularizers, optimizers, datasets, metrics, the evaluation, EMA, the
+    # profiler) define their sections' flags on import; gan_jax.gan
+    # imports them all.
     importlib.import_module("gan_jax.gan")
     import_extra_modules(_extra_modules_of(argv))
     return flags.FLAGS(argv)

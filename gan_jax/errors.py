@@ -182,7 +182,7 @@ def call_guarded(main_fn, *args):
     if is_device_out_of_memory(e):
       detail = str(e).strip().splitlines()[0][:300]
       die(f"out of device memory ({detail}); use a smaller --batch_size "
-          f"(or --num / --eval_num_samples for sampling and evaluation)")
+          f"(or --num / --eval.num_samples for sampling and evaluation)")
     frame = user_frame(e.__traceback__)
     if frame is not None and not show_tracebacks:
       die(describe_user_error(e, frame), at_once=getattr(e, "at_once", False))

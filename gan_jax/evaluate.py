@@ -9,7 +9,10 @@ Inception-v3 features (``--inception_weights``). Which network and metrics
 fit a dataset is ``gan_jax.features.protocol``. The CLI prints a table and
 writes ``DIR/eval.json`` (and appends it to ``DIR/eval.jsonl``, the run's
 evaluation history); the training loop calls the same ``Evaluator``
-every ``--eval_every`` steps (into metrics.jsonl and TensorBoard).
+every ``--eval.every`` steps (into metrics.jsonl and TensorBoard).
+
+The evaluation's section, ``--eval.*``, is defined here; each metric's own
+knobs are its section (``--kid.subsets``, ``gan_jax.metrics``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from gan_jax import features as features_lib
 from gan_jax import flags as flags_lib
 from gan_jax import metrics as metrics_lib
 from gan_jax import sampler as sampler_lib
+from gan_jax import sections
 from gan_jax import state as state_lib
 from gan_jax import writers
 from gan_jax.features import classifier as classifier_lib
@@ -37,17 +41,59 @@ FLAGS = flags_lib.FLAGS
 # A fixed key for evaluation samples: the same noise at every evaluation.
 _EVAL_KEY = 1_000_003
 
+# Samples per evaluation by default (--eval.num_samples unset).
+TOY_SAMPLES = 2500  # PacGAN's protocol
+IMAGE_SAMPLES = 10_000
+
+sections.integer("eval", "every", 0, "Evaluate the dataset's metrics every N "
+                 "steps into metrics.jsonl and TensorBoard; 0 = off. Toy "
+                 "sets get their mode metrics at every log step regardless.",
+                 owner="run", safe=True, bounds=">= 0")
+sections.integer("eval", "num_samples", None, "Generated samples per "
+                 "evaluation (for images also the real ones used); default "
+                 f"{TOY_SAMPLES} for toy sets (PacGAN's protocol), "
+                 f"{IMAGE_SAMPLES} for images.", owner="run", safe=True, bounds=">= 2")
+sections.strings("eval", "metrics", [], "Metrics of image evaluations, by "
+                 "registered name (gan_jax.metrics.METRICS; yours too, "
+                 "registered from a module given to --extra_modules); their "
+                 "knobs are their sections (--kid.subsets, ...). Empty: the "
+                 "dataset's own (fid, kid, inception_score, precision_recall;"
+                 " stacked_mnist_modes for Stacked MNIST).", owner="run",
+                 safe=True)
+sections.enum("eval", "real_split", "test", ["test", "train"], "Image "
+              "evaluations: the split whose first N images (N = the "
+              "generated samples) are the real set of FID/KID/precision-"
+              "recall. PyTorch-StudioGAN's CIFAR-10 FIDs use train with "
+              "50,000 samples; Mimicry's too.", owner="run", safe=True)
+
+
+def section(cfg) -> Dict[str, Any]:
+  """The eval section of ``cfg``: ``{every, num_samples, metrics,
+  real_split}``."""
+  return sections.knobs(cfg, "eval")
+
+
+def samples_per_evaluation(cfg, kind: str) -> int:
+  """Samples per evaluation: ``--eval.num_samples``, or the default of the
+  data's kind ("toy" or "image")."""
+  n = section(cfg)["num_samples"]
+  if n is not None:
+    return n
+  return TOY_SAMPLES if kind == "toy" else IMAGE_SAMPLES
+
 
 class Evaluator:
   """Generates ``num_samples`` and computes the dataset's metrics.
 
   Real-data arrays (features of the first ``num_samples`` images of
-  ``--eval_real_split``) are computed once and cached. Generated images are
+  ``--eval.real_split``) are computed once and cached. Generated images are
   quantized to the real images' 256 levels before their features are taken
   (as when samples are saved as PNG and scored, pytorch-fid's way), so the
   two sets differ in content, not in precision.
-  Construction checks that the feature network can be loaded, so a missing
-  weight file fails before training starts, not at the first evaluation.
+  Construction checks that the feature network can be loaded and that the
+  metrics' knobs suit ``num_samples``, so a missing weight file or an
+  impossible setting fails before training starts, not at the first
+  evaluation.
   """
 
   def __init__(self, gan, sampler, num_samples: int, batch: int = 500):
@@ -58,9 +104,13 @@ class Evaluator:
     self.batch = batch
     self._real = None
     self.protocol = None
+    self.scorers = []
     if gan.dataset.kind != "toy":
+      ev = section(self.cfg)
       self.protocol = features_lib.protocol(self.cfg.dataset,
-                                            tuple(self.cfg.eval_metrics))
+                                            tuple(ev["metrics"]))
+      self.scorers = [metrics_lib.build(self.cfg, name)
+                      for name in self.protocol.metrics]
       self._check_settings()
       features_lib.extractor(self.protocol.extractor,
                              self.cfg.inception_weights)
@@ -76,47 +126,32 @@ class Evaluator:
 
   def _check_settings(self):
     """Metric settings that this many samples cannot meet fail here, before
-    any sampling (and, with ``--eval_every``, before training)."""
-    n, cfg, names = self.num_samples, self.cfg, self.protocol.metrics
-    where = (f"evaluating {n} samples (--num_samples, or --eval_num_samples "
-             "in training)")
-    if "precision_recall" in names and n <= cfg.pr_k:
-      raise UserError(f"--pr_k={cfg.pr_k} needs more than {cfg.pr_k} "
-                      f"samples; {where}")
-    if "kid" in names and n <= cfg.kid_subset_size:
-      logging.warning(
-          "KID with %d samples and --kid_subset_size=%d: every subset is the "
-          "whole set, so its std is 0, not a spread (use more samples or "
-          "smaller subsets)", n, cfg.kid_subset_size)
-    if "inception_score" in names and cfg.is_splits > n:
-      raise UserError(f"--is_splits={cfg.is_splits} needs at least "
-                      f"{cfg.is_splits} samples; {where}")
-    if metrics_lib.LABELS in self._needs() and self.gan.eval_inputs(
+    any sampling (and, with ``--eval.every``, before training)."""
+    for scorer in self.scorers:
+      scorer.check(self.num_samples)
+    needs = self._needs()
+    if metrics_lib.LABELS in needs and self.gan.eval_inputs(
         jax.random.PRNGKey(0), 1)[2] is None:
-      names = [m for m in names
-               if metrics_lib.LABELS in metrics_lib.METRICS.get(m).needs]
+      name = next(s.name for s in self.scorers
+                  if metrics_lib.LABELS in s.needs)
       raise UserError(
-          f"--eval_metrics={names[0]} scores samples against their labels; "
-          f"--method={cfg.method} gives its samples none (a conditional G "
-          f"or InfoGAN's categorical code does)")
-    if self._parzen_validation():
+          f"--eval.metrics={name} scores samples against their labels; "
+          f"--method={self.cfg.method} gives its samples none (a "
+          f"conditional G or InfoGAN's categorical code does)")
+    if metrics_lib.VALID_PIXELS in needs:
+      name = next(s.name for s in self.scorers
+                  if metrics_lib.VALID_PIXELS in s.needs)
       try:
         self.gan.dataset.eval_arrays("valid")
       except UserError as e:
-        raise UserError(f"the parzen metric chooses its kernel width on "
-                        f"held-out training images (or give --parzen_sigma)"
-                        f": {e}") from None
+        raise UserError(f"the {name} metric needs held-out training images "
+                        f"with its settings (--{name}.*): {e}") from None
 
   def _needs(self):
-    return {k for n in self.protocol.metrics
-            for k in metrics_lib.METRICS.get(n).needs}
-
-  def _parzen_validation(self) -> bool:
-    """Whether the Parzen metric chooses its width on held-out images."""
-    return "parzen" in self.protocol.metrics and not self.cfg.parzen_sigma
+    return {k for s in self.scorers for k in s.needs}
 
   def _arrays(self, images):
-    needs = self._needs() - {metrics_lib.LABELS}
+    needs = self._needs() - {metrics_lib.LABELS, metrics_lib.VALID_PIXELS}
     out = {}
     if needs - {metrics_lib.PIXELS}:  # a feature network's arrays
       out = features_lib.compute(self.protocol.extractor, images,
@@ -127,12 +162,12 @@ class Evaluator:
 
   def _real_arrays(self):
     if self._real is None:
-      images, _ = self.gan.dataset.eval_arrays(self.cfg.eval_real_split)
+      split = section(self.cfg)["real_split"]
+      images, _ = self.gan.dataset.eval_arrays(split)
       images = images[:self.num_samples].astype(np.float32) / 127.5 - 1.0
       self._real = self._arrays(images)
-      if self._parzen_validation():
+      if metrics_lib.VALID_PIXELS in self._needs():
         valid, _ = self.gan.dataset.eval_arrays("valid")
-        valid = valid[:self.cfg.parzen_valid_examples]
         self._real[metrics_lib.VALID_PIXELS] = _pixels(
             valid.astype(np.float32) / 127.5 - 1.0)
     return self._real
@@ -177,17 +212,15 @@ class Evaluator:
     if labels is not None:
       fake_arrays[metrics_lib.LABELS] = labels
     out: Dict[str, float] = {}
-    for name in self.protocol.metrics:
-      metric = metrics_lib.METRICS.get(name)
-      real = self._real_arrays() if metric.needs_real else None
-      out.update({k: float(v) for k, v in
-                  metric(real, fake_arrays, self.cfg).items()})
+    for scorer in self.scorers:
+      real = self._real_arrays() if scorer.metric.needs_real else None
+      out.update({k: float(v) for k, v in scorer(real, fake_arrays).items()})
     return out
 
   def settings(self) -> Dict[str, Any]:
     """What shaped the numbers: the feature network, the real samples used
-    and the metrics' parameters (KID's subset size as used: at most the
-    smaller sample set)."""
+    and each metric's knobs as used (KID's subset size: at most the smaller
+    sample set)."""
     if self.protocol is None:
       ds = self.gan.dataset
       if ds.modes is None:
@@ -197,28 +230,15 @@ class Evaluator:
       return {"features": "samples", "num_modes": len(ds.modes),
               "mode_std": [float(s) for s in np.ravel(ds.std)],
               "high_quality_within_std": 3.0}
-    cfg, names = self.cfg, self.protocol.metrics
     out: Dict[str, Any] = {"features": self.protocol.extractor}
     out["generated"] = "quantized to 8 bits"
-    if any(metrics_lib.METRICS.get(n).needs_real for n in names):
-      out["real_split"] = cfg.eval_real_split
-      out["num_real"] = len(next(iter(self._real_arrays().values())))
-    if "kid" in names:
-      out["kid_subsets"] = cfg.kid_subsets
-      out["kid_subset_size"] = min(cfg.kid_subset_size, self.num_samples,
-                                   out["num_real"])
-    if "precision_recall" in names:
-      out["pr_k"] = cfg.pr_k
-    if "inception_score" in names:
-      out["is_splits"] = cfg.is_splits
-    if "parzen" in names:
-      if cfg.parzen_sigma:
-        out["parzen_sigma"] = cfg.parzen_sigma
-      else:
-        out["parzen_sigma_chosen_on"] = (
-            f"{len(self._real_arrays()[metrics_lib.VALID_PIXELS])} held-out "
-            "training images")
-        out["parzen_sigmas"] = list(metrics_lib.parzen_lib.DEFAULT_SIGMAS)
+    real = None
+    if any(s.metric.needs_real for s in self.scorers):
+      real = self._real_arrays()
+      out["real_split"] = section(self.cfg)["real_split"]
+      out["num_real"] = len(next(iter(real.values())))
+    for scorer in self.scorers:
+      out.update(scorer.settings(real, self.num_samples))
     return out
 
 
@@ -269,14 +289,14 @@ def run_evaluate(workdir: str, num_samples: Optional[int],
                  ) -> Dict[str, float]:
   """Evaluates a run's checkpoint; ``overrides``: flags over the run's
   saved config, as the CLI passes those given on its command line: safe
-  ones (``--inception_weights``, ``--kid_subset_size``, data paths, ...)
+  ones (``--inception_weights``, ``--kid.subset_size``, data paths, ...)
   replace the run's values, structural ones must equal them."""
   from gan_jax import sample  # pylint: disable=g-import-not-at-top
   # Every replica of a --num_seeds run: name/seed_S each, and their mean.
   gan, state, step, mesh = sample.load(workdir, step, replica=None,
                                        overrides=overrides)
-  n = num_samples or (gan.cfg.eval_samples if gan.dataset.kind == "toy"
-                      else gan.cfg.eval_num_samples)
+  n = num_samples or samples_per_evaluation(gan.cfg,
+                                                 gan.dataset.kind)
   if n < 2:
     raise UserError(f"--num_samples must be >= 2, got {n}")
   evaluator = Evaluator(gan, sampler_lib.Sampler(gan, mesh), n)

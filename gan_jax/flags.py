@@ -226,17 +226,6 @@ integer("num_devices", 0, "Local devices to run data-parallel on; 0 = all.",
 boolean("progress", True, "On a terminal (stderr a TTY), a progress bar "
         "with step, steps/s, ETA and the losses; a log file gets the plain "
         "lines of each log step only.", safe=True)
-integer("profile_steps", 0, "Record a jax.profiler trace of this many "
-        "training steps into WORKDIR/profile (WORKDIR/profile/process_I on "
-        "multi-host; TensorBoard's profile plugin, Perfetto); 0 = off. "
-        "Whole compiled calls are traced: the count is rounded up to a "
-        "multiple of --steps_per_loop (fewer if the run ends first).",
-        safe=True, bounds=">= 0")
-integer("profile_start", -1, "Step from which the --profile_steps trace "
-        "starts (at the first --steps_per_loop boundary at or after it; the "
-        "first call's compilation is included if it falls there); -1 = "
-        "after this process's first compiled call.", safe=True,
-        bounds=">= -1")
 enum("compute_dtype", "float32", ["float32", "bfloat16"], "Dtype of "
      "activations; parameters and optimizer states stay float32.")
 
@@ -280,14 +269,6 @@ string("lr_schedule", "constant", "Learning-rate schedule of both "
        "by --lr_schedule.decay_factor after every update, down to "
        "--lr_schedule.lr_min: pylearn2's ExponentialDecay, Goodfellow et "
        "al. 2014's code).")
-float_("ema_decay", 0.0, "Decay of the exponential moving average of the "
-       "generator's weights; 0 disables it.", bounds="[0, 1)")
-integer("ema_start", 0, "Step at which the EMA starts (copying G before).",
-        bounds=">= 0")
-
-# ------------------------------------------------------------- evaluation
-integer("eval_samples", 2500, "Samples for toy metrics (PacGAN protocol: "
-        "2,500).", safe=True, bounds=">= 1")
 
 # ---------------------------------------------------- checkpoints (issue 6)
 integer("checkpoint_every", 1000, "Save a checkpoint every N steps (and at "
@@ -347,45 +328,13 @@ float_("d_clip", 0.0, "WGAN weight clipping: clip every critic parameter "
        "to [-c, c] after each update; 0 disables.", bounds=">= 0")
 
 # --------------------------------------------------- evaluation (issue 5)
-integer("eval_every", 0, "Evaluate the dataset's metrics (gan_jax.evaluate) "
-        "every N steps into metrics.jsonl and TensorBoard; 0 = off. Toy sets "
-        "get the mode metrics at every log step regardless.", safe=True,
-        bounds=">= 0")
-integer("eval_num_samples", 10000, "Generated samples per periodic "
-        "evaluation of an image run (also the real test images used).",
-        safe=True, bounds=">= 2")
-enum("eval_real_split", "test", ["test", "train"], "Image evaluations: the "
-     "split whose first N images (N = the generated samples) are the real "
-     "set of FID/KID/precision-recall. PyTorch-StudioGAN's CIFAR-10 FIDs use "
-     "train with 50,000 samples; Mimicry's too.", safe=True)
+# The evaluation's own section, --eval.*, is gan_jax.evaluate's; each
+# metric's knobs are its section (gan_jax.metrics).
 integer("num_samples", None, "Evaluate CLI: generated samples (default: "
-        "--eval_samples of the run for toy data, --eval_num_samples for "
-        "images).", in_config=False, bounds=">= 2")
+        "the run's --eval.num_samples).", in_config=False, bounds=">= 2")
 string("inception_weights", None, "Path to pytorch-fid's "
        "pt_inception-2015-12-05-6726825d.pth (Inception-v3 FID weights, read "
        "without PyTorch); needed for Inception FID/KID/IS/PR.", safe=True)
-strings("eval_metrics", [], "Metrics of image evaluations, by registered "
-        "name (gan_jax.metrics.METRICS; yours too, registered from a module "
-        "given to --extra_modules). Empty: the dataset's own (fid, kid, "
-        "inception_score, precision_recall; stacked_mnist_modes for Stacked "
-        "MNIST).", safe=True)
-integer("kid_subsets", 100, "KID: number of random subsets (Binkowski et "
-        "al. 2018).", safe=True, bounds=">= 1")
-integer("kid_subset_size", 1000, "KID: samples per subset.", safe=True,
-        bounds=">= 2")
-integer("pr_k", 3, "Precision/recall: k of the k-NN radii (Kynkaanniemi et "
-        "al. 2019).", safe=True, bounds=">= 1")
-integer("is_splits", 10, "Inception Score: number of splits.", safe=True,
-        bounds=">= 1")
-float_("parzen_sigma", 0.0, "Parzen window metric (parzen in "
-       "--eval_metrics): the Gaussian kernel's width on pixels in [0, 1]; "
-       "0 = chosen on held-out training images (--parzen_valid_examples of "
-       "the 'valid' split, which needs --data.train_examples) among 10 widths "
-       "log-spaced from 0.1 to 1, as Goodfellow et al. 2014's script does.",
-       safe=True, bounds=">= 0")
-integer("parzen_valid_examples", 1000, "Parzen window metric: held-out "
-        "training images the kernel width is chosen on (the authors' "
-        "script: 1000).", safe=True, bounds=">= 1")
 string("out", None, "Output file of a tool, e.g. the classifier weights of "
        "gan_jax.features.train_classifier.", safe=True)
 integer("classifier_epochs", 5, "Epochs of gan_jax.features.train_classifier"
@@ -581,9 +530,19 @@ def serialize(config: Config) -> List[str]:
 #      --g_optimizer.ramp_start/ramp_end/final_momentum), the schedule's
 #      the lr_schedule section (--lr_decay_factor is
 #      --lr_schedule.decay_factor, --lr_min --lr_schedule.lr_min); the
-#      dataset's the data section (--data.image_size is --data.image_size,
-#      --data.train_examples --data.train_examples; unset, not 0, is none).
-SCHEMA_VERSION = 3
+#      dataset's the data section (--image_size is --data.image_size,
+#      --train_examples --data.train_examples; unset, not 0, is none);
+#   4  the evaluation, the metrics, the EMA and the profiler are configured
+#      by their sections: --eval_every, --eval_metrics, --eval_real_split
+#      became --eval.every, --eval.metrics, --eval.real_split, and
+#      --eval_samples (toy) and --eval_num_samples (images) the one
+#      --eval.num_samples (unset: 2,500 for toy sets, 10,000 for images);
+#      --kid_subsets/--kid_subset_size are --kid.subsets/subset_size, --pr_k
+#      --precision_recall.k, --is_splits --inception_score.splits,
+#      --parzen_sigma/--parzen_valid_examples --parzen.sigma/valid_examples;
+#      --ema_decay/--ema_start --ema.decay/start, --profile_steps/
+#      --profile_start --profile.steps/start.
+SCHEMA_VERSION = 4
 """The config schema: what a saved run's flag values mean. Bump it when a
 change makes saved runs mean something else (a flag removed, renamed, or
 whose default or meaning changes) and say what changed above: a saved run of
@@ -704,7 +663,7 @@ def check_config(cfg, n_devices: int, multiple: int = 1,
   # Names are checked whatever the data (toy data ignores them with a
   # warning, but a typo should not wait for the next image run).
   from gan_jax.metrics import METRICS  # pylint: disable=g-import-not-at-top
-  for name in cfg.eval_metrics:
+  for name in getattr(cfg, "eval.metrics", ()):
     METRICS.get(name)
 
 

@@ -13,48 +13,19 @@ from typing import Optional, Tuple
 from absl import logging
 
 from gan_jax import data as data_lib
+from gan_jax import evaluate  # noqa: F401  (defines the --eval.* section)
+from gan_jax import features as features_lib
 from gan_jax import methods as methods_lib
+from gan_jax import profiling  # noqa: F401  (defines --profile.*)
 from gan_jax import flags as flags_lib
 from gan_jax import sections
 from gan_jax.flags import Config
 
 
-def _d_minibatch(c):
-  return getattr(c, "d.minibatch") or "none"
-
-
-# flag -> (when it has an effect, what it is for). A flag changed from its
-# default where it has none gets a warning: a knob that silently does
-# nothing can waste a run. (Not an error: a sweep over --d.minibatch with
-# the other knobs fixed is a normal experiment. The keys of a loss's, an
-# optimizer's or an architecture's section are checked against its factory
-# instead: sections.build.)
-INERT_UNLESS = {
-    "ema_start": (lambda c: c.ema_decay > 0 and c.ema_start < c.num_steps,
-                  "it needs --ema_decay > 0 and a start before --num_steps"),
-    "profile_start": (lambda c: c.profile_steps > 0,
-                      "it places --profile_steps"),
-    "d.mbd_kernels": (lambda c: _d_minibatch(c) == "salimans",
-                      "it sizes --d.minibatch=salimans"),
-    "d.mbd_kernel_dim": (lambda c: _d_minibatch(c) == "salimans",
-                         "it sizes --d.minibatch=salimans"),
-    "d.mbstd_group_size": (lambda c: _d_minibatch(c) == "stddev",
-                           "it sizes --d.minibatch=stddev"),
-    "parzen_sigma": (lambda c: "parzen" in c.eval_metrics,
-                     "it sets the width of --eval_metrics=parzen"),
-    "parzen_valid_examples": (
-        lambda c: "parzen" in c.eval_metrics and not c.parzen_sigma,
-        "it sizes the held-out set --eval_metrics=parzen chooses its width "
-        "on"),
-}
-
-
 # Flags used only for one kind of data ("toy" or image).
 DATA_KIND_FLAGS = {
-    "eval_samples": ("toy", "it sizes the toy metrics"),
-    "eval_num_samples": ("image", "it sizes image evaluations"),
-    "eval_metrics": ("image", "toy data gets its mode metrics"),
-    "eval_real_split": ("image", "toy data gets its mode metrics"),
+    "eval.metrics": ("image", "toy data gets its mode metrics"),
+    "eval.real_split": ("image", "toy data gets its mode metrics"),
     "interp_pairs": ("image", "image runs write interpolation strips"),
     "interp_points": ("image", "image runs write interpolation strips"),
 }
@@ -77,10 +48,12 @@ def _as_flag(value) -> str:
 
 def inert_flags(cfg: Config, kind: Optional[str] = None) -> Tuple[str, ...]:
   """One line for each flag set away from its default where it does
-  nothing: by the rules of INERT_UNLESS; for the data ``kind`` ("toy" or
-  "image") if given; a regularizer's section without the regularizer."""
-  why = {name: purpose for name, (active, purpose) in INERT_UNLESS.items()
-         if _changed(cfg, name) and not active(cfg)}
+  nothing (a warning: a knob that silently does nothing can waste a run;
+  not an error: a sweep over --d.minibatch with the other knobs fixed is a
+  normal experiment): by its section's rules (``sections.RULES``); for the
+  data ``kind`` ("toy" or "image") if given; the section of a regularizer
+  or a metric the run does not use."""
+  why = sections.inert(cfg)
   if kind is not None:
     why.update({name: purpose
                 for name, (wanted, purpose) in DATA_KIND_FLAGS.items()
@@ -89,6 +62,14 @@ def inert_flags(cfg: Config, kind: Optional[str] = None) -> Tuple[str, ...]:
     if section not in cfg.penalties:
       why.update({f"{section}.{key}": f"--penalties does not name {section}"
                   for key in sections.changed(cfg, section)})
+  if kind is not None:
+    evaluated = () if kind == "toy" else features_lib.protocol(
+        cfg.dataset, tuple(getattr(cfg, "eval.metrics"))).metrics
+    for section in sections.of_owner("metric"):
+      if section not in evaluated:
+        why.update({f"{section}.{key}": f"the run does not evaluate "
+                    f"{section} (--eval.metrics)"
+                    for key in sections.changed(cfg, section)})
   return tuple(f"--{name}={_as_flag(getattr(cfg, name))} has no effect "
                f"here: {purpose}"
                for name, purpose in why.items())

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from gan_jax import flags as flags_lib
 from gan_jax.errors import UserError
@@ -30,18 +30,31 @@ from gan_jax.errors import UserError
 SECTIONS: Dict[str, Dict[str, Any]] = {}
 # section -> what it configures ("method": read only when --method=section)
 KINDS: Dict[str, str] = {}
+# "section.key" -> (active(section's knobs) -> bool, why it does nothing
+# otherwise): a key that only acts with some values of its section's other
+# keys (``--ema.start`` while ``--ema.decay`` is 0). Set away from its
+# default where it does nothing, it gets a warning (``inert``), not an
+# error: a sweep over --ema.decay with the start fixed is an experiment.
+RULES: Dict[str, Tuple[Callable[[Dict[str, Any]], bool], str]] = {}
 
 
 def _define(kind: str, section: str, key: str, default, help_: str,
-            owner: str = "method", **kw):
+            owner: str = "method", inert_unless=None, **kw):
+  """``inert_unless``: ``(active, why)``, the key's entry in ``RULES``."""
   if not re.fullmatch(r"[a-z][a-z0-9_]*", section) or not re.fullmatch(
       r"[a-z][a-z0-9_]*", key):
     raise ValueError(f"section and key must be lower-case identifiers: "
                      f"{section!r}, {key!r}")
   name = f"{section}.{key}"
-  getattr(flags_lib, kind)(name, default, f"[{section}] {help_}", **kw)
+  if kind == "enum":  # flags_lib.enum takes the values before the help
+    flags_lib.enum(name, default, kw.pop("values"), f"[{section}] {help_}",
+                   **kw)
+  else:
+    getattr(flags_lib, kind)(name, default, f"[{section}] {help_}", **kw)
   SECTIONS.setdefault(section, {})[key] = default
   KINDS[section] = owner
+  if inert_unless is not None:
+    RULES[name] = inert_unless
 
 
 def integer(section, key, default, help_, **kw):
@@ -60,12 +73,13 @@ def string(section, key, default, help_, **kw):
   _define("string", section, key, default, help_, **kw)
 
 
-def enum(section, key, default, values, help_, owner: str = "method", **kw):
-  # flags_lib.enum takes the values before the help.
-  name = f"{section}.{key}"
-  flags_lib.enum(name, default, values, f"[{section}] {help_}", **kw)
-  SECTIONS.setdefault(section, {})[key] = default
-  KINDS[section] = owner
+def strings(section, key, default, help_, **kw):
+  """A comma-separated list (``--eval.metrics=fid,kid``)."""
+  _define("strings", section, key, default, help_, **kw)
+
+
+def enum(section, key, default, values, help_, **kw):
+  _define("enum", section, key, default, help_, values=values, **kw)
 
 
 def knobs(cfg, section: str) -> Dict[str, Any]:
@@ -87,6 +101,17 @@ def changed(cfg, section: str):
   return [k for k, default in SECTIONS.get(section, {}).items()
           if f"{section}.{k}" in values
           and values[f"{section}.{k}"] != _comparable(default)]
+
+
+def inert(cfg) -> Dict[str, str]:
+  """``{"section.key": why}`` for each key set away from its default that
+  does nothing with its section's other values (``RULES``)."""
+  out = {}
+  for name, (active, why) in RULES.items():
+    section, _, key = name.partition(".")
+    if key in changed(cfg, section) and not active(knobs(cfg, section)):
+      out[name] = why
+  return out
 
 
 def check_unused(cfg, method: str) -> None:

@@ -28,7 +28,7 @@ class TrainState:
   trainable ``params`` collection), ``net_state`` (its other collections:
   BatchNorm statistics, spectral-norm vectors), ``opt_state`` (its optax
   state). ``ema``: EMA copies of the method's ``ema_networks``' params
-  (empty when ``--ema_decay`` is 0). ``extra``: the method's own state.
+  (empty when ``--ema.decay`` is 0). ``extra``: the method's own state.
   """
   step: jax.Array
   rng: jax.Array
@@ -79,7 +79,7 @@ def create(method, seed: int) -> TrainState:
   params, net_state, extra = method.init(k_g, k_d)
   txs = method.optimizers
   ema = {}
-  if method.cfg.ema_decay > 0:
+  if getattr(method.cfg, "ema.decay") > 0:
     ema = {n: jax.tree.map(jnp.copy, params[n]) for n in method.ema_networks}
   return TrainState(
       step=jnp.zeros((), jnp.int32),

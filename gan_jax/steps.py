@@ -41,6 +41,7 @@ import optax
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
+from gan_jax import sections
 from gan_jax.state import TrainState
 
 AXIS = "data"
@@ -141,13 +142,23 @@ def update(method, side: str, state: TrainState, batch: Batch, ctx: Batch,
       extra={**state.extra, **(extra or {})}), metrics
 
 
+sections.float_("ema", "decay", 0.0, "Decay of the exponential moving average "
+                "of the generator networks' weights (Yazici et al. 2019), "
+                "which samples and evaluations then use; 0 = none.",
+                owner="run", bounds="[0, 1)")
+sections.integer("ema", "start", 0, "Step at which the EMA starts "
+                 "(copying the weights before).", owner="run", bounds=">= 0",
+                 inert_unless=(lambda e: e["decay"] > 0,
+                               "--ema.decay is 0 (no EMA)"))
+
+
 def ema_update(method, state: TrainState) -> TrainState:
   """The EMA of the ``ema_networks`` (Yazici et al. 2019); before
-  ``--ema_start`` it copies them."""
+  ``--ema.start`` it copies them."""
   if not state.ema:
     return state
-  cfg = method.cfg
-  decay = jnp.where(state.step >= cfg.ema_start, cfg.ema_decay, 0.0)
+  ema = sections.knobs(method.cfg, "ema")
+  decay = jnp.where(state.step >= ema["start"], ema["decay"], 0.0)
   ema = {n: jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p,
                          state.ema[n], state.params[n]) for n in state.ema}
   return state.replace(ema=ema)

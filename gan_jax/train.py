@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,7 @@ from gan_jax import flags as flags_lib
 from gan_jax import gan as gan_lib
 from gan_jax import host_input
 from gan_jax import plots
+from gan_jax import profiling
 from gan_jax import run_guard
 from gan_jax import sampler as sampler_lib
 from gan_jax import state as state_lib
@@ -55,50 +56,6 @@ def make_mesh(cfg) -> jax.sharding.Mesh:
 # importing the training loop and its orbax); the names stay here too.
 check_new_run = flags_lib.check_new_run
 check_config = flags_lib.check_config
-
-
-class _Profile:
-  """``--profile_steps``: a jax.profiler trace of whole compiled calls into
-  WORKDIR/profile, from ``--profile_start`` (default: after this start's
-  first call, so its compilation stays out)."""
-
-  def __init__(self, cfg, workdir: str):
-    self.count, self.start = cfg.profile_steps, cfg.profile_start
-    self.directory = os.path.join(workdir, "profile")
-    if jax.process_count() > 1:  # one trace per process
-      self.directory = os.path.join(self.directory,
-                                    f"process_{jax.process_index()}")
-    self.first: Optional[int] = None  # this process's first step
-    self.began: Optional[int] = None
-    self.last = 0
-    self.done = not self.count
-
-  def before_call(self, step: int):
-    if self.first is None:
-      self.first = step
-    if self.done or self.began is not None:
-      return
-    if self.start >= 0 and step >= self.start + self.count:
-      self.done = True  # a resumed run already past the traced steps
-    elif (step >= self.start) if self.start >= 0 else step > self.first:
-      jax.profiler.start_trace(self.directory)
-      self.began = self.last = step
-
-  def after_call(self, step: int, state):
-    if self.began is not None:
-      self.last = step
-      if step >= self.began + self.count:
-        jax.block_until_ready(state)
-        self.close()
-
-  def close(self):
-    """Stops an open trace (at the end of its steps, or when the loop ends
-    first)."""
-    if self.began is not None:
-      jax.profiler.stop_trace()
-      logging.info("wrote a profile of steps %d-%d to %s", self.began + 1,
-                   self.last, self.directory)
-    self.began, self.done = None, True
 
 
 def call_length(step: int, total: int, steps_per_loop: int,
@@ -253,8 +210,8 @@ def visualize(gan, sampler, state, step, workdir, writer, real_toy=None,
   image_name = f"samples/{tag}" if tag else "samples"
   ds = gan.dataset
   if ds.kind == "toy":
-    samples = sampler_lib.toy_eval_samples(sampler, state,
-                                           gan.cfg.eval_samples)
+    samples = sampler_lib.toy_eval_samples(
+        sampler, state, evaluate_lib.samples_per_evaluation(gan.cfg, "toy"))
     scalars = {}
     if ds.modes is not None:
       scalars = toy_metrics.mode_metrics(samples, ds.modes, ds.std)
@@ -551,9 +508,11 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
     sampler = sampler_lib.Sampler(gan, mesh)
     evaluator = None
     cadences = [cfg.log_every, cfg.checkpoint_every]
-    if cfg.eval_every and gan.dataset.kind != "toy":
-      evaluator = evaluate_lib.Evaluator(gan, sampler, cfg.eval_num_samples)
-      cadences.append(cfg.eval_every)
+    eval_every = evaluate_lib.section(cfg)["every"]
+    if eval_every and gan.dataset.kind != "toy":
+      evaluator = evaluate_lib.Evaluator(
+          gan, sampler, evaluate_lib.samples_per_evaluation(cfg, "image"))
+      cadences.append(eval_every)
 
     # ---------------------------------------------------------------- loop
     # The config and its schema, and the device count that per-device
@@ -565,7 +524,7 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
     if cfg.progress and is_chief and sys.stderr.isatty():
       # A terminal gets the bar; a log file gets the plain lines only.
       progress = guard.closes(_ProgressBar(total, min(start, total)))
-    profile = guard.closes(_Profile(cfg, workdir))
+    profile = guard.closes(profiling.Profile(cfg, workdir))
     log = _Logger(gan, sampler, evaluator, workdir, writer, progress, start)
     nonfinite = _NonFinite(cfg, ckpts)
     step, last = start, {}
@@ -582,7 +541,7 @@ def train_and_evaluate(cfg, workdir: str) -> Dict[str, Any]:
         # Every process stops after the same step, saving it.
         stop = guard.vote(step)
         eval_now = evaluator is not None and (
-            step % cfg.eval_every == 0 or step == total)
+            step % eval_every == 0 or step == total)
         # An evaluation step is also a log step: one record per step.
         log_now = step % cfg.log_every == 0 or step == total or eval_now
         save_now = stop or step == total or bool(

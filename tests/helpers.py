@@ -31,7 +31,7 @@ def tiny_config(**overrides):
   base = dict(dataset="ring", generator="pacgan_mlp",
               discriminator="pacgan_maxout", batch_size=16, num_steps=4,
               log_every=2, steps_per_loop=1, progress=False,
-              checkpoint_every=0, eval_samples=200)
+              checkpoint_every=0, **{"eval.num_samples": 200})
   base.update({k: v for k, v in overrides.items() if "." not in k})
   narrow = {"g": {"hidden": 16, "layers": 2},
             "d": {"hidden": 8, "layers": 2, "pieces": 2}}

@@ -25,12 +25,12 @@ from gan_jax import writers
 
 TINY = ["--dataset=ring", "--g.hidden=16", "--d.hidden=8", "--g.layers=2",
         "--d.layers=2", "--d.pieces=2", "--batch_size=16",
-        "--eval_samples=100", "--noprogress"]
+        "--eval.num_samples=100", "--noprogress"]
 # EMA, BatchNorm statistics (pacgan_mlp), two D updates per step, and
 # 2-step compiled calls: everything that must survive a restart.
 RUN = TINY + ["--num_steps=12", "--steps_per_loop=2", "--log_every=2",
               "--checkpoint_every=4", "--keep_checkpoints=2", "--d_steps=2",
-              "--ema_decay=0.9"]
+              "--ema.decay=0.9"]
 WALL_CLOCK = ("steps_per_sec",)
 
 

@@ -40,12 +40,12 @@ def fails_with(exc):
                      "allocate 80.00GiB.\nBFC allocator stats ..."),
      "error: out of device memory (RESOURCE_EXHAUSTED: Out of memory while "
      "trying to allocate 80.00GiB.); use a smaller --batch_size (or --num / "
-     "--eval_num_samples for sampling and evaluation)"),
+     "--eval.num_samples for sampling and evaluation)"),
     (JaxRuntimeError("INTERNAL: Out of memory allocating 800000000000 "
                      "bytes."),
      "error: out of device memory (INTERNAL: Out of memory allocating "
      "800000000000 bytes.); use a smaller --batch_size (or --num / "
-     "--eval_num_samples for sampling and evaluation)"),
+     "--eval.num_samples for sampling and evaluation)"),
 ])
 def test_guarded_entry_point_prints_one_line_and_exits_2(capsys, exc, line):
   with pytest.raises(SystemExit) as e:

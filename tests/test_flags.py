@@ -49,9 +49,9 @@ def test_defaults_are_in_bounds_and_every_numeric_flag_is_checked():
     assert default is None or default in bounds, name
   # Learning rates, betas, dropouts, widths and counts all have bounds.
   for name in ("g_optimizer.lr", "d_optimizer.lr", "g_optimizer.b1",
-               "d_optimizer.b2", "ema_decay", "d.dropout",
+               "d_optimizer.b2", "ema.decay", "d.dropout",
                "z_dim", "g.channels", "batch_size", "log_every",
-               "steps_per_loop", "num_devices", "eval_samples", "pack"):
+               "steps_per_loop", "num_devices", "eval.num_samples", "pack"):
     assert name in flags_lib.BOUNDS, name
 
 
@@ -60,7 +60,7 @@ def test_defaults_are_in_bounds_and_every_numeric_flag_is_checked():
     ("--d_optimizer.lr=nan", "flag --d_optimizer.lr=nan: must be a finite number"),
     ("--loss.smoothing=inf", "must be a finite number"),
     ("--g_optimizer.b1=1", "flag --g_optimizer.b1=1.0: must be in [0, 1)"),
-    ("--ema_decay=1.5", "must be in [0, 1)"),
+    ("--ema.decay=1.5", "must be in [0, 1)"),
     ("--z_dim=0", "flag --z_dim=0: must be >= 1"),
     ("--num_devices=-1", "must be >= 0"),
     ("--log_every=0", "must be >= 1"),
@@ -74,10 +74,10 @@ def test_out_of_bounds_values_fail_at_parse_time(arg, message):
 
 def test_in_bounds_values_parse():
   fv = private_flags()
-  fv(["prog", "--g_optimizer.lr=3e-4", "--g_optimizer.b1=0", "--ema_decay=0.999",
+  fv(["prog", "--g_optimizer.lr=3e-4", "--g_optimizer.b1=0", "--ema.decay=0.999",
       "--loss.smoothing=0.9", "--seed=-3", "--step=5"])
   fv(["prog", "--seed=4294967295"])
-  assert getattr(fv, "g_optimizer.lr") == 3e-4 and fv.ema_decay == 0.999 and fv.step == 5
+  assert getattr(fv, "g_optimizer.lr") == 3e-4 and getattr(fv, "ema.decay") == 0.999 and fv.step == 5
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -95,7 +95,7 @@ def test_in_bounds_values_parse():
     (dict(seed=2**32), "--seed=4294967296 must be in [-2147483648, "
      "4294967295]"),
     (dict(num_steps=2**31), "--num_steps=2147483648 must be at most"),
-    (dict(profile_start=-10**20), "--profile_start="
+    ({"profile.start": -10**20}, "--profile.start="
      "-100000000000000000000 must be at most 2147483647 in magnitude"),
 ])
 def test_configs_built_in_code_are_checked_too(overrides, message):
@@ -170,11 +170,22 @@ def test_a_key_no_architecture_has_is_refused_when_parsed():
 
 
 def test_inert_flags_by_rules_and_data_kind(caplog):
-  cfg = tiny_config(eval_num_samples=500)
+  # A metric's section does nothing where the metric is not evaluated:
+  # on toy data (its mode metrics), or images with other --eval.metrics.
+  cfg = tiny_config(dataset="mnist", **{"kid.subsets": 50,
+                                        "parzen.sigma": 0.2})
   assert gan_lib.inert_flags(cfg, "toy") == (
-      "--eval_num_samples=500 has no effect here: it sizes image evaluations",)
-  assert gan_lib.inert_flags(cfg, "image") == (  # tiny_config's toy size
-      "--eval_samples=200 has no effect here: it sizes the toy metrics",)
+      "--kid.subsets=50 has no effect here: the run does not evaluate kid "
+      "(--eval.metrics)",
+      "--parzen.sigma=0.2 has no effect here: the run does not evaluate "
+      "parzen (--eval.metrics)")
+  assert gan_lib.inert_flags(cfg, "image") == (  # MNIST's: fid, kid, ...
+      "--parzen.sigma=0.2 has no effect here: the run does not evaluate "
+      "parzen (--eval.metrics)",)
+  assert gan_lib.inert_flags(cfg.replace(**{"eval.metrics": ("parzen",)}),
+                             "image") == (
+      "--kid.subsets=50 has no effect here: the run does not evaluate kid "
+      "(--eval.metrics)",)
   # DCGAN's D at 14 px has one convolution, the (never normalized) input
   # layer: --d.norm does nothing there, unless spectral (it then acts on the
   # convolution and the output layer).
@@ -188,9 +199,9 @@ def test_inert_flags_by_rules_and_data_kind(caplog):
       assert warned == (inert and small), (norm, size)
   # List flags: an empty tuple is the default [], a list reads as the flag.
   assert gan_lib.inert_flags(tiny_config(), "toy") == ()
-  assert gan_lib.inert_flags(tiny_config(eval_metrics=("fid", "kid")),
+  assert gan_lib.inert_flags(tiny_config(**{"eval.metrics": ("fid", "kid")}),
                              "toy") == (
-      "--eval_metrics=fid,kid has no effect here: toy data gets its mode "
+      "--eval.metrics=fid,kid has no effect here: toy data gets its mode "
       "metrics",)
 
 
@@ -269,8 +280,8 @@ def test_saved_runs_record_the_config_schema_and_others_are_refused(
 
 
 def test_unknown_eval_metrics_are_refused_on_any_data():
-  """A typo in --eval_metrics on toy data only warned (toy runs use their
+  """A typo in --eval.metrics on toy data only warned (toy runs use their
   mode metrics), to fail on the next image run."""
   with pytest.raises(UserError, match="unknown metric 'fdi'"):
-    flags_lib.check_config(tiny_config(eval_metrics=("fdi",)), 1)
-  flags_lib.check_config(tiny_config(eval_metrics=("fid", "kid")), 1)
+    flags_lib.check_config(tiny_config(**{"eval.metrics": ("fdi",)}), 1)
+  flags_lib.check_config(tiny_config(**{"eval.metrics": ("fid", "kid")}), 1)

@@ -111,14 +111,14 @@ def test_dcgan_mnist_trains_through_the_cli(mnist_data_dir, tmp_path):
   workdir = tmp_path / "run"
   r = run_module("gan_jax.main", "--flagfile=experiments/dcgan_mnist.flags",
                  f"--workdir={workdir}", f"--tfds_data_dir={mnist_data_dir}",
-                 *TINY, "--eval_every=4", "--eval_num_samples=64")
+                 *TINY, "--eval.every=4", "--eval.num_samples=64")
   assert r.returncode == 0, r.stderr[-3000:]
   records = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
   assert [rec["step"] for rec in records] == [2, 4]
   for rec in records:
     for key in ("d_loss", "g_loss", "d_loss_real", "d_loss_fake"):
       assert np.isfinite(rec[key]), (key, rec)
-  # Periodic evaluation (--eval_every) on the MNIST classifier's features.
+  # Periodic evaluation (--eval.every) on the MNIST classifier's features.
   assert "fid" not in records[0]
   for key in ("fid", "kid", "inception_score", "precision", "recall"):
     assert np.isfinite(records[1][key]), (key, records[1])
@@ -136,33 +136,34 @@ def test_dcgan_mnist_trains_through_the_cli(mnist_data_dir, tmp_path):
   assert result["settings"] == {"features": "mnist", "num_real": 64,
                                 "generated": "quantized to 8 bits",
                                 "real_split": "test",
-                                "kid_subsets": 100, "kid_subset_size": 64,
-                                "pr_k": 3, "is_splits": 10}
+                                "kid.subsets": 100, "kid.subset_size": 64,
+                                "inception_score.splits": 10,
+                                "precision_recall.k": 3}
   # Metric settings on the evaluate command line override the run's.
   r = run_module("gan_jax.evaluate", f"--workdir={workdir}",
-                 "--num_samples=64", "--kid_subset_size=16",
-                 "--is_splits=4")
+                 "--num_samples=64", "--kid.subset_size=16",
+                 "--inception_score.splits=4")
   assert r.returncode == 0, r.stderr[-3000:]
   result = json.load(open(workdir / "eval.json"))
-  assert result["settings"]["kid_subset_size"] == 16
+  assert result["settings"]["kid.subset_size"] == 16
   # eval.json is the latest evaluation; eval.jsonl keeps every one.
   history = [json.loads(line) for line in open(workdir / "eval.jsonl")]
-  assert [h["settings"]["kid_subset_size"] for h in history] == [64, 16]
+  assert [h["settings"]["kid.subset_size"] for h in history] == [64, 16]
   assert history[-1] == result
-  assert result["settings"]["is_splits"] == 4
+  assert result["settings"]["inception_score.splits"] == 4
   np.testing.assert_allclose(result["fid"], records[1]["fid"], rtol=1e-4)
   assert abs(result["kid"] - records[1]["kid"]) > 1e-6
   # The real set can be the train split's first N images instead.
   r = run_module("gan_jax.evaluate", f"--workdir={workdir}",
-                 "--num_samples=64", "--eval_real_split=train",
-                 "--eval_metrics=fid")
+                 "--num_samples=64", "--eval.real_split=train",
+                 "--eval.metrics=fid")
   assert r.returncode == 0, r.stderr[-3000:]
   result = json.load(open(workdir / "eval.json"))
   assert result["settings"]["real_split"] == "train"
   assert abs(result["fid"] - records[1]["fid"]) > 1e-3
-  # --eval_metrics picks metrics by name, a user's own included.
+  # --eval.metrics picks metrics by name, a user's own included.
   r = run_module("gan_jax.evaluate", f"--workdir={workdir}",
-                 "--num_samples=64", "--eval_metrics=fid,feat_mean",
+                 "--num_samples=64", "--eval.metrics=fid,feat_mean",
                  "--extra_modules=user_metrics",
                  env={"PYTHONPATH": os.path.dirname(__file__)})
   assert r.returncode == 0, r.stderr[-3000:]
@@ -172,7 +173,7 @@ def test_dcgan_mnist_trains_through_the_cli(mnist_data_dir, tmp_path):
   np.testing.assert_allclose(result["fid"], records[1]["fid"], rtol=1e-4)
   assert np.isfinite(result["feat_mean"])
   r = run_module("gan_jax.evaluate", f"--workdir={workdir}",
-                 "--num_samples=64", "--eval_metrics=fid,fdi")
+                 "--num_samples=64", "--eval.metrics=fid,fdi")
   assert "unknown metric 'fdi'" in assert_one_line_error(r)
   samples = workdir / "samples"
   for step in (2, 4):
@@ -209,12 +210,12 @@ def test_conditional_grid_has_one_row_per_class(mnist_data_dir, tmp_path,
 @needs_mnist
 def test_periodic_evaluation_on_all_devices(mnist_data_dir, tmp_path,
                                             monkeypatch):
-  """--eval_every inside the data-parallel loop (8 host devices, the mesh in
+  """--eval.every inside the data-parallel loop (8 host devices, the mesh in
   context): every metric, precision/recall's per-device blocks included."""
   assert jax.device_count() == 8
   cfg = parse(monkeypatch, "dcgan_mnist", *TINY,
               f"--tfds_data_dir={mnist_data_dir}", "--num_steps=2",
-              "--eval_every=2", "--eval_num_samples=32")
+              "--eval.every=2", "--eval.num_samples=32")
   train.train_and_evaluate(cfg, str(tmp_path))
   record = json.loads(open(tmp_path / "metrics.jsonl").readlines()[-1])
   for key in ("fid", "kid", "inception_score", "precision", "recall"):

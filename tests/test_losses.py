@@ -144,16 +144,19 @@ def test_wgan_parts_and_lsgan_default_targets():
     ({"penalties": ("gp",), "r1.gamma": 1.0},
      "--r1.gamma=1.0 has no effect"),
     ({"pl.every": 2}, "--pl.every=2 has no effect here"),
-    (dict(ema_start=100), "--ema_start=100 has no effect here: it needs "
-                          "--ema_decay > 0"),
+    ({"ema.start": 100}, "--ema.start=100 has no effect here: --ema.decay "
+                         "is 0"),
+    ({"profile.start": 5}, "--profile.start=5 has no effect here: "
+                           "--profile.steps is 0"),
+    ({"parzen.valid_examples": 5, "parzen.sigma": 0.2},
+     "--parzen.valid_examples=5 has no effect here"),
     (dict(**{"d.mbd_kernels": 50}), "--d.mbd_kernels=50 has no effect here"),
     (dict(**{"d.minibatch": "salimans", "d.mbstd_group_size": 2}),
      "--d.mbstd_group_size=2 has no effect here"),
     ({"penalties": ("gp", "r1"), "gp.weight": 1.0, "r1.gamma": 0.1,
       "r1.every": 4}, None),
-    (dict(ema_decay=0.99, ema_start=10, num_steps=20), None),
-    (dict(ema_decay=0.99, ema_start=20, num_steps=20),
-     "--ema_start=20 has no effect here"),
+    ({"ema.decay": 0.99, "ema.start": 10, "num_steps": 20}, None),
+    ({"profile.steps": 2, "profile.start": 10}, None),
     ({"d.minibatch": "salimans", "d.mbd_kernels": 10,
       "d.mbd_kernel_dim": 3}, None),
 ])
@@ -169,8 +172,8 @@ def test_flags_without_effect_are_reported(flags, refused):
 
 def test_build_warns_about_flags_without_effect(caplog):
   from gan_jax import gan as gan_lib
-  gan_lib.build(tiny_config(ema_start=100))
-  assert any("--ema_start=100 has no effect here" in r.getMessage()
+  gan_lib.build(tiny_config(**{"ema.start": 100}))
+  assert any("--ema.start=100 has no effect here" in r.getMessage()
              for r in caplog.records)
 
 

@@ -14,7 +14,7 @@ def test_quickstart_end_to_end_writes_every_artifact(tmp_path):
   workdir = tmp_path / "qs"
   r = run_module("gan_jax.main", "--flagfile=experiments/quickstart.flags",
                  f"--workdir={workdir}", "--num_steps=40", "--log_every=20",
-                 "--steps_per_loop=20", "--eval_samples=500")
+                 "--steps_per_loop=20", "--eval.num_samples=500")
   assert r.returncode == 0, r.stderr[-3000:]
   assert "final (step 40)" in r.stdout and "modes=" in r.stdout
   # flags.txt replays the run.

@@ -206,13 +206,13 @@ def test_infogan_run_writes_traversals_and_records_its_section(tmp_path):
 def test_label_metric_without_labels_is_one_line(tmp_path):
   r = run_module("gan_jax.main", "--flagfile=experiments/dcgan_mnist.flags",
                  "--g.channels=4", "--d.channels=4", "--num_steps=1",
-                 "--eval_every=1", "--eval_metrics=class_accuracy",
+                 "--eval.every=1", "--eval.metrics=class_accuracy",
                  "--noprogress", f"--workdir={tmp_path / 'run'}",
                  f"--tfds_data_dir={tmp_path / 'tfds'}")
   # (after the lines that prepare MNIST once)
   assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
   line = r.stderr.strip().splitlines()[-1]
-  assert line.startswith("error: --eval_metrics=class_accuracy scores "
+  assert line.startswith("error: --eval.metrics=class_accuracy scores "
                          "samples against their labels"), line
 
 

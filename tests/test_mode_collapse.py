@@ -435,7 +435,7 @@ def test_num_seeds_cli_writes_per_replica_metrics_plots_and_resumes(
   args = ["--dataset=ring", "--g.hidden=16", "--d.hidden=8", "--g.layers=2",
           "--d.layers=2", "--d.pieces=2", "--batch_size=16",
           "--log_every=2", "--steps_per_loop=2", "--checkpoint_every=2",
-          "--eval_samples=200", "--noprogress", "--num_seeds=2", "--seed=3",
+          "--eval.num_samples=200", "--noprogress", "--num_seeds=2", "--seed=3",
           f"--workdir={workdir}"]
   for steps_ in (2, 4):  # the second run resumes the replicas from step 2
     result = run_module("gan_jax.main", *args, f"--num_steps={steps_}")

@@ -23,7 +23,7 @@ TINY = ["--flagfile=experiments/quickstart.flags", "--num_steps=6",
         "--log_every=3", "--steps_per_loop=3", "--checkpoint_every=3",
         "--g.hidden=16", "--g.layers=2", "--nog.batchnorm", "--d.hidden=8",
         "--d.layers=2", "--d.pieces=2", "--batch_size=16",
-        "--eval_samples=200", "--noprogress"]
+        "--eval.num_samples=200", "--noprogress"]
 
 
 def _free_port():

@@ -11,6 +11,7 @@ import pytest
 from gan_jax import data as data_lib
 from gan_jax import evaluate
 from gan_jax import gan as gan_lib
+from gan_jax import metrics
 from gan_jax import state as state_lib
 from gan_jax import sampler
 from gan_jax.data import images
@@ -85,6 +86,11 @@ def test_width_is_chosen_on_validation_points_and_scores_the_test_points():
 def test_the_authors_grid():
   np.testing.assert_allclose(parzen.DEFAULT_SIGMAS, np.logspace(-1, 0, 10))
   assert METRICS.get("parzen").needs == ("pixels",)
+  # The held-out images are needed only to choose the width.
+  cfg = tiny_config(dataset="mnist")
+  assert metrics.build(cfg, "parzen").needs == ("pixels", "valid_pixels")
+  assert metrics.build(cfg.replace(**{"parzen.sigma": 0.3}),
+                       "parzen").needs == ("pixels",)
 
 
 def test_train_examples_holds_out_the_rest_of_the_train_split():
@@ -141,9 +147,9 @@ def tiny_mnist_gan(data_dir, **overrides):
 @needs_mnist
 def test_evaluator_parzen_on_mnist_pixels_with_the_width_chosen_held_out(
     mnist_data_dir):
-  gan, cfg = tiny_mnist_gan(mnist_data_dir, eval_metrics=("parzen",),
-                            **{"data.train_examples": 50000},
-                            parzen_valid_examples=40)
+  gan, cfg = tiny_mnist_gan(mnist_data_dir, **{
+      "eval.metrics": ("parzen",), "data.train_examples": 50000,
+      "parzen.valid_examples": 40})
   assert gan.dataset.num_examples == 50000
   state = state_lib.create(gan, cfg.seed)
   import jax  # pylint: disable=import-outside-toplevel
@@ -160,7 +166,8 @@ def test_evaluator_parzen_on_mnist_pixels_with_the_width_chosen_held_out(
   test_x, _ = gan.dataset.eval_arrays("test")
   np.testing.assert_allclose(real["pixels"],
                              test_x[:64].reshape(64, -1) / 255.0, atol=1e-6)
-  assert real["valid_pixels"].shape == (40, 784)
+  # The whole held-out split; the metric chooses on its first 40 images.
+  assert real["valid_pixels"].shape == (10000, 784)
   assert "features" not in real  # no feature network for pixels only
   settings = ev.settings()
   assert settings["parzen_sigma_chosen_on"] == "40 held-out training images"
@@ -173,8 +180,8 @@ def test_parzen_without_held_out_images_fails_before_training(
                  "--flagfile=experiments/goodfellow2014_mnist.flags",
                  f"--workdir={tmp_path / 'run'}",
                  f"--tfds_data_dir={mnist_data_dir}", "--num_steps=2",
-                 "--log_every=2", "--steps_per_loop=2", "--eval_every=2",
-                 "--eval_metrics=parzen", "--data.train_examples=0",
+                 "--log_every=2", "--steps_per_loop=2", "--eval.every=2",
+                 "--eval.metrics=parzen", "--data.train_examples=0",
                  "--noprogress")
   line = assert_one_line_error(r)
   assert "held-out training images" in line and "--data.train_examples" in line
@@ -192,10 +199,10 @@ def test_evaluate_cli_reports_parzen_with_a_given_width(mnist_data_dir,
                  "--g.hidden=32", "--d.hidden=16")
   assert r.returncode == 0, r.stderr[-3000:]
   r = run_module("gan_jax.evaluate", f"--workdir={workdir}",
-                 "--num_samples=50", "--eval_metrics=parzen",
-                 "--parzen_sigma=0.2")
+                 "--num_samples=50", "--eval.metrics=parzen",
+                 "--parzen.sigma=0.2")
   assert r.returncode == 0, r.stderr[-3000:]
   record = json.loads(open(workdir / "eval.json").read())
   assert record["parzen_sigma"] == 0.2
   assert np.isfinite(record["parzen_ll"])
-  assert record["settings"]["parzen_sigma"] == 0.2
+  assert record["settings"]["parzen.sigma"] == 0.2

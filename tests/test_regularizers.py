@@ -110,10 +110,11 @@ def test_spectral_norm_advances_once_when_d_sees_real_and_fake_apart():
 
 
 def test_ema_copies_g_before_its_start_then_follows_the_closed_form():
-  # g_lr = 0 keeps G's weights p constant. Before ema_start the EMA is G;
+  # g_lr = 0 keeps G's weights p constant. Before --ema.start the EMA is G;
   # from it, starting at e0 = 0, e_n = d^n e0 + (1 - d^n) p.
   d = 0.8
-  run = Runner(toy_config(ema_decay=d, ema_start=2, **{"g_optimizer.lr": 0.0}))
+  run = Runner(toy_config(**{"ema.decay": d, "ema.start": 2,
+                          "g_optimizer.lr": 0.0}))
   p = run.host().g_params
   zeros = jax.tree.map(np.zeros_like, p)
   run.set(ema={"G": zeros})
@@ -138,7 +139,7 @@ def test_ema_copies_g_before_its_start_then_follows_the_closed_form():
   raw = run.gan.generate(st.g_params, st.g_state, z, None, train=False)[0]
   np.testing.assert_allclose(got, ema, rtol=1e-5, atol=1e-6)
   assert not np.allclose(got, raw)
-  off = st.replace(ema={})  # --ema_decay=0
+  off = st.replace(ema={})  # --ema.decay=0
   assert off.ema_params is None
   assert state_lib.sampling_params(off)["G"] is off.g_params
 

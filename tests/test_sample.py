@@ -20,7 +20,7 @@ from gan_jax.errors import UserError
 def fixture_toy_run(tmp_path_factory):
   """A toy run with EMA and checkpoints at steps 2 and 4."""
   workdir = str(tmp_path_factory.mktemp("toy"))
-  train.train_and_evaluate(tiny_config(ema_decay=0.9, checkpoint_every=2,
+  train.train_and_evaluate(tiny_config(**{"ema.decay": 0.9}, checkpoint_every=2,
                                        log_every=4, num_devices=1), workdir)
   return workdir
 
@@ -205,10 +205,10 @@ def test_saved_runs_take_safe_overrides_only(image_run, tmp_path):
     evaluate.run_evaluate(image_run, 10, None,
                           overrides={"inception_weights": weights})
   # ... metric settings the sample count cannot meet fail before sampling ...
-  with pytest.raises(UserError, match="--pr_k=10 needs more than 10"):
-    evaluate.run_evaluate(image_run, 10, None, overrides={"pr_k": 10})
-  with pytest.raises(UserError, match="--is_splits=11 needs at least 11"):
-    evaluate.run_evaluate(image_run, 10, None, overrides={"is_splits": 11})
+  with pytest.raises(UserError, match="--precision_recall.k=10 needs more than 10"):
+    evaluate.run_evaluate(image_run, 10, None, overrides={"precision_recall.k": 10})
+  with pytest.raises(UserError, match="--inception_score.splits=11 needs at least 11"):
+    evaluate.run_evaluate(image_run, 10, None, overrides={"inception_score.splits": 11})
   # ... and a structural flag cannot be overridden (the CLIs pass every
   # config flag given on their command line) ...
   with pytest.raises(UserError, match="^cannot override dataset, g.hidden of "

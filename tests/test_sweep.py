@@ -16,7 +16,7 @@ BINARY_FLAGFILE = "/tmp/gan_jax_test_binary.flags"
 TINY_SET = ["num_steps=4", "log_every=2", "steps_per_loop=2",
             "checkpoint_every=2", "g.hidden=16", "g.layers=2", "d.hidden=8",
             "d.layers=2", "d.pieces=2", "batch_size=16",
-            "eval_samples=200", "g.batchnorm=false"]
+            "eval.num_samples=200", "g.batchnorm=false"]
 
 
 def _env(tmp_path):

@@ -68,7 +68,7 @@ def test_profile_steps_writes_one_trace_of_whole_calls(tmp_path, caplog):
   from helpers import tiny_config
   caplog.set_level(logging.INFO)
   cfg = tiny_config(num_steps=8, steps_per_loop=2, log_every=2,
-                    profile_steps=3, workdir=str(tmp_path))
+                    **{"profile.steps": 3}, workdir=str(tmp_path))
   train.train_and_evaluate(cfg, str(tmp_path))
   traces = glob.glob(str(tmp_path / "profile" / "plugins" / "profile" / "*"
                          / "*.xplane.pb"))

@@ -9,6 +9,6 @@ if "feat_mean" not in metrics.METRICS:
 
   @metrics.register("feat_mean", needs=(metrics.FEATURES,),
                     needs_real=False)
-  def feat_mean(real, fake, cfg):
-    del real, cfg
+  def feat_mean(real, fake, seed):
+    del real, seed
     return {"feat_mean": float(np.mean(fake["features"]))}

@@ -41,7 +41,7 @@ GIVES = {"mnist": ("features", "logits"),
 
 def protocol(dataset: str, metrics: Tuple[str, ...] = ()) -> Protocol:
   """The dataset's feature network and metrics; ``metrics`` (registered
-  names, e.g. ``--eval_metrics``) replaces the default list, checked
+  names, e.g. ``--eval.metrics``) replaces the default list, checked
   against the registry and what the feature network gives."""
   default = _default_protocol(dataset)
   if not metrics:
@@ -54,7 +54,7 @@ def protocol(dataset: str, metrics: Tuple[str, ...] = ()) -> Protocol:
                if k not in gives]
     if missing:
       raise UserError(
-          f"--eval_metrics: metric {name!r} needs {', '.join(missing)}, "
+          f"--eval.metrics: metric {name!r} needs {', '.join(missing)}, "
           f"which the feature network of --dataset={dataset} "
           f"({default.extractor}) does not give (it gives "
           f"{', '.join(gives)})")

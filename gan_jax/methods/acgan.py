@@ -12,7 +12,7 @@ L_C(fake)); G minimizes its L_S + w L_C(fake), ``w`` being
 
 Metrics: ``d_class_ce_real``, ``d_class_ce_fake``, ``g_class_ce`` and the
 classifier's accuracy on real data (``d_class_accuracy_real``).
-``--eval_metrics=class_accuracy`` scores the samples with the shipped
+``--eval.metrics=class_accuracy`` scores the samples with the shipped
 MNIST/Fashion-MNIST classifier against the classes G was given.
 """
 

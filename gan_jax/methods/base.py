@@ -37,7 +37,7 @@ class Method:
 
   * ``d_networks`` / ``g_networks``: the names of the networks each side
     updates (a network may be on both sides); ``ema_networks``: those whose
-    params get an EMA copy with ``--ema_decay`` (and are sampled from it).
+    params get an EMA copy with ``--ema.decay`` (and are sampled from it).
   * ``init(key_g, key_d) -> (params, net_state, extra)``: per network name
     its ``params`` and its other variable collections; ``extra`` a dict of
     the method's own state (arrays), saved and restored with the rest.

@@ -16,7 +16,7 @@ Metrics: ``info/cat_ce`` and ``info/cont_ce`` (the two parts of L_I, in
 nats; with ``info/cat_accuracy``: how often Q names the categorical code of
 a fake) on both sides. Pictures: one traversal grid per code
 (``latent_traversals``): rows are the code's values, columns fixed draws of
-everything else. ``--eval_metrics=cluster_accuracy`` scores how well the
+everything else. ``--eval.metrics=cluster_accuracy`` scores how well the
 categorical code matches the classes the shipped classifier sees.
 """
 

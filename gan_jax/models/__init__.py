@@ -107,13 +107,23 @@ knob("d", "minibatch", "enum", "Minibatch features before the "
      "discriminator's output layer: minibatch discrimination (Salimans et "
      "al. 2016) or minibatch standard deviation (Karras et al. 2018). "
      "Default none.", ["none", "salimans", "stddev"])
+
+
+def _sizes(minibatch: str):
+  """The rule of a key that sizes one kind of minibatch features."""
+  return (lambda d: (d.get("minibatch") or "none") == minibatch,
+          f"it sizes --d.minibatch={minibatch}")
+
+
 knob("d", "mbd_kernels", "integer", "Minibatch discrimination: number of "
-     "kernels B (default 100).", bounds=">= 1")
+     "kernels B (default 100).", bounds=">= 1",
+     inert_unless=_sizes("salimans"))
 knob("d", "mbd_kernel_dim", "integer", "Minibatch discrimination: kernel "
-     "dimension C (default 5).", bounds=">= 1")
+     "dimension C (default 5).", bounds=">= 1",
+     inert_unless=_sizes("salimans"))
 knob("d", "mbstd_group_size", "integer", "Minibatch stddev: group size "
      "(the largest divisor of the batch not above it is used; default 4).",
-     bounds=">= 1")
+     bounds=">= 1", inert_unless=_sizes("stddev"))
 
 # Importing the modules registers their architectures.
 from gan_jax.models import mlp  # noqa: E402,F401

@@ -58,7 +58,7 @@ def test_registry_end_to_end():
   for name in ("fid", "kid", "inception_score", "precision_recall",
                "stacked_mnist_modes"):
     m = metrics.METRICS.get(name)
-    out.update(m(real if m.needs_real else None, fake, None))
+    out.update(m(real if m.needs_real else None, fake))
   assert set(out) == {"fid", "kid", "kid_std", "inception_score",
                       "inception_score_std", "precision", "recall", "modes",
                       "kl"}
