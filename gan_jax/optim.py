@@ -21,7 +21,6 @@ the same for ``d_optimizer``).
 from __future__ import annotations
 
 import collections.abc
-import inspect
 import math
 
 import jax.numpy as jnp
@@ -173,8 +172,8 @@ def setting(cfg, side: str, key: str):
   value = getattr(cfg, f"{side}_optimizer.{key}")
   if value is not None:
     return value
-  factory = OPTIMIZERS.get(getattr(cfg, f"{side}_optimizer"))
-  return inspect.signature(factory).parameters[key].default
+  return sections.default_of(
+      OPTIMIZERS.get(getattr(cfg, f"{side}_optimizer")), key)
 
 
 def generator(cfg) -> optax.GradientTransformation:

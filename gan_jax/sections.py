@@ -157,6 +157,12 @@ def takes(factory, positional: int = 0) -> Optional[List[str]]:
           if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
+def default_of(factory, key: str):
+  """The default of ``factory``'s keyword parameter ``key``: what an unset
+  key of a shared section means for it."""
+  return inspect.signature(factory).parameters[key].default
+
+
 def build(registry, cfg, flag: str, section: str, *args, exclude=()):
   """``registry(name, *args, **keys)``: the component named by ``--flag``
   called with the keys of ``section`` set in ``cfg`` (not None). A section
@@ -165,13 +171,24 @@ def build(registry, cfg, flag: str, section: str, *args, exclude=()):
   that the chosen one does not take is a one-line error listing those it
   takes. ``exclude``: keys of the section the caller applies itself."""
   name = getattr(cfg, flag)
+  given = keys_for(registry.get(name), cfg, section, len(args),
+                   f"--{flag}={name}", exclude)
+  return registry(name, *args, **given)
+
+
+def keys_for(factory, cfg, section: str, positional: int, chosen: str,
+             exclude=()) -> Dict[str, Any]:
+  """The keys of ``section`` set in ``cfg`` (not None, not in
+  ``exclude``), for ``factory`` (after its first ``positional``
+  parameters), the component ``chosen`` names; a key it does not take is a
+  one-line error listing those it takes."""
   given = {k: v for k, v in knobs(cfg, section).items()
            if v is not None and k not in exclude}
-  accepted = takes(registry.get(name), len(args))
+  accepted = takes(factory, positional)
   if accepted is not None:
     for key, value in given.items():
       if key not in accepted:
         raise UserError(
-            f"--{section}.{key}={value}: --{flag}={name} does not take it; "
+            f"--{section}.{key}={value}: {chosen} does not take it; "
             f"its keys: {', '.join(sorted(accepted)) or 'none'}")
-  return registry(name, *args, **given)
+  return given

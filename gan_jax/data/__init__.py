@@ -66,9 +66,9 @@ def get(cfg):
                              exclude=("train_examples",))
   elif images.is_tfds_name(cfg.dataset):
     # Any other tensorflow-datasets image dataset (see gan_jax.data.images).
-    size = getattr(cfg, "data.image_size")
-    dataset = images.make(context(cfg), **(
-        {"image_size": size} if size else {}))
+    dataset = images.make(context(cfg), **sections.keys_for(
+        images.make, cfg, "data", 1, f"--dataset={cfg.dataset}",
+        exclude=("train_examples",)))
   else:
     raise UserError(f"unknown dataset {cfg.dataset!r}; valid: "
                     f"{', '.join(DATASETS.names())} or a tensorflow-datasets "

@@ -68,24 +68,19 @@ class ACGAN(GAN):
     return self.classifier.apply({"params": params}, feats, train=True)
 
   def d_objective(self, params, state, batch, ctx):
-    real, y_real, y_fake = batch["real"], batch["y_real"], batch["y_fake"]
-    k_g, k_d, k_pen = jax.random.split(batch["key"], 3)
-    fake = self.fake_for_d(params, state, batch, k_g, ctx).astype(real.dtype)
-    d_state = state.net_state["D"]
-    l_real, f_real, l_fake, f_fake, new_state = self.d_features(
-        params["D"], d_state, real, fake, k_d)
-    total, aux = self.d_loss(l_real, l_fake)
-    c_real = self.classify(params["C"], f_real)
-    ce_real = cross_entropy(c_real, y_real)
-    ce_fake = cross_entropy(self.classify(params["C"], f_fake), y_fake)
-    aux.update({"d_class_ce_real": ce_real, "d_class_ce_fake": ce_fake,
-                "d_class_accuracy_real": jnp.mean(
-                    (jnp.argmax(c_real, -1) == y_real).astype(jnp.float32))})
-    total = total + self.class_weight * (ce_real + ce_fake)
-    total, extra = self.add_penalties(
-        "d", total, aux, state, k_pen, ctx["index"], real=real, fake=fake,
-        d_fn=self.d_fn(params["D"], d_state, None, k_d))
-    return total, (aux, {"D": new_state}, extra)
+    y_real = batch["y_real"]
+
+    def class_term(f_real, f_fake):
+      c_real = self.classify(params["C"], f_real)
+      ce_real = cross_entropy(c_real, y_real)
+      ce_fake = cross_entropy(self.classify(params["C"], f_fake),
+                              batch["y_fake"])
+      metrics = {"d_class_ce_real": ce_real, "d_class_ce_fake": ce_fake,
+                 "d_class_accuracy_real": jnp.mean(
+                     (jnp.argmax(c_real, -1) == y_real).astype(jnp.float32))}
+      return self.class_weight * (ce_real + ce_fake), metrics, {}
+    return self.d_objective_on_features(params, state, batch, ctx,
+                                        class_term)
 
   def g_objective(self, params, state, batch, d_params=None, d_state=None):
     k_g, k_d = jax.random.split(batch["key"])

@@ -222,6 +222,26 @@ class GAN(Method):
         rng=steps.device_key(jax.random.fold_in(k_d, 1)), features=True)
     return l_real, f_real, l_fake, f_fake, new_state
 
+  def d_objective_on_features(self, params, state, batch, ctx, term):
+    """D's objective for a method whose own networks read D's features
+    (InfoGAN's Q, ACGAN's classifier): the loss of D's logits plus
+    ``term(real_features, fake_features) -> (value, metrics, net_state)``,
+    then the penalties. D sees real and fake apart (``d_features``);
+    ``net_state`` holds the term's networks' updated state by name."""
+    real = batch["real"]
+    k_g, k_d, k_pen = jax.random.split(batch["key"], 3)
+    fake = self.fake_for_d(params, state, batch, k_g, ctx).astype(real.dtype)
+    d_state = state.net_state["D"]
+    l_real, f_real, l_fake, f_fake, new_state = self.d_features(
+        params["D"], d_state, real, fake, k_d)
+    total, aux = self.d_loss(l_real, l_fake)
+    value, metrics, term_state = term(f_real, f_fake)
+    aux.update(metrics)
+    total, extra = self.add_penalties(
+        "d", total + value, aux, state, k_pen, ctx["index"], real=real,
+        fake=fake, d_fn=self.d_fn(params["D"], d_state, None, k_d))
+    return total, (aux, {"D": new_state, **term_state}, extra)
+
   def d_loss(self, real_logits, fake_logits):
     """(d_loss, metrics) of D's logits."""
     d_loss, d_real, d_fake = self.loss.d(real_logits, fake_logits)

@@ -156,21 +156,14 @@ class InfoGAN(GAN):
   # --- objectives --------------------------------------------------------------
 
   def d_objective(self, params, state, batch, ctx):
-    real, z = batch["real"], batch["z"]
-    k_g, k_d, k_pen = jax.random.split(batch["key"], 3)
-    fake = self.fake_for_d(params, state, batch, k_g, ctx).astype(real.dtype)
-    d_state = state.net_state["D"]
-    l_real, _, l_fake, feats, new_state = self.d_features(
-        params["D"], d_state, real, fake, k_d)
-    total, aux = self.d_loss(l_real, l_fake)
-    info, info_metrics, q_state = self.info_loss(
-        params["Q"], state.net_state["Q"], feats, z)
-    aux.update({f"d_{k}": v for k, v in info_metrics.items()})
-    total = total + self.info_weight * info
-    total, extra = self.add_penalties(
-        "d", total, aux, state, k_pen, ctx["index"], real=real, fake=fake,
-        d_fn=self.d_fn(params["D"], d_state, None, k_d))
-    return total, (aux, {"D": new_state, "Q": q_state}, extra)
+    def info_term(f_real, f_fake):
+      del f_real
+      info, metrics, q_state = self.info_loss(
+          params["Q"], state.net_state["Q"], f_fake, batch["z"])
+      return (self.info_weight * info,
+              {f"d_{k}": v for k, v in metrics.items()}, {"Q": q_state})
+    return self.d_objective_on_features(params, state, batch, ctx,
+                                        info_term)
 
   def g_objective(self, params, state, batch, d_params=None, d_state=None):
     k_g, k_d = jax.random.split(batch["key"])

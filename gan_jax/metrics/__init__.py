@@ -136,14 +136,7 @@ def build(cfg, name: str) -> Scorer:
   """Metric ``name`` with the knobs of its section in ``cfg`` (a key its
   function does not take is a one-line error)."""
   metric = METRICS.get(name)
-  knobs = sections.knobs(cfg, name)
-  accepted = sections.takes(metric.fn, 3)
-  if accepted is not None:
-    for key, value in knobs.items():
-      if key not in accepted:
-        raise UserError(f"--{name}.{key}={value}: metric {name} does not "
-                        f"take it; its keys: "
-                        f"{', '.join(sorted(accepted)) or 'none'}")
+  knobs = sections.keys_for(metric.fn, cfg, name, 3, f"metric {name}")
   return Scorer(name, metric, knobs, cfg.seed)
 
 
