@@ -341,15 +341,16 @@ def test_a_run_of_another_config_schema_is_refused_in_one_line(
     assert r.returncode == 0, r.stderr[-2000:]
   assert out.exists() and (work / "eval.json").exists()
   version = flags_lib.SCHEMA_VERSION
-  for saved, wrote in ((None, "schema 0 (before versions were recorded)"),
-                       (version + 1, f"schema {version + 1}")):
+  # (sample and evaluate read the checkpoint alike: sample.load.)
+  for saved, wrote, tool in (
+      (None, "schema 0 (before versions were recorded)", sample),
+      (version + 1, f"schema {version + 1}", evaluate)):
     set_schema(work, saved)
     want = (f"error: {work} was written by gan_jax config {wrote}; this "
             f"gan_jax reads schema {version}: train it again, or use the "
             "gan_jax commit that wrote it")
     assert assert_one_line_error(train(env, work, "--num_steps=16")) == want
-    for args in (sample, evaluate):
-      assert assert_one_line_error(run_module(*args, env=env)) == want
+    assert assert_one_line_error(run_module(*tool, env=env)) == want
   assert steps_of(work) == [8, 12]
   assert metrics_of(work) == metrics_of(reference)
 

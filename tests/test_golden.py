@@ -1,6 +1,7 @@
 """The numbers do not move: the first 50 training steps of the reference
-experiments equal the values recorded in tests/golden/losses.json, bit for
-bit, on the CPU they were recorded on (tests/golden/record_losses.py)."""
+experiments equal the values recorded in tests/golden/losses*.json, bit
+for bit, on the CPUs they were recorded on (one file per CPU; skipped on
+another: tests/golden/record_losses.py)."""
 
 import os
 import subprocess

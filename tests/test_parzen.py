@@ -194,9 +194,11 @@ def test_evaluate_cli_reports_parzen_with_a_given_width(mnist_data_dir,
   workdir = tmp_path / "run"
   r = run_module("gan_jax.main",
                  "--flagfile=experiments/goodfellow2014_mnist.flags",
-                 f"--workdir={workdir}", f"--tfds_data_dir={mnist_data_dir}", "--num_steps=2", "--log_every=2",
-                 "--steps_per_loop=2", "--checkpoint_every=2", "--noprogress",
-                 "--g.hidden=32", "--d.hidden=16")
+                 f"--workdir={workdir}", f"--tfds_data_dir={mnist_data_dir}",
+                 "--num_steps=2", "--log_every=2", "--steps_per_loop=2",
+                 "--checkpoint_every=2", "--noprogress", "--g.hidden=32",
+                 "--d.hidden=16",
+                 "--eval.every=0")  # (the checkpoint only: no evaluation)
   assert r.returncode == 0, r.stderr[-3000:]
   r = run_module("gan_jax.evaluate", f"--workdir={workdir}",
                  "--num_samples=50", "--eval.metrics=parzen",

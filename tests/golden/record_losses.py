@@ -11,14 +11,19 @@ it small enough for a CPU) trained for one fused call of 50 steps, as
 ``gan_jax.main`` runs its first 50 steps on one device; every metric of
 every step is kept as the hex of its float32 value. XLA:CPU picks kernels
 by instruction set, so values recorded on one CPU differ in the last bits
-on another: ``losses.json`` names the CPU it was recorded on and a check on
-another CPU is skipped. Run from the repository root, with one device and
-XLA's default optimizations (no XLA_FLAGS).
+on another: each ``losses*.json`` here holds the values of one CPU (its
+``cpu``; ``recorded_with``: the code that wrote them), the check uses the
+file of this CPU and is skipped on a CPU without one. ``--record`` writes
+this CPU's file (``losses.json`` for the first, ``losses_<hash>.json`` for
+others). Run from the repository root, with one device and XLA's default
+optimizations (no XLA_FLAGS).
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import hashlib
 import json
 import os
 import platform
@@ -27,8 +32,8 @@ import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-VALUES = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                      "losses.json")
+HERE = os.path.dirname(os.path.abspath(__file__))
+VALUES = os.path.join(HERE, "losses.json")
 STEPS = 50
 
 # name -> flags. sngan_cifar10 runs on tensorflow-datasets' mock CIFAR-10
@@ -113,7 +118,7 @@ def run_case(name: str, data_dir: str):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--record", action="store_true",
-                      help="write losses.json instead of checking it")
+                      help="write this CPU's values instead of checking them")
   parser.add_argument("--cases", default=",".join(CASES))
   args = parser.parse_args()
   os.chdir(REPO)
@@ -123,23 +128,19 @@ def main():
   if unknown:
     sys.exit(f"error: unknown case(s) {', '.join(unknown)}; valid: "
              f"{', '.join(CASES)}")
-  saved = {"cpu": None, "cases": {}}
-  if os.path.exists(VALUES):
-    with open(VALUES, encoding="utf-8") as f:
-      saved = json.load(f)
-  if not args.record and saved["cpu"] != cpu():
-    print(f"skipped: values recorded on {saved['cpu']}, this is {cpu()}")
+  path, saved = values_of(cpu())
+  if not args.record and saved is None:
+    print(f"skipped: no values recorded on this CPU, {cpu()}")
     return 0
+  saved = saved or {"cpu": cpu(), "cases": {}}
   failed = []
   with tempfile.TemporaryDirectory() as data_dir:
     for name in names:
       got = run_case(name, data_dir)
       if args.record:
-        if saved["cpu"] != cpu():  # values of another CPU: start afresh
-          saved = {"cpu": cpu(), "cases": {}}
         saved["cases"][name] = {"flags": CASES[name], "steps": STEPS,
                                 "metrics": got}
-        _write(saved)  # after each case: a long recording keeps its part
+        _write(path, saved)  # after each case: a long recording keeps its part
         print(f"{name}: recorded {len(got)} metrics x {STEPS} steps",
               flush=True)
         continue
@@ -159,12 +160,27 @@ def main():
   return 1 if failed else 0
 
 
-def _write(saved) -> None:
-  tmp = VALUES + ".tmp"
+def values_of(this_cpu: str):
+  """(path, values) of the file recorded on ``this_cpu``; values None if
+  there is none yet (then the path it would have)."""
+  paths = sorted(glob.glob(os.path.join(HERE, "losses*.json")))
+  for path in paths:
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+    if saved.get("cpu") == this_cpu:
+      return path, saved
+  if not os.path.exists(VALUES):
+    return VALUES, None
+  digest = hashlib.sha1(this_cpu.encode()).hexdigest()[:8]
+  return os.path.join(HERE, f"losses_{digest}.json"), None
+
+
+def _write(path, saved) -> None:
+  tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(saved, f, indent=1, sort_keys=True)
     f.write("\n")
-  os.replace(tmp, VALUES)
+  os.replace(tmp, path)
 
 
 if __name__ == "__main__":
