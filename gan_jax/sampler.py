@@ -71,13 +71,18 @@ def interpolation_inputs(gan, rng, pairs: int, points: int):
 
   The same pairs (z0, z1) at every log interval, so the strips show how the
   latent space evolves; conditional models keep one label (pair i: class
-  i mod classes) along both strips of a pair.
+  i mod classes) along both strips of a pair. G's input may have any
+  shape (an image for a translation method): it is interpolated as a
+  vector.
   """
   key = jax.random.fold_in(rng, _INTERP_KEY)
   z0 = gan.sample_z(jax.random.fold_in(key, 0), (pairs,))
   z1 = gan.sample_z(jax.random.fold_in(key, 1), (pairs,))
-  linear, spherical = interp_lib.strips(z0, z1, points, gan.z_support)
-  z = jnp.stack([linear, spherical], 1).reshape(2 * pairs * points, -1)
+  linear, spherical = interp_lib.strips(z0.reshape(pairs, -1),
+                                        z1.reshape(pairs, -1), points,
+                                        gan.z_support)
+  z = jnp.stack([linear, spherical], 1).reshape(
+      (2 * pairs * points,) + z0.shape[1:])
   y = None
   if gan.num_classes:
     y = jnp.repeat(jnp.arange(pairs) % gan.num_classes, 2 * points)
