@@ -52,7 +52,8 @@ sections.integer("eval", "every", 0, "Evaluate the dataset's metrics every N "
 sections.integer("eval", "num_samples", None, "Generated samples per "
                  "evaluation (for images also the real ones used); default "
                  f"{TOY_SAMPLES} for toy sets (PacGAN's protocol), "
-                 f"{IMAGE_SAMPLES} for images.", owner="run", safe=True, bounds=">= 2")
+                 f"{IMAGE_SAMPLES} for images.", owner="run", safe=True,
+                 bounds=">= 2")
 sections.strings("eval", "metrics", [], "Metrics of image evaluations, by "
                  "registered name (gan_jax.metrics.METRICS; yours too, "
                  "registered from a module given to --extra_modules); their "
@@ -132,15 +133,13 @@ class Evaluator:
     needs = self._needs()
     if metrics_lib.LABELS in needs and self.gan.eval_inputs(
         jax.random.PRNGKey(0), 1)[2] is None:
-      name = next(s.name for s in self.scorers
-                  if metrics_lib.LABELS in s.needs)
+      name = self._first_needing(metrics_lib.LABELS)
       raise UserError(
           f"--eval.metrics={name} scores samples against their labels; "
           f"--method={self.cfg.method} gives its samples none (a "
           f"conditional G or InfoGAN's categorical code does)")
     if metrics_lib.VALID_PIXELS in needs:
-      name = next(s.name for s in self.scorers
-                  if metrics_lib.VALID_PIXELS in s.needs)
+      name = self._first_needing(metrics_lib.VALID_PIXELS)
       try:
         self.gan.dataset.eval_arrays("valid")
       except UserError as e:
@@ -149,6 +148,10 @@ class Evaluator:
 
   def _needs(self):
     return {k for s in self.scorers for k in s.needs}
+
+  def _first_needing(self, key: str) -> str:
+    """The name of the first metric that reads array ``key``."""
+    return next(s.name for s in self.scorers if key in s.needs)
 
   def _arrays(self, images):
     needs = self._needs() - {metrics_lib.LABELS, metrics_lib.VALID_PIXELS}
@@ -295,8 +298,7 @@ def run_evaluate(workdir: str, num_samples: Optional[int],
   # Every replica of a --num_seeds run: name/seed_S each, and their mean.
   gan, state, step, mesh = sample.load(workdir, step, replica=None,
                                        overrides=overrides)
-  n = num_samples or samples_per_evaluation(gan.cfg,
-                                                 gan.dataset.kind)
+  n = num_samples or samples_per_evaluation(gan.cfg, gan.dataset.kind)
   if n < 2:
     raise UserError(f"--num_samples must be >= 2, got {n}")
   evaluator = Evaluator(gan, sampler_lib.Sampler(gan, mesh), n)

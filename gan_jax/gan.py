@@ -46,6 +46,15 @@ def _as_flag(value) -> str:
   return str(value)
 
 
+def _unused_sections(cfg: Config, owner: str, used, why: str):
+  """``{"section.key": why}`` for the changed keys of the sections of
+  ``owner``'s components that are not in ``used`` (``why`` formatted with
+  the section's name)."""
+  return {f"{section}.{key}": why.format(section)
+          for section in sections.of_owner(owner) if section not in used
+          for key in sections.changed(cfg, section)}
+
+
 def inert_flags(cfg: Config, kind: Optional[str] = None) -> Tuple[str, ...]:
   """One line for each flag set away from its default where it does
   nothing (a warning: a knob that silently does nothing can waste a run;
@@ -54,22 +63,17 @@ def inert_flags(cfg: Config, kind: Optional[str] = None) -> Tuple[str, ...]:
   data ``kind`` ("toy" or "image") if given; the section of a regularizer
   or a metric the run does not use."""
   why = sections.inert(cfg)
+  why.update(_unused_sections(cfg, "penalty", cfg.penalties,
+                              "--penalties does not name {}"))
   if kind is not None:
     why.update({name: purpose
                 for name, (wanted, purpose) in DATA_KIND_FLAGS.items()
                 if _changed(cfg, name) and (kind == "toy") != (wanted == "toy")})
-  for section in sections.of_owner("penalty"):
-    if section not in cfg.penalties:
-      why.update({f"{section}.{key}": f"--penalties does not name {section}"
-                  for key in sections.changed(cfg, section)})
-  if kind is not None:
     evaluated = () if kind == "toy" else features_lib.protocol(
         cfg.dataset, tuple(getattr(cfg, "eval.metrics"))).metrics
-    for section in sections.of_owner("metric"):
-      if section not in evaluated:
-        why.update({f"{section}.{key}": f"the run does not evaluate "
-                    f"{section} (--eval.metrics)"
-                    for key in sections.changed(cfg, section)})
+    why.update(_unused_sections(cfg, "metric", evaluated,
+                                "the run does not evaluate {} "
+                                "(--eval.metrics)"))
   return tuple(f"--{name}={_as_flag(getattr(cfg, name))} has no effect "
                f"here: {purpose}"
                for name, purpose in why.items())

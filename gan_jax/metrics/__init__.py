@@ -176,6 +176,11 @@ def _kid(real, fake, seed, subsets=100, subset_size=1000):
   return {"kid": mean, "kid_std": std}
 
 
+def _evaluating(num_samples: int) -> str:
+  return (f"evaluating {num_samples} samples (--num_samples, or "
+          f"--eval.num_samples in training)")
+
+
 sections.integer("inception_score", "splits", 10, "Inception Score: number "
                  "of splits.", owner="metric", safe=True, bounds=">= 1")
 
@@ -210,11 +215,6 @@ def _pr(real, fake, seed, k=3):
   del seed
   p, r = precision_recall(real[FEATURES], fake[FEATURES], k=k)
   return {"precision": p, "recall": r}
-
-
-def _evaluating(num_samples: int) -> str:
-  return (f"evaluating {num_samples} samples (--num_samples, or "
-          f"--eval.num_samples in training)")
 
 
 @register("stacked_mnist_modes", needs=(DIGITS,), needs_real=False)
@@ -288,7 +288,7 @@ def _cluster_accuracy(real, fake, seed):
 
 __all__ = [
     "DIGITS", "FEATURES", "LABELS", "LOGITS", "METRICS", "Metric", "PIXELS",
-    "Scorer", "VALID_PIXELS", "build", "fid", "frechet_distance", "gaussian_stats",
-    "inception_score", "kid", "parzen_lib", "precision_recall", "register",
+    "Scorer", "VALID_PIXELS", "build", "fid", "frechet_distance",
+    "gaussian_stats", "inception_score", "kid", "parzen_lib", "precision_recall", "register",
     "stacked_mnist",
 ]
